@@ -1,0 +1,233 @@
+//! Write Quiver transform plugins in Rust.
+//!
+//! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`] and built for
+//! `wasm32-wasip2` as a `cdylib`. The host sends each batch as Arrow-shaped columns: a column's
+//! values arrive as an owned `Vec` (e.g. `Vec<f64>`) that the plugin may change in place and send
+//! back, so the data is copied only at the boundary.
+//!
+//! ```ignore
+//! use quiver_sdk::prelude::*;
+//!
+//! struct Negate { column: String }
+//!
+//! impl Plugin for Negate {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("negate", env!("CARGO_PKG_VERSION"), "x → −x")
+//!             .param(ParamSpec::text("column", "the float64 column to negate").required())
+//!     }
+//!     fn init(params: Params) -> Result<Self, ParamError> {
+//!         Ok(Negate { column: params.text("column").unwrap_or_default().to_string() })
+//!     }
+//!     fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {
+//!         expect_type(input, &self.column, &[DataType::Float64])?;
+//!         Ok(Plan::passthrough(input).compute(&self.column, DataType::Float64, true))
+//!     }
+//!     fn transform(&mut self, mut input: Batch) -> Result<Vec<OutputBatch>, PluginError> {
+//!         let mut column = input.columns.remove(0);
+//!         column.values_mut::<f64>()?.iter_mut().for_each(|x| *x = -*x);
+//!         Ok(vec![OutputBatch::all_rows(input.rows, vec![column])])
+//!     }
+//! }
+//! quiver_sdk::export_plugin!(Negate);
+//! ```
+
+use std::cell::UnsafeCell;
+
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "quiver:plugin/transform",
+        pub_export_macro: true,
+        default_bindings_module: "quiver_sdk::bindings",
+        export_macro_name: "export",
+        additional_derives: [PartialEq],
+    });
+}
+
+mod bitmap;
+mod column;
+mod params;
+mod plan;
+
+pub use bindings::quiver::plugin::host::Level;
+pub use bindings::quiver::plugin::types::{
+    Batch, Column, DataType, Field, InvalidParam, OutputBatch, OutputField, OutputSource, Param,
+    ParamError, ParamKind, ParamSpec, ParamValue, Plan, PluginError, PluginInfo, TimeUnit,
+    TimestampType, Values, WrongKind,
+};
+pub use bitmap::{count_set_bits, get_bit, BitmapBuilder};
+pub use column::{Native, StringColumnBuilder};
+pub use params::Params;
+pub use plan::{expect_type, find_field};
+
+/// Everything a plugin usually needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        expect_type, find_field, get_bit, log, Batch, BitmapBuilder, Column, DataType, Field,
+        Level, OutputBatch, OutputField, OutputSource, ParamError, ParamSpec, ParamValue, Params,
+        Native, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder, Values,
+    };
+}
+
+/// A transform plugin. One value of this type lives in each plugin instance: the host calls
+/// [`Plugin::init`] once, then [`Plugin::prepare`] for each input schema and
+/// [`Plugin::transform`] for each batch.
+pub trait Plugin: Sized + 'static {
+    /// Name, version, description and parameters. Parameters given to `init` are checked
+    /// against these specs (unknown names, kinds, required ones) before `init` runs.
+    fn describe() -> PluginInfo;
+
+    /// Builds the plugin from checked parameters (defaults filled in).
+    fn init(params: Params) -> Result<Self, ParamError>;
+
+    /// Which input columns the plugin reads and what the output schema is, for batches of this
+    /// input schema.
+    fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError>;
+
+    /// Processes one batch holding the plan's `reads` columns, in that order.
+    fn transform(&mut self, input: Batch) -> Result<Vec<OutputBatch>, PluginError>;
+}
+
+/// Writes a message to the host's log, attributed to this plugin.
+pub fn log(level: Level, message: &str) {
+    bindings::quiver::plugin::host::log(level, message);
+}
+
+impl PluginInfo {
+    /// Describes a plugin with no parameters yet.
+    pub fn new(name: &str, version: &str, description: &str) -> Self {
+        PluginInfo {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds a parameter.
+    pub fn param(mut self, spec: ParamSpec) -> Self {
+        self.params.push(spec);
+        self
+    }
+}
+
+impl PluginError {
+    /// An error with a message only.
+    pub fn new(message: impl Into<String>) -> Self {
+        PluginError {
+            message: message.into(),
+            column: None,
+            row: None,
+        }
+    }
+
+    /// Names the column concerned.
+    pub fn in_column(mut self, column: &str) -> Self {
+        self.column = Some(column.into());
+        self
+    }
+
+    /// Names the row concerned (0-based within the batch).
+    pub fn at_row(mut self, row: usize) -> Self {
+        self.row = Some(row as u32);
+        self
+    }
+}
+
+impl OutputBatch {
+    /// An output that keeps every input row: `columns` are the plan's computed columns.
+    pub fn all_rows(rows: u32, columns: Vec<Column>) -> Self {
+        OutputBatch {
+            rows,
+            columns,
+            selection: None,
+        }
+    }
+
+    /// An output that keeps the input rows whose bit is set in `selection`.
+    pub fn selected(selection: BitmapBuilder, columns: Vec<Column>) -> Self {
+        let rows = selection.count_set() as u32;
+        OutputBatch {
+            rows,
+            columns,
+            selection: Some(selection.finish()),
+        }
+    }
+}
+
+/// Holds the plugin value of an instance. Plugin instances are single-threaded: the host never
+/// enters one instance from two threads, so unsynchronised interior mutability is sound here.
+#[doc(hidden)]
+pub struct Slot<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: a Wasm instance runs on one thread at a time and is never re-entered.
+unsafe impl<T> Sync for Slot<T> {}
+
+impl<T: Plugin> Slot<T> {
+    #[doc(hidden)]
+    pub const fn new() -> Self {
+        Slot(UnsafeCell::new(None))
+    }
+
+    fn get(&self) -> Result<&mut T, PluginError> {
+        // SAFETY: see `Sync` above; calls into an instance are never nested.
+        unsafe { &mut *self.0.get() }
+            .as_mut()
+            .ok_or_else(|| PluginError::new("the host called the plugin before init"))
+    }
+
+    #[doc(hidden)]
+    pub fn init(&self, params: Vec<Param>) -> Result<(), ParamError> {
+        let params = Params::check(&T::describe().params, params)?;
+        let plugin = T::init(params)?;
+        // SAFETY: as in `get`.
+        unsafe { *self.0.get() = Some(plugin) };
+        Ok(())
+    }
+
+    #[doc(hidden)]
+    pub fn prepare(&self, input: Vec<Field>) -> Result<Plan, PluginError> {
+        self.get()?.prepare(&input)
+    }
+
+    #[doc(hidden)]
+    pub fn transform(&self, input: Batch) -> Result<Vec<OutputBatch>, PluginError> {
+        self.get()?.transform(input)
+    }
+}
+
+impl<T: Plugin> Default for Slot<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's `transformer` interface.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        const _: () = {
+            static SLOT: $crate::Slot<$plugin> = $crate::Slot::new();
+            struct QuiverExport;
+            impl $crate::bindings::exports::quiver::plugin::transformer::Guest for QuiverExport {
+                fn describe() -> $crate::PluginInfo {
+                    <$plugin as $crate::Plugin>::describe()
+                }
+                fn init(params: Vec<$crate::Param>) -> Result<(), $crate::ParamError> {
+                    SLOT.init(params)
+                }
+                fn prepare(input: Vec<$crate::Field>) -> Result<$crate::Plan, $crate::PluginError> {
+                    SLOT.prepare(input)
+                }
+                fn transform(
+                    input: $crate::Batch,
+                ) -> Result<Vec<$crate::OutputBatch>, $crate::PluginError> {
+                    SLOT.transform(input)
+                }
+            }
+            $crate::bindings::export!(QuiverExport with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,161 @@
+//! Parameters, checked against the plugin's declared specs before `init` sees them.
+
+use crate::bindings::quiver::plugin::types::{
+    InvalidParam, Param, ParamError, ParamKind, ParamSpec, ParamValue, WrongKind,
+};
+
+/// Kind of a parameter value.
+pub(crate) fn kind_of(value: &ParamValue) -> ParamKind {
+    match value {
+        ParamValue::Boolean(_) => ParamKind::Boolean,
+        ParamValue::Int(_) => ParamKind::Int,
+        ParamValue::Float(_) => ParamKind::Float,
+        ParamValue::Text(_) => ParamKind::Text,
+        ParamValue::TextList(_) => ParamKind::TextList,
+        ParamValue::TextMap(_) => ParamKind::TextMap,
+    }
+}
+
+impl ParamSpec {
+    fn of(name: &str, kind: ParamKind, doc: &str) -> Self {
+        ParamSpec {
+            name: name.into(),
+            kind,
+            required: false,
+            default: None,
+            doc: doc.into(),
+        }
+    }
+    /// A boolean parameter.
+    pub fn boolean(name: &str, doc: &str) -> Self {
+        Self::of(name, ParamKind::Boolean, doc)
+    }
+    /// An integer parameter.
+    pub fn int(name: &str, doc: &str) -> Self {
+        Self::of(name, ParamKind::Int, doc)
+    }
+    /// A float parameter (integers are accepted too).
+    pub fn float(name: &str, doc: &str) -> Self {
+        Self::of(name, ParamKind::Float, doc)
+    }
+    /// A text parameter.
+    pub fn text(name: &str, doc: &str) -> Self {
+        Self::of(name, ParamKind::Text, doc)
+    }
+    /// A list-of-text parameter (a single text is accepted as a list of one).
+    pub fn text_list(name: &str, doc: &str) -> Self {
+        Self::of(name, ParamKind::TextList, doc)
+    }
+    /// A table of text values.
+    pub fn text_map(name: &str, doc: &str) -> Self {
+        Self::of(name, ParamKind::TextMap, doc)
+    }
+    /// Marks the parameter as required.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    /// Sets the value used when the pipeline gives none.
+    pub fn default(mut self, value: ParamValue) -> Self {
+        self.default = Some(value);
+        self
+    }
+}
+
+/// Checked parameters: every name is declared, every value has its declared kind, required
+/// ones are present and defaults are filled in.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    values: Vec<(String, ParamValue)>,
+}
+
+impl Params {
+    /// Checks `given` against `specs`.
+    pub fn check(specs: &[ParamSpec], given: Vec<Param>) -> Result<Params, ParamError> {
+        let mut values = Vec::with_capacity(specs.len());
+        for p in given {
+            let Some(spec) = specs.iter().find(|s| s.name == p.name) else {
+                return Err(ParamError::Unknown(p.name));
+            };
+            let value = match (spec.kind, p.value) {
+                (ParamKind::Float, ParamValue::Int(i)) => ParamValue::Float(i as f64),
+                (ParamKind::TextList, ParamValue::Text(t)) => ParamValue::TextList(vec![t]),
+                (kind, value) if kind == kind_of(&value) => value,
+                (kind, value) => {
+                    return Err(ParamError::WrongKind(WrongKind {
+                        name: p.name,
+                        expected: kind,
+                        found: kind_of(&value),
+                    }))
+                }
+            };
+            values.push((p.name, value));
+        }
+        for spec in specs {
+            if values.iter().any(|(n, _)| *n == spec.name) {
+                continue;
+            }
+            match &spec.default {
+                Some(d) => values.push((spec.name.clone(), d.clone())),
+                None if spec.required => return Err(ParamError::Missing(spec.name.clone())),
+                None => {}
+            }
+        }
+        Ok(Params { values })
+    }
+
+    /// The value of a parameter, if given or defaulted.
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.values.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    /// A text parameter.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            ParamValue::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+    /// A float parameter.
+    pub fn float(&self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            ParamValue::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+    /// An integer parameter.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        match self.get(name)? {
+            ParamValue::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    /// A boolean parameter.
+    pub fn boolean(&self, name: &str) -> Option<bool> {
+        match self.get(name)? {
+            ParamValue::Boolean(b) => Some(*b),
+            _ => None,
+        }
+    }
+    /// A list-of-text parameter (empty if absent).
+    pub fn text_list(&self, name: &str) -> Vec<String> {
+        match self.get(name) {
+            Some(ParamValue::TextList(l)) => l.clone(),
+            _ => Vec::new(),
+        }
+    }
+    /// A table-of-text parameter (empty if absent).
+    pub fn text_map(&self, name: &str) -> Vec<(String, String)> {
+        match self.get(name) {
+            Some(ParamValue::TextMap(m)) => m.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// An `invalid` parameter error.
+    pub fn invalid(name: &str, reason: impl Into<String>) -> ParamError {
+        ParamError::Invalid(InvalidParam {
+            name: name.into(),
+            reason: reason.into(),
+        })
+    }
+}

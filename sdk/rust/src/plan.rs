@@ -1,0 +1,86 @@
+//! Building plans: which columns a plugin reads, and the output schema.
+
+use crate::bindings::quiver::plugin::types::{
+    DataType, Field, OutputField, OutputSource, Plan, PluginError,
+};
+
+/// The field called `name`, or an error listing the available columns.
+pub fn find_field<'a>(input: &'a [Field], name: &str) -> Result<&'a Field, PluginError> {
+    input.iter().find(|f| f.name == name).ok_or_else(|| {
+        let names: Vec<&str> = input.iter().map(|f| f.name.as_str()).collect();
+        PluginError::new(format!(
+            "column `{name}` not found; the input has: {}",
+            names.join(", ")
+        ))
+        .in_column(name)
+    })
+}
+
+/// The field called `name`, checked to have one of the `allowed` types.
+pub fn expect_type<'a>(
+    input: &'a [Field],
+    name: &str,
+    allowed: &[DataType],
+) -> Result<&'a Field, PluginError> {
+    let field = find_field(input, name)?;
+    if !allowed.contains(&field.data_type) {
+        return Err(PluginError::new(format!(
+            "column `{name}` has type {:?}; expected one of {allowed:?}",
+            field.data_type
+        ))
+        .in_column(name));
+    }
+    Ok(field)
+}
+
+impl Plan {
+    /// A plan that reads nothing and passes every input column through unchanged.
+    pub fn passthrough(input: &[Field]) -> Self {
+        Plan {
+            reads: Vec::new(),
+            output: input
+                .iter()
+                .map(|f| OutputField {
+                    name: f.name.clone(),
+                    data_type: f.data_type.clone(),
+                    nullable: f.nullable,
+                    source: OutputSource::Passthrough(f.name.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds `name` to the columns the plugin reads (once).
+    pub fn read(mut self, name: &str) -> Self {
+        if !self.reads.iter().any(|r| r == name) {
+            self.reads.push(name.into());
+        }
+        self
+    }
+
+    /// Reads `name` and replaces its output column (or appends one) by a computed column.
+    pub fn compute(self, name: &str, data_type: DataType, nullable: bool) -> Self {
+        self.read(name).computed(name, data_type, nullable)
+    }
+
+    /// Declares a computed output column `name` without reading an input column of that name.
+    pub fn computed(mut self, name: &str, data_type: DataType, nullable: bool) -> Self {
+        let field = OutputField {
+            name: name.into(),
+            data_type,
+            nullable,
+            source: OutputSource::Computed,
+        };
+        match self.output.iter_mut().find(|f| f.name == name) {
+            Some(existing) => *existing = field,
+            None => self.output.push(field),
+        }
+        self
+    }
+
+    /// Removes output column `name`.
+    pub fn drop(mut self, name: &str) -> Self {
+        self.output.retain(|f| f.name != name);
+        self
+    }
+}
