@@ -12,5 +12,11 @@
 //! The `quiver` binary only parses arguments and prints; everything it does is reachable from
 //! this library.
 
-pub mod partition;
+pub mod abi;
+pub mod batch;
 pub mod io;
+pub mod partition;
+pub mod pipeline;
+pub mod plugin;
+pub mod report;
+pub mod sandbox;

@@ -147,7 +147,8 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, String> {
             }
             c if c.is_ascii_digit() || c == '-' || c == '.' => {
                 while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+' | '_'))
+                    && (chars[i].is_ascii_alphanumeric()
+                        || matches!(chars[i], '.' | '-' | '+' | '_'))
                 {
                     i += 1;
                 }
@@ -161,7 +162,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, String> {
                 }
             }
             c if c.is_alphabetic() || c == '_' => {
-                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.')) {
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.'))
+                {
                     i += 1;
                 }
                 let s: String = chars[start..i].iter().collect();
@@ -256,7 +259,9 @@ impl Parser {
                 self.pos += 1;
                 let lit = match self.tokens.get(self.pos).map(|(_, t)| t.clone()) {
                     Some(Token::Lit(l)) => l,
-                    Some(Token::Word(w)) if w == "true" || w == "false" => Literal::Bool(w == "true"),
+                    Some(Token::Word(w)) if w == "true" || w == "false" => {
+                        Literal::Bool(w == "true")
+                    }
                     Some(Token::Word(w)) if w == "null" => {
                         return Err(format!(
                             "comparing with null is never true; write `{name} is null` {}",
@@ -297,7 +302,11 @@ mod tests {
         let want = Expr::Or(
             Box::new(Expr::Compare("a".into(), Cmp::Gt, Literal::Int(1))),
             Box::new(Expr::And(
-                Box::new(Expr::Compare("b".into(), Cmp::Eq, Literal::Text("x".into()))),
+                Box::new(Expr::Compare(
+                    "b".into(),
+                    Cmp::Eq,
+                    Literal::Text("x".into()),
+                )),
                 Box::new(Expr::Not(Box::new(Expr::IsNull("c".into(), false)))),
             )),
         );

@@ -53,7 +53,11 @@ impl Filter {
             Expr::IsNull(name, negated) => {
                 let valid = validity_words(self.column(batch, name), rows);
                 let null: Vec<u64> = valid.iter().map(|w| !w).collect();
-                let (t, f) = if *negated { (valid, null) } else { (null, valid) };
+                let (t, f) = if *negated {
+                    (valid, null)
+                } else {
+                    (null, valid)
+                };
                 Truth {
                     t: mask_tail(t, rows),
                     f: mask_tail(f, rows),
@@ -72,7 +76,11 @@ impl Filter {
     }
 
     fn column<'b>(&self, batch: &'b Batch, name: &str) -> &'b Column {
-        let i = self.columns.iter().position(|c| c == name).expect("named in prepare");
+        let i = self
+            .columns
+            .iter()
+            .position(|c| c == name)
+            .expect("named in prepare");
         &batch.columns[i]
     }
 }
@@ -146,8 +154,14 @@ fn compare(column: &Column, cmp: Cmp, lit: &Literal, rows: usize) -> Result<Vec<
     macro_rules! int_or_float {
         ($v:expr) => {
             match lit {
-                Literal::Int(i) => compare_num(&$v.iter().map(|&x| x as i128).collect::<Vec<_>>(), cmp, *i as i128),
-                Literal::Float(f) => compare_num(&$v.iter().map(|&x| x as f64).collect::<Vec<_>>(), cmp, *f),
+                Literal::Int(i) => compare_num(
+                    &$v.iter().map(|&x| x as i128).collect::<Vec<_>>(),
+                    cmp,
+                    *i as i128,
+                ),
+                Literal::Float(f) => {
+                    compare_num(&$v.iter().map(|&x| x as f64).collect::<Vec<_>>(), cmp, *f)
+                }
                 _ => return Err(mismatch()),
             }
         };
@@ -179,12 +193,16 @@ fn compare(column: &Column, cmp: Cmp, lit: &Literal, rows: usize) -> Result<Vec<
         Values::U32(v) => int_or_float!(v),
         Values::U64(v) => int_or_float!(v),
         Values::Bits(bits) => {
-            let Literal::Bool(b) = lit else { return Err(mismatch()) };
+            let Literal::Bool(b) = lit else {
+                return Err(mismatch());
+            };
             let want: Vec<bool> = (0..rows).map(|i| get_bit(bits, i)).collect();
             compare_num(&want, cmp, *b)
         }
         Values::Bytes(_) => {
-            let Literal::Text(s) = lit else { return Err(mismatch()) };
+            let Literal::Text(s) = lit else {
+                return Err(mismatch());
+            };
             let s = s.as_bytes();
             let want: Vec<bool> = (0..rows)
                 .map(|i| cmp.holds(Some(column.bytes_at(i).cmp(s))))
@@ -238,22 +256,32 @@ fn check_types(e: &Expr, input: &[Field]) -> Result<(), PluginError> {
 
 impl Plugin for Filter {
     fn describe() -> PluginInfo {
-        PluginInfo::new("filter", env!("CARGO_PKG_VERSION"), "keep the rows where a condition is true")
-            .param(
-                ParamSpec::text("where", "condition, e.g. `amount > 100 and country = 'DE'`")
-                    .required(),
-            )
+        PluginInfo::new(
+            "filter",
+            env!("CARGO_PKG_VERSION"),
+            "keep the rows where a condition is true",
+        )
+        .param(
+            ParamSpec::text("where", "condition, e.g. `amount > 100 and country = 'DE'`")
+                .required(),
+        )
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
         let text = params.text("where").unwrap_or_default();
         let condition = expr::parse(text).map_err(|e| Params::invalid("where", e))?;
-        Ok(Filter { columns: condition.columns(), condition })
+        Ok(Filter {
+            columns: condition.columns(),
+            condition,
+        })
     }
 
     fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {
         check_types(&self.condition, input)?;
-        Ok(self.columns.iter().fold(Plan::passthrough(input), |p, c| p.read(c)))
+        Ok(self
+            .columns
+            .iter()
+            .fold(Plan::passthrough(input), |p, c| p.read(c)))
     }
 
     fn transform(&mut self, input: Batch) -> Result<Vec<OutputBatch>, PluginError> {

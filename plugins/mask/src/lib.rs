@@ -37,13 +37,19 @@ impl Mask {
 
 impl Plugin for Mask {
     fn describe() -> PluginInfo {
-        PluginInfo::new("mask", env!("CARGO_PKG_VERSION"), "replace text values by a salted hash")
-            .param(ParamSpec::text_list("columns", "utf8 columns to mask").required())
-            .param(ParamSpec::text("salt", "secret salt; the hash key is SHA-256(salt)[..16]").required())
-            .param(
-                ParamSpec::boolean("keep-domain", "keep the part from the last '@' in clear")
-                    .default(ParamValue::Boolean(false)),
-            )
+        PluginInfo::new(
+            "mask",
+            env!("CARGO_PKG_VERSION"),
+            "replace text values by a salted hash",
+        )
+        .param(ParamSpec::text_list("columns", "utf8 columns to mask").required())
+        .param(
+            ParamSpec::text("salt", "secret salt; the hash key is SHA-256(salt)[..16]").required(),
+        )
+        .param(
+            ParamSpec::boolean("keep-domain", "keep the part from the last '@' in clear")
+                .default(ParamValue::Boolean(false)),
+        )
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {

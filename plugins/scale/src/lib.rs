@@ -28,22 +28,33 @@ fn scaled<T: Copy + Into<f64>>(values: &[T], a: f64, b: f64) -> Vec<f64> {
 
 impl Plugin for Scale {
     fn describe() -> PluginInfo {
-        PluginInfo::new("scale", env!("CARGO_PKG_VERSION"), "x → (x − a) / b on numeric columns")
-            .param(ParamSpec::text_list("columns", "columns to scale").required())
-            .param(ParamSpec::float("a", "subtracted first").default(ParamValue::Float(0.0)))
-            .param(ParamSpec::float("b", "then divided by (not 0)").default(ParamValue::Float(1.0)))
+        PluginInfo::new(
+            "scale",
+            env!("CARGO_PKG_VERSION"),
+            "x → (x − a) / b on numeric columns",
+        )
+        .param(ParamSpec::text_list("columns", "columns to scale").required())
+        .param(ParamSpec::float("a", "subtracted first").default(ParamValue::Float(0.0)))
+        .param(ParamSpec::float("b", "then divided by (not 0)").default(ParamValue::Float(1.0)))
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
         let b = params.float("b").unwrap_or(1.0);
         if b == 0.0 || !b.is_finite() {
-            return Err(Params::invalid("b", format!("must be a finite non-zero number, got {b}")));
+            return Err(Params::invalid(
+                "b",
+                format!("must be a finite non-zero number, got {b}"),
+            ));
         }
         let columns = params.text_list("columns");
         if columns.is_empty() {
             return Err(Params::invalid("columns", "name at least one column"));
         }
-        Ok(Scale { columns, a: params.float("a").unwrap_or(0.0), b })
+        Ok(Scale {
+            columns,
+            a: params.float("a").unwrap_or(0.0),
+            b,
+        })
     }
 
     fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {

@@ -79,7 +79,12 @@ fn to_bool(s: &Scalar<'_>) -> Option<bool> {
         Scalar::Int(i) => Some(*i != 0),
         Scalar::Float(f) => Some(*f != 0.0),
         Scalar::Bool(b) => Some(*b),
-        Scalar::Text(t) => match std::str::from_utf8(t).ok()?.trim().to_ascii_lowercase().as_str() {
+        Scalar::Text(t) => match std::str::from_utf8(t)
+            .ok()?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "true" | "1" => Some(true),
             "false" | "0" => Some(false),
             _ => None,
@@ -109,9 +114,12 @@ fn cast_fixed<T: Native + Default>(
                 return Ok(T::default());
             }
             convert(&scalar_at(column, i)).ok_or_else(|| {
-                PluginError::new(format!("cannot cast this value of `{}` to {to:?}", column.name))
-                    .in_column(&column.name)
-                    .at_row(i)
+                PluginError::new(format!(
+                    "cannot cast this value of `{}` to {to:?}",
+                    column.name
+                ))
+                .in_column(&column.name)
+                .at_row(i)
             })
         })
         .collect()
@@ -158,14 +166,21 @@ fn cast(column: Column, rows: usize, to: &DataType) -> Result<Column, PluginErro
 
 impl Plugin for Select {
     fn describe() -> PluginInfo {
-        PluginInfo::new("select", env!("CARGO_PKG_VERSION"), "keep, drop, rename and cast columns")
-            .param(ParamSpec::text_list("keep", "columns to keep, in this order (default: all)"))
-            .param(ParamSpec::text_list("drop", "columns to drop"))
-            .param(ParamSpec::text_map("rename", "old name = new name"))
-            .param(ParamSpec::text_map(
-                "cast",
-                "column = type (int64, int32, float64, float32, utf8, boolean)",
-            ))
+        PluginInfo::new(
+            "select",
+            env!("CARGO_PKG_VERSION"),
+            "keep, drop, rename and cast columns",
+        )
+        .param(ParamSpec::text_list(
+            "keep",
+            "columns to keep, in this order (default: all)",
+        ))
+        .param(ParamSpec::text_list("drop", "columns to drop"))
+        .param(ParamSpec::text_map("rename", "old name = new name"))
+        .param(ParamSpec::text_map(
+            "cast",
+            "column = type (int64, int32, float64, float32, utf8, boolean)",
+        ))
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
@@ -190,15 +205,24 @@ impl Plugin for Select {
 
     fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {
         let named = self.keep.iter().chain(&self.drop);
-        for name in named.chain(self.rename.iter().map(|(c, _)| c)).chain(self.cast.iter().map(|(c, _)| c)) {
+        for name in named
+            .chain(self.rename.iter().map(|(c, _)| c))
+            .chain(self.cast.iter().map(|(c, _)| c))
+        {
             find_field(input, name)?;
         }
         let kept: Vec<&Field> = if self.keep.is_empty() {
             input.iter().collect()
         } else {
-            self.keep.iter().map(|k| find_field(input, k)).collect::<Result<_, _>>()?
+            self.keep
+                .iter()
+                .map(|k| find_field(input, k))
+                .collect::<Result<_, _>>()?
         };
-        let mut plan = Plan { reads: Vec::new(), output: Vec::new() };
+        let mut plan = Plan {
+            reads: Vec::new(),
+            output: Vec::new(),
+        };
         for field in kept.into_iter().filter(|f| !self.drop.contains(&f.name)) {
             let out_name = self
                 .rename
@@ -206,11 +230,15 @@ impl Plugin for Select {
                 .find(|(old, _)| *old == field.name)
                 .map_or(field.name.as_str(), |(_, new)| new.as_str());
             if plan.output.iter().any(|o| o.name == out_name) {
-                return Err(PluginError::new(format!("two output columns would be named `{out_name}`")));
+                return Err(PluginError::new(format!(
+                    "two output columns would be named `{out_name}`"
+                )));
             }
             match self.cast.iter().find(|(c, _)| *c == field.name) {
                 Some((_, to)) => {
-                    plan = plan.read(&field.name).computed(out_name, to.clone(), field.nullable)
+                    plan = plan
+                        .read(&field.name)
+                        .computed(out_name, to.clone(), field.nullable)
                 }
                 None => plan.output.push(OutputField {
                     name: out_name.into(),
@@ -227,8 +255,16 @@ impl Plugin for Select {
         let rows = input.rows as usize;
         let mut out = Vec::with_capacity(input.columns.len());
         for column in input.columns {
-            let (_, to) = self.cast.iter().find(|(c, _)| *c == column.name).expect("planned cast");
-            let new_name = self.rename.iter().find(|(old, _)| *old == column.name).map(|(_, n)| n.clone());
+            let (_, to) = self
+                .cast
+                .iter()
+                .find(|(c, _)| *c == column.name)
+                .expect("planned cast");
+            let new_name = self
+                .rename
+                .iter()
+                .find(|(old, _)| *old == column.name)
+                .map(|(_, n)| n.clone());
             let mut cast = cast(column, rows, to)?;
             if let Some(n) = new_name {
                 cast.name = n;

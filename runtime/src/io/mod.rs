@@ -172,12 +172,37 @@ impl IoError {
         Some(path)
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        path: impl Into<PathBuf>,
+        action: &'static str,
+        source: std::io::Error,
+    ) -> Self {
         IoError::Io {
             path: path.into(),
             action,
             source,
         }
+    }
+}
+
+/// The message inside an [`ArrowError`](arrow::error::ArrowError), without the
+/// "Parser error: "-style prefix naming the variant.
+pub(crate) fn arrow_reason(err: &arrow::error::ArrowError) -> String {
+    use arrow::error::ArrowError;
+    match err {
+        ArrowError::ParseError(s)
+        | ArrowError::CsvError(s)
+        | ArrowError::JsonError(s)
+        | ArrowError::IpcError(s)
+        | ArrowError::ParquetError(s)
+        | ArrowError::SchemaError(s)
+        | ArrowError::InvalidArgumentError(s)
+        | ArrowError::ComputeError(s)
+        | ArrowError::CastError(s)
+        | ArrowError::NotYetImplemented(s)
+        | ArrowError::IoError(s, _) => s.clone(),
+        ArrowError::ExternalError(e) => e.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -205,7 +230,10 @@ mod tests {
             column: None,
             message: "expected 4 fields, found 3".into(),
         };
-        assert_eq!(err.to_string(), "data/x.csv: line 17: expected 4 fields, found 3");
+        assert_eq!(
+            err.to_string(),
+            "data/x.csv: line 17: expected 4 fields, found 3"
+        );
         let err = IoError::Malformed {
             path: "data/x.csv".into(),
             line: Some(5),

@@ -86,7 +86,7 @@ pub enum Partitioning {
         /// Number of partitions (at least 1).
         partitions: usize,
     },
-    /// partition i holds boundaries[i-1] <= key < boundaries[i]; nulls go to partition 0.
+    /// Partition `i` holds `boundaries[i-1] <= key < boundaries[i]`; nulls go to partition 0.
     Range {
         /// Key column name.
         key: String,
@@ -196,7 +196,7 @@ pub enum PartitionError {
     #[error("hash partitioning needs at least one key column")]
     NoKeyColumns,
     /// The partition count is 0 or does not fit a u32 partition index.
-    #[error("partition count must be between 1 and {}, got {0}", u32::MAX)]
+    #[error("partition count must be between 1 and 4294967295, got {0}")]
     BadPartitionCount(usize),
     /// Range boundaries are not strictly increasing (or contain NaN).
     #[error("invalid range boundaries: {0}")]
@@ -231,7 +231,10 @@ pub enum PartitionError {
 }
 
 /// Looks a column up by name, listing the available names when it is missing.
-pub(crate) fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, PartitionError> {
+pub(crate) fn column<'b>(
+    batch: &'b RecordBatch,
+    name: &str,
+) -> Result<&'b ArrayRef, PartitionError> {
     match batch.schema_ref().index_of(name) {
         Ok(i) => Ok(batch.column(i)),
         Err(_) => Err(PartitionError::MissingColumn {
@@ -327,7 +330,11 @@ mod tests {
                 assignment.iter().filter(|&&a| a == p as u32).count()
             );
             // The other columns follow their rows.
-            let names = part.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            let names = part
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             for (i, id) in expected.iter().enumerate() {
                 assert_eq!(names.value(i), format!("name{id}"));
             }
@@ -352,14 +359,21 @@ mod tests {
 
         assert!(matches!(
             split(&b, &[0; 9], 3),
-            Err(PartitionError::AssignmentLength { rows: 10, assignment: 9 })
+            Err(PartitionError::AssignmentLength {
+                rows: 10,
+                assignment: 9
+            })
         ));
         let mut bad = vec![0u32; 10];
         bad[4] = 3;
         let err = split(&b, &bad, 3).unwrap_err();
         assert!(matches!(
             err,
-            PartitionError::PartitionOutOfRange { row: 4, partition: 3, partitions: 3 }
+            PartitionError::PartitionOutOfRange {
+                row: 4,
+                partition: 3,
+                partitions: 3
+            }
         ));
     }
 
@@ -385,7 +399,10 @@ mod tests {
             algorithm: HashAlgorithm::Xxh3,
             partitions: 0,
         };
-        assert!(matches!(zero.assign(&b), Err(PartitionError::BadPartitionCount(0))));
+        assert!(matches!(
+            zero.assign(&b),
+            Err(PartitionError::BadPartitionCount(0))
+        ));
     }
 
     #[test]
@@ -421,6 +438,9 @@ mod tests {
             key: "id".into(),
             boundaries: RangeBoundaries::Int(vec![7, 3]),
         };
-        assert!(matches!(bad.assign(&b), Err(PartitionError::BadBoundaries(_))));
+        assert!(matches!(
+            bad.assign(&b),
+            Err(PartitionError::BadBoundaries(_))
+        ));
     }
 }

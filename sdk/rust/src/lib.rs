@@ -66,8 +66,8 @@ pub use plan::{expect_type, find_field};
 pub mod prelude {
     pub use crate::{
         expect_type, find_field, get_bit, log, Batch, BitmapBuilder, Column, DataType, Field,
-        Level, OutputBatch, OutputField, OutputSource, ParamError, ParamSpec, ParamValue, Params,
-        Native, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder, Values,
+        Level, Native, OutputBatch, OutputField, OutputSource, ParamError, ParamSpec, ParamValue,
+        Params, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder, Values,
     };
 }
 
@@ -227,7 +227,7 @@ macro_rules! export_plugin {
                     SLOT.transform(input)
                 }
             }
-            $crate::bindings::export!(QuiverExport with_types_in $crate::bindings);
+    $crate::bindings::export!(QuiverExport with_types_in $crate::bindings);
         };
     };
 }

@@ -1,0 +1,477 @@
+//! The pipeline file: source → chain of plugins → sink, with partitioning and limits.
+//!
+//! ```toml
+//! workers = 2                        # default: one per core
+//!
+//! [source]
+//! paths = ["data/*.parquet"]         # files, globs or directories, relative to this file
+//! format = "parquet"                 # default: from the extension (parquet, csv, jsonl, ipc)
+//! batch-size = 65536
+//!
+//! [partition]
+//! by = ["user_id"]                   # hash partitioning on one or more key columns
+//! count = 8                          # default: the number of workers
+//! hash = "xxh3"                      # xxh3 (default), murmur3, fnv1a, md5
+//! # or range partitioning on one key:
+//! # scheme = "range"; by = ["amount"]; boundaries = [10, 100]   (n-1 boundaries → n partitions)
+//! # scheme = "range"; by = ["amount"]; count = 4                (boundaries from a sample)
+//!
+//! [limits]                           # defaults for every plugin (see `sandbox::Limits`)
+//! memory-mib = 512
+//! timeout-ms = 10000
+//!
+//! [[plugin]]
+//! name = "filter"                    # a plugin on the search path, or: path = "my.wasm"
+//! params = { where = "amount > 100" }
+//!
+//! [[plugin]]
+//! path = "plugins/scale.wasm"
+//! params = { columns = ["amount"], a = 3.0, b = 2.0 }
+//! limits = { memory-mib = 64 }       # overrides for this plugin
+//!
+//! [sink]
+//! path = "out/result.parquet"       # relative to this file
+//! partition-by = ["country"]         # Hive-style directory instead of one file
+//! overwrite = false
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::abi::{Param, ParamValue};
+use crate::io::Format;
+use crate::partition::HashAlgorithm;
+use crate::sandbox::Limits;
+
+/// A pipeline file could not be read or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// A plugin could not be found.
+    #[error("plugin `{name}` not found; looked in: {looked}")]
+    PluginNotFound {
+        /// What was asked for.
+        name: String,
+        /// Where it looked.
+        looked: String,
+    },
+}
+
+/// A whole pipeline.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Pipeline {
+    /// Worker threads; each runs its own instance of every plugin. Default: one per core.
+    pub workers: Option<usize>,
+    /// The input.
+    pub source: SourceSpec,
+    /// How rows are spread over partitions (default: whole batches round-robin, input order
+    /// kept in the output).
+    #[serde(default)]
+    pub partition: Option<PartitionSpec>,
+    /// Limits for every plugin, unless a plugin overrides them.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The chain of plugins, in order.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginSpec>,
+    /// The output.
+    pub sink: SinkSpec,
+    /// Directory relative paths are resolved against (the pipeline file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Files, glob patterns or directories.
+    pub paths: Vec<String>,
+    /// The format, if not implied by the extension.
+    pub format: Option<Format>,
+    /// Rows per batch read.
+    pub batch_size: Option<usize>,
+    /// Whether CSV files have a header line (default true).
+    pub csv_header: Option<bool>,
+    /// CSV field delimiter (default ",").
+    pub csv_delimiter: Option<char>,
+}
+
+/// `[partition]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// `hash` (default) or `range`.
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// Key columns (one for range partitioning).
+    pub by: Vec<String>,
+    /// Number of partitions (default: workers; for range: boundaries + 1).
+    pub count: Option<usize>,
+    /// Hash function for hash partitioning.
+    #[serde(default)]
+    pub hash: HashAlgorithm,
+    /// Range boundaries given by hand (numbers or strings), n-1 for n partitions.
+    pub boundaries: Option<Vec<toml::Value>>,
+    /// Rows sampled from the start of the input to compute range boundaries (default 100000).
+    pub sample_rows: Option<usize>,
+}
+
+/// Partitioning scheme.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// partition = hash(key) mod n.
+    #[default]
+    Hash,
+    /// Sorted key ranges.
+    Range,
+}
+
+/// `[[plugin]]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PluginSpec {
+    /// A plugin on the search path (`filter` finds `filter.wasm`).
+    pub name: Option<String>,
+    /// A `.wasm` file (relative to the pipeline file).
+    pub path: Option<PathBuf>,
+    /// Parameters.
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Limit overrides for this plugin.
+    #[serde(default)]
+    pub limits: Option<toml::Table>,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SinkSpec {
+    /// Output file, or directory for Hive-style output.
+    pub path: PathBuf,
+    /// Format (default: from the extension, else Parquet).
+    pub format: Option<Format>,
+    /// Hive-style partition columns.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Replace an existing output.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+impl Pipeline {
+    /// Reads a pipeline file.
+    pub fn from_file(path: &Path) -> Result<Pipeline, PipelineError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut p = Self::from_toml(&text).map_err(|message| PipelineError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        p.base_dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(p)
+    }
+
+    /// Parses pipeline TOML (relative paths resolve against the current directory).
+    pub fn from_toml(text: &str) -> Result<Pipeline, String> {
+        let mut p: Pipeline = toml::from_str(text).map_err(|e| e.to_string())?;
+        p.base_dir = PathBuf::from(".");
+        Ok(p)
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// Source paths resolved against the file's directory.
+    pub fn source_paths(&self) -> Vec<String> {
+        self.source
+            .paths
+            .iter()
+            .map(|p| {
+                if Path::new(p).is_absolute() {
+                    p.clone()
+                } else {
+                    self.base_dir.join(p).to_string_lossy().into_owned()
+                }
+            })
+            .collect()
+    }
+
+    /// Number of workers: as configured, else one per core.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// Checks what can be checked without reading data or plugins.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |m: String| Err(PipelineError::Invalid(m));
+        if self.source.paths.is_empty() {
+            return bad("[source] paths is empty: name at least one input file".into());
+        }
+        if self.workers == Some(0) {
+            return bad("workers must be at least 1".into());
+        }
+        if let Some(p) = &self.partition {
+            if p.by.is_empty() {
+                return bad("[partition] by is empty: name the key column(s)".into());
+            }
+            if p.count == Some(0) {
+                return bad("[partition] count must be at least 1".into());
+            }
+            if p.scheme == Scheme::Range && p.by.len() != 1 {
+                return bad(format!(
+                    "[partition] range partitioning takes one key column, not {}",
+                    p.by.len()
+                ));
+            }
+            if p.scheme == Scheme::Hash && p.boundaries.is_some() {
+                return bad("[partition] boundaries only apply to scheme = \"range\"".into());
+            }
+        }
+        for (i, spec) in self.plugins.iter().enumerate() {
+            if spec.name.is_some() == spec.path.is_some() {
+                return bad(format!(
+                    "[[plugin]] #{}: give either name = \"…\" or path = \"….wasm\"",
+                    i + 1
+                ));
+            }
+            spec.limits(&self.limits)?;
+        }
+        Ok(())
+    }
+}
+
+impl PluginSpec {
+    /// Parameters in the contract's form.
+    pub fn params(&self) -> Result<Vec<Param>, PipelineError> {
+        self.params
+            .iter()
+            .map(|(k, v)| {
+                Ok(Param {
+                    name: k.clone(),
+                    value: param_value(k, v)?,
+                })
+            })
+            .collect()
+    }
+
+    /// This plugin's limits: the pipeline's, with this plugin's overrides.
+    pub fn limits(&self, defaults: &Limits) -> Result<Limits, PipelineError> {
+        let Some(overrides) = &self.limits else {
+            return Ok(*defaults);
+        };
+        let mut merged =
+            toml::Table::try_from(defaults).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        merged.extend(overrides.clone());
+        merged
+            .try_into()
+            .map_err(|e| PipelineError::Invalid(format!("[[plugin]] limits: {e}")))
+    }
+
+    /// A short label for messages: the name or the path.
+    pub fn label(&self) -> String {
+        match (&self.name, &self.path) {
+            (Some(n), _) => n.clone(),
+            (None, Some(p)) => p.display().to_string(),
+            (None, None) => "(unnamed)".into(),
+        }
+    }
+}
+
+/// Converts a TOML value to a parameter value.
+pub fn param_value(name: &str, v: &toml::Value) -> Result<ParamValue, PipelineError> {
+    let bad = |what: &str| {
+        PipelineError::Invalid(format!(
+            "parameter `{name}`: {what} is not a parameter value (use a boolean, integer, float, string, array of strings or table of strings)"
+        ))
+    };
+    Ok(match v {
+        toml::Value::Boolean(b) => ParamValue::Boolean(*b),
+        toml::Value::Integer(i) => ParamValue::Int(*i),
+        toml::Value::Float(f) => ParamValue::Float(*f),
+        toml::Value::String(s) => ParamValue::Text(s.clone()),
+        toml::Value::Array(a) => ParamValue::TextList(
+            a.iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad("an array with non-strings"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => ParamValue::TextMap(
+            t.iter()
+                .map(|(k, x)| {
+                    x.as_str()
+                        .map(|s| (k.clone(), s.to_owned()))
+                        .ok_or_else(|| bad("a table with non-string values"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Datetime(_) => return Err(bad("a date")),
+    })
+}
+
+/// Parses `name=value` from the command line. The value is read as TOML (`3`, `2.5`, `true`,
+/// `["a", "b"]`, `{ a = "b" }`) and otherwise taken as text, so `where=amount > 3` works
+/// without quotes.
+pub fn parse_cli_param(arg: &str) -> Result<(String, toml::Value), PipelineError> {
+    let (name, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| PipelineError::Invalid(format!("--param `{arg}`: expected name=value")))?;
+    let name = name.trim().to_string();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    Ok((name, value))
+}
+
+/// Directories searched for plugins given by name, in order: the pipeline's directory,
+/// `$QUIVER_PLUGIN_PATH` (colon-separated), `plugins/` next to the `quiver` executable's
+/// directory (so `target/release/quiver` finds `target/plugins/`), and `./target/plugins`.
+pub fn plugin_search_path(base_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![base_dir.to_path_buf()];
+    if let Some(p) = std::env::var_os("QUIVER_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent().and_then(Path::parent) {
+            dirs.push(dir.join("plugins"));
+        }
+    }
+    dirs.push(PathBuf::from("target/plugins"));
+    dirs
+}
+
+/// Resolves a plugin spec to a `.wasm` path.
+pub fn resolve_plugin(spec: &PluginSpec, base_dir: &Path) -> Result<PathBuf, PipelineError> {
+    if let Some(p) = &spec.path {
+        return Ok(if p.is_absolute() {
+            p.clone()
+        } else {
+            base_dir.join(p)
+        });
+    }
+    let name = spec.name.as_deref().unwrap_or_default();
+    let file = if name.ends_with(".wasm") {
+        name.to_string()
+    } else {
+        format!("{name}.wasm")
+    };
+    let dirs = plugin_search_path(base_dir);
+    dirs.iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PipelineError::PluginNotFound {
+            name: name.to_string(),
+            looked: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_pipeline() {
+        let p = Pipeline::from_toml(
+            r#"
+            workers = 3
+            [source]
+            paths = ["in/*.csv"]
+            [partition]
+            by = ["user"]
+            count = 8
+            hash = "murmur3"
+            [limits]
+            memory-mib = 64
+            [[plugin]]
+            name = "filter"
+            params = { where = "x > 1" }
+            [[plugin]]
+            path = "scale.wasm"
+            params = { columns = ["x"], a = 1, b = 2.5 }
+            limits = { timeout-ms = 5 }
+            [sink]
+            path = "out.parquet"
+            "#,
+        )
+        .unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.worker_count(), 3);
+        let part = p.partition.as_ref().unwrap();
+        assert_eq!((part.count, part.hash), (Some(8), HashAlgorithm::Murmur3));
+        let l = p.plugins[1].limits(&p.limits).unwrap();
+        assert_eq!((l.memory_mib, l.timeout_ms), (64, 5));
+        let params = p.plugins[1].params().unwrap();
+        assert!(params.contains(&Param {
+            name: "columns".into(),
+            value: ParamValue::TextList(vec!["x".into()])
+        }));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let e = Pipeline::from_toml("[source]\npaths=[\"a\"]\nbogus = 1\n[sink]\npath=\"o\"")
+            .unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let p = Pipeline::from_toml(
+            "[source]\npaths=[\"a\"]\n[[plugin]]\nname=\"x\"\nlimits={ memory = 1 }\n[sink]\npath=\"o\"",
+        )
+        .unwrap();
+        assert!(p.validate().unwrap_err().to_string().contains("memory"));
+    }
+
+    #[test]
+    fn cli_params_are_toml_or_text() {
+        let v = |s| parse_cli_param(s).unwrap().1;
+        assert_eq!(v("a=3"), toml::Value::Integer(3));
+        assert_eq!(
+            v("where=amount > 3"),
+            toml::Value::String("amount > 3".into())
+        );
+        assert_eq!(v("c=[\"x\", \"y\"]").as_array().unwrap().len(), 2);
+        assert!(parse_cli_param("novalue").is_err());
+    }
+}

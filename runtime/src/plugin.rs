@@ -1,0 +1,791 @@
+//! Plugins: loading components, the compile cache, and instances that run calls under limits.
+//!
+//! - [`Host`] owns the engine and the linker (WASI without sockets, plus the `host` interface).
+//! - [`Host::load`] reads a `.wasm`, checks that it is a component exporting
+//!   `quiver:plugin/transformer@0.1.0` and importing nothing Quiver does not grant, compiles it
+//!   once (cached on disk by content hash and engine configuration), pre-links it
+//!   ([`InstancePre`]) and asks it to `describe` itself.
+//! - [`Instance`] is one live instance for one (plugin, worker): `init` runs once, the plan is
+//!   made once per input schema, and the instance is reused for every batch. After a trap the
+//!   instance cannot be entered again, so the next call replaces it transparently (re-running
+//!   `init` and `prepare`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, TypedFunc};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::abi::{
+    self, AbiError, BatchIn, CapExceeded, LogLevel, OutputBatch, OutputCaps, Param, ParamError,
+    PluginInfo, WitField, WitPlan, WitPluginError,
+};
+use crate::sandbox::{self, Limits, LogSource, StoreState};
+
+/// Name of the interface every transform plugin exports.
+pub const TRANSFORMER_INTERFACE: &str = "quiver:plugin/transformer@0.1.0";
+/// Name of the interface the host offers to plugins.
+pub const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
+
+/// Import namespaces that are never linked: a plugin importing them is refused.
+const NEVER_GRANTED: [&str; 2] = ["wasi:sockets/", "wasi:http/"];
+
+/// Something went wrong loading or running a plugin. Every variant names the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("plugin {path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a component Quiver can run.
+    #[error("plugin {path}: {reason}")]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The parameters were refused (by the host's check against `describe`, or by `init`).
+    #[error("plugin `{plugin}`: parameter {reason}")]
+    Param {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong, naming the parameter.
+        reason: String,
+    },
+    /// The plugin reported an error for a schema or a batch.
+    #[error("plugin `{plugin}`: {message}")]
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// Its message, with column and row if it gave them.
+        message: String,
+    },
+    /// A call ran past its deadline.
+    #[error("plugin `{plugin}`: time limit of {limit_ms} ms per call exceeded in `{call}`")]
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// The call (`init`, `prepare`, `transform`).
+        call: &'static str,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// The plugin tried to grow its memory past the limit.
+    #[error("plugin `{plugin}`: memory limit of {limit_mib} MiB exceeded in `{call}` (it asked for {asked_mib} MiB)")]
+    Memory {
+        /// The plugin.
+        plugin: String,
+        /// The call.
+        call: &'static str,
+        /// The limit.
+        limit_mib: u64,
+        /// What it asked for.
+        asked_mib: u64,
+    },
+    /// The plugin trapped (panicked, hit `unreachable`, overflowed its stack, …).
+    #[error("plugin `{plugin}`: trapped in `{call}`: {message}")]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// The call.
+        call: &'static str,
+        /// The trap and what the plugin printed before it.
+        message: String,
+    },
+    /// The plugin returned more than its output caps allow.
+    #[error("plugin `{plugin}`: output limit exceeded: {what}")]
+    OutputLimit {
+        /// The plugin.
+        plugin: String,
+        /// Which cap, with figures.
+        what: String,
+    },
+    /// The plugin's plan or output contradicts the contract.
+    #[error("plugin `{plugin}`: {source}")]
+    Abi {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong.
+        source: AbiError,
+    },
+    /// The engine failed outside of a plugin call.
+    #[error("plugin {plugin}: {message}")]
+    Engine {
+        /// The plugin (name or path).
+        plugin: String,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+impl PluginError {
+    /// Whether the error is the plugin's fault for this batch only (the run may skip it),
+    /// as opposed to a problem loading the plugin.
+    pub fn is_call_failure(&self) -> bool {
+        !matches!(
+            self,
+            PluginError::Read { .. } | PluginError::NotAPlugin { .. } | PluginError::Engine { .. }
+        )
+    }
+}
+
+/// Renders an engine error with its causes on one line.
+fn chain(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// The engine, linker and compile cache shared by all plugins of a process.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Host {
+    /// A host with room for `max_instances` live instances, caching compiled components in
+    /// `cache_dir` (none: compile every time).
+    pub fn new(max_instances: u32, cache_dir: Option<PathBuf>) -> Result<Host, PluginError> {
+        let engine_err = |e: wasmtime::Error| PluginError::Engine {
+            plugin: "(host)".into(),
+            message: chain(&e),
+        };
+        let engine = sandbox::engine(max_instances).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        sandbox::add_wasi_to_linker(&mut linker).map_err(engine_err)?;
+        linker
+            .root()
+            .instance(HOST_INTERFACE)
+            .and_then(|mut host| {
+                host.func_wrap(
+                    "log",
+                    |store: wasmtime::StoreContextMut<'_, StoreState>,
+                     (level, message): (LogLevel, String)| {
+                        let level = match level {
+                            LogLevel::Trace => tracing::Level::TRACE,
+                            LogLevel::Debug => tracing::Level::DEBUG,
+                            LogLevel::Info => tracing::Level::INFO,
+                            LogLevel::Warn => tracing::Level::WARN,
+                            LogLevel::Error => tracing::Level::ERROR,
+                        };
+                        store.data().logs.log(level, &message);
+                        Ok(())
+                    },
+                )
+            })
+            .map_err(engine_err)?;
+        Ok(Host {
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    /// The default compile cache: `$QUIVER_CACHE_DIR`, else `$XDG_CACHE_HOME/quiver`, else
+    /// `~/.cache/quiver`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("QUIVER_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("quiver"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("quiver"))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
+        let fail = |e: wasmtime::Error| PluginError::NotAPlugin {
+            path: path.to_path_buf(),
+            reason: format!("cannot compile: {}", chain(&e)),
+        };
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(fail);
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
+        if file.exists() {
+            // SAFETY: the file was written by `precompile_component` of an engine with the same
+            // configuration (its name says so), into a directory only this user writes.
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), "ignoring unusable compile cache entry: {}", chain(&e))
+                }
+            }
+        }
+        let compiled = self.engine.precompile_component(bytes).map_err(fail)?;
+        // A cache that cannot be written only costs time.
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &compiled)?;
+            tmp.persist(&file).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(dir = %dir.display(), "cannot write the compile cache: {e}");
+        }
+        // SAFETY: produced just above by this engine.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(fail)
+    }
+
+    /// Loads, checks, compiles (or fetches from the cache) and pre-links a plugin.
+    pub fn load(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
+        let started = Instant::now();
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let not_plugin = |reason: String| PluginError::NotAPlugin {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(not_plugin(
+                    "is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or componentize it) against wit/quiver.wit".into(),
+                ))
+            }
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(not_plugin("is not a WebAssembly component".into())),
+        }
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let component = self.compile(path, &bytes, &sha256)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !exports.iter().any(|e| e == TRANSFORMER_INTERFACE) {
+            return Err(not_plugin(format!(
+                "does not export {TRANSFORMER_INTERFACE}, so it is not a Quiver transform plugin (it exports: {})",
+                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+            )));
+        }
+        let refused: Vec<&String> = imports
+            .iter()
+            .filter(|i| NEVER_GRANTED.iter().any(|p| i.starts_with(p)))
+            .collect();
+        if !refused.is_empty() {
+            return Err(not_plugin(format!(
+                "imports {}, which Quiver never grants (plugins get no network)",
+                refused
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| not_plugin(format!("cannot be linked: {}", chain(&e))))?;
+        let iface = component
+            .get_export_index(None, TRANSFORMER_INTERFACE)
+            .expect("checked above");
+        let mut plugin = Plugin {
+            path: path.to_path_buf(),
+            name: path.display().to_string(),
+            sha256,
+            size: bytes.len(),
+            imports,
+            pre,
+            iface,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                params: Vec::new(),
+            },
+            load_time: Duration::ZERO,
+        };
+        let mut probe = RawInstance::new(&plugin, &Limits::default())?;
+        plugin.info = probe.call(&plugin, "describe", |store, f| {
+            f.describe.call(store, ()).map(|r| r.0)
+        })?;
+        plugin.name = plugin.info.name.clone();
+        plugin.load_time = started.elapsed();
+        Ok(Arc::new(plugin))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A loaded plugin: compiled, pre-linked, described.
+pub struct Plugin {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Its name, from `describe`.
+    pub name: String,
+    /// SHA-256 of the `.wasm`, hex.
+    pub sha256: String,
+    /// Size of the `.wasm` in bytes.
+    pub size: usize,
+    /// Interfaces the component imports.
+    pub imports: Vec<String>,
+    /// What `describe` said.
+    pub info: PluginInfo,
+    /// Time to read, check, compile (or load from cache) and describe.
+    pub load_time: Duration,
+    pre: InstancePre<StoreState>,
+    iface: ComponentExportIndex,
+}
+
+impl Plugin {
+    /// Checks parameters against the plugin's declared specs (unknown names, kinds, required
+    /// ones) so that mistakes are reported by the host with the plugin's own documentation.
+    pub fn check_params(&self, params: &[Param]) -> Result<(), PluginError> {
+        let err = |reason: String| PluginError::Param {
+            plugin: self.name.clone(),
+            reason,
+        };
+        for p in params {
+            let Some(spec) = self.info.params.iter().find(|s| s.name == p.name) else {
+                let known: Vec<&str> = self.info.params.iter().map(|s| s.name.as_str()).collect();
+                return Err(err(format!(
+                    "`{}` is unknown; it takes: {}",
+                    p.name,
+                    if known.is_empty() {
+                        "no parameters".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            };
+            let (found, want) = (p.value.kind(), spec.kind);
+            let coercible = matches!(
+                (want, found),
+                (abi::ParamKind::Float, abi::ParamKind::Int)
+                    | (abi::ParamKind::TextList, abi::ParamKind::Text)
+            );
+            if found != want && !coercible {
+                return Err(err(format!(
+                    "`{}` must be {want} ({}), but {} is {found}",
+                    p.name, spec.doc, p.value
+                )));
+            }
+        }
+        if let Some(missing) = self
+            .info
+            .params
+            .iter()
+            .find(|s| s.required && !params.iter().any(|p| p.name == s.name))
+        {
+            return Err(err(format!(
+                "`{}` is required: {}",
+                missing.name, missing.doc
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The exported functions of one instance.
+struct Funcs {
+    describe: TypedFunc<(), (PluginInfo,)>,
+    init: TypedFunc<(Vec<Param>,), (Result<(), ParamError>,)>,
+    prepare: TypedFunc<(Vec<WitField>,), (Result<WitPlan, WitPluginError>,)>,
+    transform: TypedFunc<(BatchIn<'static>,), (Result<Vec<OutputBatch>, WitPluginError>,)>,
+}
+
+/// A store and instance, without the plugin-level state (params, plans).
+struct RawInstance {
+    store: Store<StoreState>,
+    funcs: Funcs,
+    limits: Limits,
+}
+
+impl RawInstance {
+    fn new(plugin: &Plugin, limits: &Limits) -> Result<Self, PluginError> {
+        let engine = plugin.pre.engine();
+        let mut store = Store::new(engine, StoreState::new(limits));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        let fail = |e: wasmtime::Error| PluginError::Engine {
+            plugin: plugin.name.clone(),
+            message: format!("cannot instantiate: {}", chain(&e)),
+        };
+        let instance = plugin.pre.instantiate(&mut store).map_err(fail)?;
+        let func = |store: &mut Store<StoreState>, name: &str| {
+            let idx = instance
+                .get_export_index(&mut *store, Some(&plugin.iface), name)
+                .ok_or_else(|| PluginError::NotAPlugin {
+                    path: plugin.path.clone(),
+                    reason: format!("{TRANSFORMER_INTERFACE} lacks `{name}`"),
+                })?;
+            instance
+                .get_func(&mut *store, idx)
+                .ok_or_else(|| PluginError::NotAPlugin {
+                    path: plugin.path.clone(),
+                    reason: format!("`{name}` is not a function"),
+                })
+        };
+        let typed = |e: wasmtime::Error, name: &str| {
+            PluginError::NotAPlugin {
+            path: plugin.path.clone(),
+            reason: format!(
+                "`{name}` does not match {TRANSFORMER_INTERFACE} (built against another version of wit/quiver.wit?): {}",
+                chain(&e)
+            ),
+        }
+        };
+        let f = func(&mut store, "describe")?;
+        let describe = f.typed(&store).map_err(|e| typed(e, "describe"))?;
+        let f = func(&mut store, "init")?;
+        let init = f.typed(&store).map_err(|e| typed(e, "init"))?;
+        let f = func(&mut store, "prepare")?;
+        let prepare = f.typed(&store).map_err(|e| typed(e, "prepare"))?;
+        let f = func(&mut store, "transform")?;
+        let transform = f.typed(&store).map_err(|e| typed(e, "transform"))?;
+        Ok(RawInstance {
+            store,
+            funcs: Funcs {
+                describe,
+                init,
+                prepare,
+                transform,
+            },
+            limits: *limits,
+        })
+    }
+
+    /// Runs one call under the deadline, forwards what the plugin logged, and turns traps into
+    /// errors that name the limit that stopped it.
+    fn call<R>(
+        &mut self,
+        plugin: &Plugin,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<StoreState>, &Funcs) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        self.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let result = f(&mut self.store, &self.funcs);
+        let (lines, dropped) = self.store.data().logs.drain();
+        forward_logs(&plugin.name, &lines, dropped);
+        result.map_err(|e| {
+            let name = plugin.name.clone();
+            if let Some(asked) = self.store.data_mut().limiter.refused.take() {
+                return PluginError::Memory {
+                    plugin: name,
+                    call,
+                    limit_mib: self.limits.memory_mib,
+                    asked_mib: (asked as u64).div_ceil(1 << 20),
+                };
+            }
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => PluginError::Timeout {
+                    plugin: name,
+                    call,
+                    limit_ms: self.limits.timeout_ms,
+                },
+                _ => {
+                    let mut message = chain(&e);
+                    // A panic message goes to stderr just before the trap: it is the real reason.
+                    if let Some((_, last)) =
+                        lines.iter().rev().find(|(s, _)| *s == LogSource::Stderr)
+                    {
+                        message = format!("{message} (stderr: {last})");
+                    }
+                    PluginError::Trap {
+                        plugin: name,
+                        call,
+                        message,
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn forward_logs(plugin: &str, lines: &[(LogSource, String)], dropped: usize) {
+    for (source, line) in lines {
+        match source {
+            LogSource::Stdout => tracing::info!(plugin, stream = "stdout", "{line}"),
+            LogSource::Stderr => tracing::warn!(plugin, stream = "stderr", "{line}"),
+            LogSource::Log(level) => match *level {
+                tracing::Level::ERROR => tracing::error!(plugin, "{line}"),
+                tracing::Level::WARN => tracing::warn!(plugin, "{line}"),
+                tracing::Level::INFO => tracing::info!(plugin, "{line}"),
+                tracing::Level::DEBUG => tracing::debug!(plugin, "{line}"),
+                _ => tracing::trace!(plugin, "{line}"),
+            },
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            plugin,
+            "dropped {dropped} bytes of plugin output over the log limit"
+        );
+    }
+}
+
+/// Figures of one instance (summed over replacements).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// `transform` calls.
+    pub calls: u64,
+    /// Rows sent.
+    pub rows_in: u64,
+    /// Rows produced.
+    pub rows_out: u64,
+    /// Bytes of column data sent into the plugin.
+    pub bytes_in: u64,
+    /// Bytes of column data the plugin returned.
+    pub bytes_out: u64,
+    /// Time inside `transform` (including the boundary copies and output checks).
+    pub time: Duration,
+    /// Largest linear memory, in bytes.
+    pub peak_memory: u64,
+    /// Instances replaced after a trap.
+    pub restarts: u64,
+}
+
+impl Metrics {
+    /// Adds another instance's figures.
+    pub fn merge(&mut self, o: &Metrics) {
+        self.calls += o.calls;
+        self.rows_in += o.rows_in;
+        self.rows_out += o.rows_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.time += o.time;
+        self.peak_memory = self.peak_memory.max(o.peak_memory);
+        self.restarts += o.restarts;
+    }
+}
+
+/// One live instance of a plugin, initialised with its parameters, for one worker.
+pub struct Instance {
+    plugin: Arc<Plugin>,
+    params: Vec<Param>,
+    limits: Limits,
+    raw: Option<RawInstance>,
+    plan: Option<(SchemaRef, abi::Plan)>,
+    metrics: Metrics,
+}
+
+impl Instance {
+    /// Instantiates `plugin` and runs `init(params)`.
+    pub fn new(
+        plugin: Arc<Plugin>,
+        params: Vec<Param>,
+        limits: Limits,
+    ) -> Result<Self, PluginError> {
+        plugin.check_params(&params)?;
+        let mut instance = Instance {
+            plugin,
+            params,
+            limits,
+            raw: None,
+            plan: None,
+            metrics: Metrics::default(),
+        };
+        instance.live()?;
+        Ok(instance)
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Figures so far.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        if let Some(raw) = &self.raw {
+            m.peak_memory = m.peak_memory.max(raw.store.data().limiter.peak as u64);
+        }
+        m
+    }
+
+    /// The live instance, creating (and initialising) one if there is none.
+    fn live(&mut self) -> Result<&mut RawInstance, PluginError> {
+        if self.raw.is_none() {
+            let mut raw = RawInstance::new(&self.plugin, &self.limits)?;
+            let params = self.params.clone();
+            let result = raw.call(&self.plugin, "init", |s, f| {
+                f.init.call(s, (params,)).map(|r| r.0)
+            })?;
+            result.map_err(|e| PluginError::Param {
+                plugin: self.plugin.name.clone(),
+                reason: describe_param_error(&e),
+            })?;
+            self.raw = Some(raw);
+            self.plan = None;
+        }
+        Ok(self.raw.as_mut().expect("set above"))
+    }
+
+    /// Drops the instance after a trap; the next call makes a new one.
+    fn discard_after(&mut self, e: &PluginError) {
+        if matches!(
+            e,
+            PluginError::Trap { .. } | PluginError::Timeout { .. } | PluginError::Memory { .. }
+        ) {
+            if let Some(raw) = self.raw.take() {
+                self.metrics.peak_memory = self
+                    .metrics
+                    .peak_memory
+                    .max(raw.store.data().limiter.peak as u64);
+            }
+            self.metrics.restarts += 1;
+            self.plan = None;
+        }
+    }
+
+    /// The checked plan for `schema` (asking the plugin once per schema).
+    pub fn plan(&mut self, schema: &SchemaRef) -> Result<abi::Plan, PluginError> {
+        if let Some((s, p)) = &self.plan {
+            if Arc::ptr_eq(s, schema) || s == schema {
+                return Ok(p.clone());
+            }
+        }
+        let plugin = self.plugin.clone();
+        let fields = abi::wit_fields(schema);
+        let raw = self.live()?;
+        let result = raw.call(&plugin, "prepare", |s, f| {
+            f.prepare.call(s, (fields,)).map(|r| r.0)
+        });
+        let wit = match result {
+            Ok(r) => r.map_err(|e| failed(&plugin.name, &e))?,
+            Err(e) => {
+                self.discard_after(&e);
+                return Err(e);
+            }
+        };
+        let plan = abi::Plan::check(&wit, schema).map_err(|source| PluginError::Abi {
+            plugin: plugin.name.clone(),
+            source,
+        })?;
+        self.plan = Some((schema.clone(), plan.clone()));
+        Ok(plan)
+    }
+
+    /// Runs `transform` on a batch and returns the output batches, checked and assembled.
+    pub fn transform(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, PluginError> {
+        let plan = self.plan(batch.schema_ref())?;
+        let plugin = self.plugin.clone();
+        let abi_err = |source| PluginError::Abi {
+            plugin: plugin.name.clone(),
+            source,
+        };
+        let schema = batch.schema();
+        let prepared: Vec<ArrayRef> = plan
+            .reads
+            .iter()
+            .map(|&i| abi::prepare_array(schema.field(i).name(), batch.column(i)))
+            .collect::<Result<_, _>>()
+            .map_err(abi_err)?;
+        let columns: Vec<abi::ColumnIn<'_>> = plan
+            .reads
+            .iter()
+            .zip(&prepared)
+            .map(|(&i, a)| abi::column_in(schema.field(i).name(), a))
+            .collect();
+        let bytes_in: u64 = columns.iter().map(abi::column_in_bytes).sum();
+        let input = BatchIn {
+            rows: batch.num_rows() as u32,
+            columns,
+        };
+        let caps = OutputCaps {
+            rows: self.limits.max_output_rows,
+            bytes: self.limits.max_output_bytes(),
+        };
+        let started = Instant::now();
+        let raw = self.live()?;
+        let result = raw.call(&plugin, "transform", |s, f| {
+            // SAFETY: `BatchIn<'_>` and `BatchIn<'static>` are the same component type; the
+            // lifetime only ties the borrowed buffers to this call, which does not keep them.
+            let transform: TypedFunc<(BatchIn<'_>,), (Result<Vec<OutputBatch>, WitPluginError>,)> =
+                unsafe { TypedFunc::new_unchecked(*f.transform.func()) };
+            transform.call(s, (input,)).map(|r| r.0)
+        });
+        let outputs = match result {
+            Ok(r) => r.map_err(|e| failed(&plugin.name, &e))?,
+            Err(e) => {
+                self.discard_after(&e);
+                return Err(e);
+            }
+        };
+        let bytes_out = abi::check_caps(&outputs, caps).map_err(|c| PluginError::OutputLimit {
+            plugin: plugin.name.clone(),
+            what: match c {
+                CapExceeded::Rows { got, cap } => format!(
+                    "{got} rows from a batch of {} (max-output-rows = {cap})",
+                    batch.num_rows()
+                ),
+                CapExceeded::Bytes { got, cap } => format!(
+                    "{} MiB from a batch of {} rows (max-output-mib = {})",
+                    got >> 20,
+                    batch.num_rows(),
+                    cap >> 20
+                ),
+            },
+        })?;
+        let batches = outputs
+            .into_iter()
+            .map(|o| abi::assemble(&plan, batch, o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(abi_err)?;
+        let m = &mut self.metrics;
+        m.calls += 1;
+        m.rows_in += batch.num_rows() as u64;
+        m.rows_out += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        m.bytes_in += bytes_in;
+        m.bytes_out += bytes_out;
+        m.time += started.elapsed();
+        Ok(batches)
+    }
+}
+
+fn failed(plugin: &str, e: &WitPluginError) -> PluginError {
+    let mut message = e.message.clone();
+    if let Some(c) = &e.column {
+        if !message.contains(c.as_str()) {
+            message = format!("column `{c}`: {message}");
+        }
+    }
+    if let Some(r) = e.row {
+        message = format!("{message} (row {r} of the batch)");
+    }
+    PluginError::Failed {
+        plugin: plugin.to_string(),
+        message,
+    }
+}
+
+fn describe_param_error(e: &ParamError) -> String {
+    match e {
+        ParamError::Unknown(n) => format!("`{n}` is unknown"),
+        ParamError::Missing(n) => format!("`{n}` is required"),
+        ParamError::WrongKind(w) => format!("`{}` must be {}, not {}", w.name, w.expected, w.found),
+        ParamError::Invalid(i) => format!("`{}` is invalid: {}", i.name, i.reason),
+    }
+}

@@ -1,0 +1,201 @@
+//! The run report: what a run read, did and wrote, printed at the end of `quiver run`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::io::SinkSummary;
+use crate::partition::SkewReport;
+use crate::plugin::Metrics;
+use crate::sandbox::Limits;
+
+/// A partition is reported as skewed when its size exceeds this multiple of the mean.
+pub const SKEW_THRESHOLD: f64 = 1.5;
+
+/// Figures of one plugin of the chain, summed over workers.
+#[derive(Debug, Clone)]
+pub struct PluginReport {
+    /// Name from `describe`.
+    pub name: String,
+    /// Version from `describe`.
+    pub version: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Load (and compile or cache fetch) time.
+    pub load_time: Duration,
+    /// Limits it ran under.
+    pub limits: Limits,
+    /// Calls, rows, bytes, time, memory.
+    pub metrics: Metrics,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Rows read.
+    pub rows_in: u64,
+    /// Batches read.
+    pub batches_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Wall time of the whole run.
+    pub wall: Duration,
+    /// Worker threads.
+    pub workers: usize,
+    /// How rows were partitioned, if they were.
+    pub partitioning: Option<String>,
+    /// Rows per partition and the hottest keys.
+    pub skew: SkewReport,
+    /// Per plugin, in chain order.
+    pub plugins: Vec<PluginReport>,
+    /// What was written.
+    pub output: SinkSummary,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "read {} rows in {} batches, wrote {} rows to {} ({} file{}, {:.1} MiB) in {:.2?} ({:.0} rows/s, {} worker{})",
+            self.rows_in,
+            self.batches_in,
+            self.rows_out,
+            self.output.path.display(),
+            self.output.files,
+            if self.output.files == 1 { "" } else { "s" },
+            mib(self.output.bytes),
+            self.wall,
+            per_sec(self.rows_in, self.wall),
+            self.workers,
+            if self.workers == 1 { "" } else { "s" },
+        )?;
+        if !self.plugins.is_empty() {
+            writeln!(f, "plugins:")?;
+            writeln!(
+                f,
+                "  {:<16} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10} {:>9}",
+                "plugin", "rows in", "rows out", "calls", "time", "MiB in", "MiB out", "peak mem"
+            )?;
+        }
+        for p in &self.plugins {
+            let m = &p.metrics;
+            writeln!(
+                f,
+                "  {:<16} {:>12} {:>12} {:>8} {:>10.2?} {:>10.1} {:>10.1} {:>5.0}/{} MiB{}",
+                format!("{} {}", p.name, p.version),
+                m.rows_in,
+                m.rows_out,
+                m.calls,
+                m.time,
+                mib(m.bytes_in),
+                mib(m.bytes_out),
+                mib(m.peak_memory),
+                p.limits.memory_mib,
+                if m.restarts > 0 {
+                    format!(" ({} restarts)", m.restarts)
+                } else {
+                    String::new()
+                },
+            )?;
+        }
+        let s = &self.skew;
+        match &self.partitioning {
+            Some(p) => writeln!(f, "partitioning: {p}")?,
+            None => writeln!(
+                f,
+                "partitioning: none (batches round-robin over workers, input order kept)"
+            )?,
+        }
+        writeln!(
+            f,
+            "  rows per partition: {:?}; max/mean {:.2}{}",
+            s.rows_per_partition,
+            s.max_over_mean,
+            if s.is_skewed(SKEW_THRESHOLD) {
+                " — SKEWED"
+            } else {
+                ""
+            }
+        )?;
+        if !s.hottest.is_empty() {
+            let hot: Vec<String> = s
+                .hottest
+                .iter()
+                .map(|h| format!("{} ({} rows, {:.1}%)", h.key, h.rows, h.share * 100.0))
+                .collect();
+            writeln!(f, "  hottest keys: {}", hot.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A machine-readable form of the report (`quiver run --report-json`).
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    rows_in: u64,
+    rows_out: u64,
+    wall_seconds: f64,
+    workers: usize,
+    output: String,
+    files: usize,
+    partitioning: Option<&'a str>,
+    skew: &'a SkewReport,
+    plugins: Vec<JsonPlugin<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonPlugin<'a> {
+    name: &'a str,
+    version: &'a str,
+    sha256: &'a str,
+    calls: u64,
+    rows_in: u64,
+    rows_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    seconds: f64,
+    peak_memory_bytes: u64,
+    restarts: u64,
+}
+
+impl RunReport {
+    /// The report as JSON-serialisable data.
+    pub fn json(&self) -> JsonReport<'_> {
+        JsonReport {
+            rows_in: self.rows_in,
+            rows_out: self.rows_out,
+            wall_seconds: self.wall.as_secs_f64(),
+            workers: self.workers,
+            output: self.output.path.display().to_string(),
+            files: self.output.files,
+            partitioning: self.partitioning.as_deref(),
+            skew: &self.skew,
+            plugins: self
+                .plugins
+                .iter()
+                .map(|p| JsonPlugin {
+                    name: &p.name,
+                    version: &p.version,
+                    sha256: &p.sha256,
+                    calls: p.metrics.calls,
+                    rows_in: p.metrics.rows_in,
+                    rows_out: p.metrics.rows_out,
+                    bytes_in: p.metrics.bytes_in,
+                    bytes_out: p.metrics.bytes_out,
+                    seconds: p.metrics.time.as_secs_f64(),
+                    peak_memory_bytes: p.metrics.peak_memory,
+                    restarts: p.metrics.restarts,
+                })
+                .collect(),
+        }
+    }
+}
