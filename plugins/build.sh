@@ -26,6 +26,8 @@ mkdir -p target/plugins
 for pkg in "${names[@]}"; do
   short=${pkg#quiver-plugin-}
   short=${short#quiver-test-plugin-}
-  cp "target/wasm32-wasip2/release/${pkg//-/_}.wasm" "target/plugins/${short}.wasm"
+  built="target/wasm32-wasip2/release/${pkg//-/_}.wasm"        # library components
+  [ -f "$built" ] || built="target/wasm32-wasip2/release/${pkg}.wasm"  # command components
+  cp "$built" "target/plugins/${short}.wasm"
 done
 echo "plugins built: ${names[*]} -> target/plugins/"

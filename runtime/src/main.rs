@@ -126,6 +126,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
         Command::Run(args) => {
@@ -135,9 +136,25 @@ fn main() {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", render_error(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, skipping causes whose text is already shown (the
+/// library's messages embed their causes).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Pairs each --param with the --plugin that precedes it on the command line.

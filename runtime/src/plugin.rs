@@ -506,12 +506,24 @@ impl RawInstance {
                     limit_ms: self.limits.timeout_ms,
                 },
                 _ => {
-                    let mut message = chain(&e);
-                    // A panic message goes to stderr just before the trap: it is the real reason.
-                    if let Some((_, last)) =
-                        lines.iter().rev().find(|(s, _)| *s == LogSource::Stderr)
-                    {
-                        message = format!("{message} (stderr: {last})");
+                    // The trap itself (without the wasm backtrace, which goes to the debug log)
+                    // and, if the plugin panicked, its own message from stderr.
+                    tracing::debug!(plugin = %plugin.name, "{}", chain(&e));
+                    let mut message = e
+                        .downcast_ref::<Trap>()
+                        .map_or_else(|| chain(&e), |t| t.to_string());
+                    let said: Vec<&str> = lines
+                        .iter()
+                        .filter(|(s, l)| {
+                            *s == LogSource::Stderr
+                                && !l.trim().is_empty()
+                                && !l.starts_with("note: run with")
+                        })
+                        .map(|(_, l)| l.as_str())
+                        .collect();
+                    if !said.is_empty() {
+                        let tail = &said[said.len().saturating_sub(2)..];
+                        message = format!("{message}; the plugin said: {}", tail.join(" / "));
                     }
                     PluginError::Trap {
                         plugin: name,

@@ -109,23 +109,19 @@ impl fmt::Display for RunReport {
         }
         let s = &self.skew;
         match &self.partitioning {
-            Some(p) => writeln!(f, "partitioning: {p}")?,
+            Some(p) => writeln!(
+                f,
+                "partitioning: {p}\n  rows per partition: {:?}; max/mean {:.2}{}",
+                s.rows_per_partition,
+                s.max_over_mean,
+                if s.is_skewed(SKEW_THRESHOLD) { " — SKEWED" } else { "" }
+            )?,
             None => writeln!(
                 f,
-                "partitioning: none (batches round-robin over workers, input order kept)"
+                "partitioning: none (whole batches round-robin over workers, input order kept)\n  rows per worker: {:?}",
+                s.rows_per_partition
             )?,
         }
-        writeln!(
-            f,
-            "  rows per partition: {:?}; max/mean {:.2}{}",
-            s.rows_per_partition,
-            s.max_over_mean,
-            if s.is_skewed(SKEW_THRESHOLD) {
-                " — SKEWED"
-            } else {
-                ""
-            }
-        )?;
         if !s.hottest.is_empty() {
             let hot: Vec<String> = s
                 .hottest

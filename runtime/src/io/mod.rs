@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 pub use format::{Format, UnknownFormatName, FORMAT_NAMES};
-pub use sink::{create, Sink, SinkOptions, SinkSummary};
+pub use sink::{create, Sink, SinkOptions, SinkSummary, HIVE_DEFAULT_PARTITION};
 pub use source::{open, Batches, Source, SourceBatch, SourceOptions};
 
 /// An error reading or writing a data file. Every variant names the file (or pattern) concerned.

@@ -69,7 +69,7 @@ pub struct Sink {
 }
 
 enum Layout {
-    Single(Option<FileWriter>),
+    Single(Option<Box<FileWriter>>),
     Hive(Box<Hive>),
 }
 
@@ -126,7 +126,7 @@ pub fn create(path: &Path, schema: SchemaRef, options: &SinkOptions) -> Result<S
                 });
             }
         };
-        (Layout::Single(Some(writer)), tmp)
+        (Layout::Single(Some(Box::new(writer))), tmp)
     } else {
         let hive = Hive::new(&schema, &options.partition_by, &target)?;
         let tmp = temp_dir(&parent, &name)
@@ -278,7 +278,7 @@ impl Sink {
         match &mut self.layout {
             Layout::Single(writer) => {
                 if let Some(writer) = writer.take() {
-                    close(writer, self.target.clone())?;
+                    close(*writer, self.target.clone())?;
                 }
             }
             Layout::Hive(hive) => {
@@ -1074,6 +1074,33 @@ mod tests {
         let summary = sink.commit().unwrap();
         assert_eq!(summary.rows, 2);
         assert_eq!(read_ids(&target), [1, 2]);
+    }
+
+    #[test]
+    fn a_failed_write_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let item = Arc::new(Field::new("item", DataType::Int64, true));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "xs",
+            DataType::List(item),
+            true,
+        )]));
+        let lists = arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Int64Type, _, _>(
+            vec![Some(vec![Some(1)])],
+        );
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lists)]).unwrap();
+        let mut sink = create(&target, schema, &SinkOptions::default()).unwrap();
+        let err = sink.write(0, &batch).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: cannot write csv: ", target.display())),
+            "{err}"
+        );
+        assert!(sink.write(0, &batch).is_err(), "the sink stays failed");
+        let err = sink.commit().unwrap_err();
+        assert!(err.to_string().contains("not committed"), "{err}");
+        assert!(entries(dir.path()).is_empty());
     }
 
     #[test]

@@ -561,7 +561,7 @@ struct OpenFile {
 enum FileBatches {
     Parquet(ParquetRecordBatchReader),
     Csv {
-        reader: arrow::csv::Reader<File>,
+        reader: Box<arrow::csv::Reader<File>>,
         schema: SchemaRef,
         options: SourceOptions,
     },
@@ -596,7 +596,7 @@ impl OpenFile {
                     .build(file)
                     .map_err(|e| csv_error(path, e, schema, options))?;
                 FileBatches::Csv {
-                    reader,
+                    reader: Box::new(reader),
                     schema: schema.clone(),
                     options: options.clone(),
                 }
@@ -1095,7 +1095,7 @@ impl JsonLines {
                     Err(e) => return json_error(&self.path, Some(line), e),
                 };
                 chunk = &chunk[taken..];
-                if before == 0 && decoder.len() > 0 {
+                if before == 0 && !decoder.is_empty() {
                     row_start = Some(line_no);
                 }
                 if !decoder.is_empty() && !decoder.has_partial_record() {
@@ -1463,7 +1463,7 @@ mod tests {
         assert_eq!(names, ["a.csv", "b.csv", "c.csv"]);
 
         let missing = format!("{}/*.parquet", dir.path().display());
-        let err = open(&[missing.clone()], &SourceOptions::default()).unwrap_err();
+        let err = open(std::slice::from_ref(&missing), &SourceOptions::default()).unwrap_err();
         assert_eq!(err.to_string(), format!("no input matched \"{missing}\""));
 
         let err = open(

@@ -1,0 +1,230 @@
+//! Bad input: each case fails with a clear message naming what is wrong and where, exits
+//! non-zero, and leaves no output (nor temporary file) behind.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+/// A small valid input file and an output path in a fresh directory.
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(&dir.path().join("in.parquet"), &generate(500, 9));
+        Case { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// `quiver run -i <input> <plugin args…> -o out.parquet`, expecting failure; checks that
+    /// only the input files remain.
+    fn fails(&self, input: &str, plugin_args: &[&str]) -> String {
+        let mut c = quiver();
+        c.current_dir(self.dir.path())
+            .args(["run", "-i", input])
+            .args(plugin_args)
+            .args(["-o", "out.parquet"]);
+        let err = run_err(c);
+        let mut left: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("in") && !n.ends_with(".wasm"))
+            .collect();
+        left.sort();
+        assert!(left.is_empty(), "left behind: {left:?}\n{err}");
+        err
+    }
+}
+
+fn contains_all(err: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(err.contains(p), "expected {p:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn malformed_csv_row_names_file_and_line() {
+    let case = Case::new();
+    std::fs::write(case.path("in.csv"), "a,b,c\n1,2,3\n4,5,6\n7,8\n9,10,11\n").unwrap();
+    let err = case.fails("in.csv", &["--plugin", "scale", "-p", "columns=a"]);
+    contains_all(&err, &["in.csv", "line 4"]);
+}
+
+#[test]
+fn truncated_parquet_names_the_file() {
+    let case = Case::new();
+    let bytes = std::fs::read(case.path("in.parquet")).unwrap();
+    std::fs::write(case.path("in-cut.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = case.fails(
+        "in-cut.parquet",
+        &["--plugin", "scale", "-p", "columns=amount"],
+    );
+    contains_all(&err, &["in-cut.parquet", "Parquet"]);
+}
+
+#[test]
+fn missing_column_names_column_and_plugin() {
+    let case = Case::new();
+    let err = case.fails(
+        "in.parquet",
+        &["--plugin", "filter", "-p", "where=nosuch > 1"],
+    );
+    contains_all(&err, &["filter", "nosuch", "amount"]);
+    let err = case.fails("in.parquet", &["--plugin", "scale", "-p", "columns=nosuch"]);
+    contains_all(&err, &["scale", "nosuch"]);
+}
+
+#[test]
+fn wrong_column_type_names_column_and_type() {
+    let case = Case::new();
+    let err = case.fails("in.parquet", &["--plugin", "scale", "-p", "columns=email"]);
+    contains_all(&err, &["scale", "email", "Utf8", "numeric"]);
+    let err = case.fails(
+        "in.parquet",
+        &["--plugin", "filter", "-p", "where=email > 3"],
+    );
+    contains_all(&err, &["filter", "email", "integer 3"]);
+}
+
+#[test]
+fn unknown_and_ill_typed_parameters() {
+    let case = Case::new();
+    let err = case.fails(
+        "in.parquet",
+        &["--plugin", "scale", "-p", "columns=k", "-p", "bogus=1"],
+    );
+    contains_all(&err, &["scale", "bogus", "unknown", "columns, a, b"]);
+    let err = case.fails(
+        "in.parquet",
+        &["--plugin", "scale", "-p", "columns=k", "-p", "b=hello"],
+    );
+    contains_all(&err, &["scale", "`b`", "must be a number", "\"hello\""]);
+    let err = case.fails(
+        "in.parquet",
+        &["--plugin", "scale", "-p", "columns=k", "-p", "b=0"],
+    );
+    contains_all(&err, &["scale", "`b`", "non-zero"]);
+    let err = case.fails("in.parquet", &["--plugin", "scale"]);
+    contains_all(&err, &["scale", "`columns` is required"]);
+    let err = case.fails("in.parquet", &["--plugin", "filter", "-p", "where=k >"]);
+    contains_all(&err, &["filter", "`where`", "at the end"]);
+}
+
+#[test]
+fn files_that_are_not_plugins() {
+    let case = Case::new();
+    std::fs::write(case.path("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let err = case.fails("in.parquet", &["--plugin", "./core.wasm"]);
+    contains_all(
+        &err,
+        &["core.wasm", "core WebAssembly module, not a component"],
+    );
+    std::fs::write(case.path("junk.wasm"), b"hello").unwrap();
+    let err = case.fails("in.parquet", &["--plugin", "./junk.wasm"]);
+    contains_all(&err, &["junk.wasm", "not a WebAssembly component"]);
+    let command = plugin("command");
+    let err = case.fails("in.parquet", &["--plugin", command.to_str().unwrap()]);
+    contains_all(
+        &err,
+        &[
+            "command.wasm",
+            "does not export quiver:plugin/transformer@0.1.0",
+            "wasi:cli/run",
+        ],
+    );
+    let err = case.fails("in.parquet", &["--plugin", "no-such-plugin"]);
+    contains_all(&err, &["no-such-plugin", "not found"]);
+}
+
+fn liar(case: &Case, mode: &str, column: &str) -> String {
+    let mode = format!("mode={mode}");
+    let column = format!("column={column}");
+    case.fails(
+        "in.parquet",
+        &["--plugin", "liar", "-p", &mode, "-p", &column],
+    )
+}
+
+#[test]
+fn output_contradicting_the_plan_is_refused() {
+    let case = Case::new();
+    let where_ = ["liar", "partition", "batch 0", "in.parquet", "rows 0..500"];
+    contains_all(
+        &liar(&case, "wrong-type", "amount"),
+        &["returned as Int64 but the plan declared Float64"],
+    );
+    contains_all(
+        &liar(&case, "short", "amount"),
+        &["499 values but the batch has 500 rows"],
+    );
+    contains_all(
+        &liar(&case, "short", "email"),
+        &["500 offsets for 500 rows"],
+    );
+    contains_all(&liar(&case, "bad-offsets", "email"), &["email", "offset"]);
+    contains_all(
+        &liar(&case, "bad-utf8", "email"),
+        &["email", "Invalid UTF8"],
+    );
+    contains_all(
+        &liar(&case, "nulls-in-non-nullable", "k"),
+        &["has nulls but the plan declared it not nullable"],
+    );
+    contains_all(
+        &liar(&case, "extra-column", "k"),
+        &["`extra` was returned but the plan does not compute it"],
+    );
+    contains_all(&liar(&case, "wrong-rows", "k"), &["505 rows", "500 rows"]);
+    let err = liar(&case, "error", "k");
+    contains_all(&err, &["refusing this batch", "row 3"]);
+    contains_all(&err, &where_);
+    contains_all(&liar(&case, "passthrough-missing", "k"), &["ghost"]);
+}
+
+#[test]
+fn existing_output_is_not_replaced_without_overwrite() {
+    let case = Case::new();
+    std::fs::write(case.path("out.parquet"), b"precious").unwrap();
+    let mut c = quiver();
+    c.current_dir(case.dir.path()).args([
+        "run",
+        "-i",
+        "in.parquet",
+        "--plugin",
+        "scale",
+        "-p",
+        "columns=k",
+        "-o",
+        "out.parquet",
+    ]);
+    let err = run_err(c);
+    contains_all(&err, &["out.parquet", "already exists", "--overwrite"]);
+    assert_eq!(
+        std::fs::read(case.path("out.parquet")).unwrap(),
+        b"precious"
+    );
+    let mut c = quiver();
+    c.current_dir(case.dir.path()).args([
+        "run",
+        "-i",
+        "in.parquet",
+        "--plugin",
+        "scale",
+        "-p",
+        "columns=k",
+        "-o",
+        "out.parquet",
+        "--overwrite",
+    ]);
+    run_ok(c);
+    assert_eq!(
+        read_parquet(Path::new(&case.path("out.parquet")))
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        500
+    );
+}

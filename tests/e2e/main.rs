@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `quiver` binary and real plugin components (built from source by
+//! `plugins/build.sh`) on real files. Results are compared with reference computations written
+//! here, independently of the runtime.
+
+#![allow(missing_docs)]
+
+mod bad_input;
+mod chain;
+mod limits;
+mod support;

@@ -1,0 +1,345 @@
+//! Shared helpers: locating the binary and the plugin components, generating data, reading
+//! outputs, and the reference implementations the tests compare against.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+
+/// Directory holding the plugin components built by `plugins/build.sh`.
+pub fn plugins_dir() -> PathBuf {
+    let dir = std::env::var_os("QUIVER_TEST_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    assert!(
+        dir.join("scale.wasm").is_file(),
+        "plugin components missing in {}: run plugins/build.sh first (tests/run.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Path of one plugin component.
+pub fn plugin(name: &str) -> PathBuf {
+    plugins_dir().join(format!("{name}.wasm"))
+}
+
+/// A shared compile cache so each test does not recompile the components.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache")
+}
+
+/// The `quiver` binary, with the test compile cache and plugin search path.
+pub fn quiver() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    c.env("QUIVER_CACHE_DIR", cache_dir())
+        .env("QUIVER_PLUGIN_PATH", plugins_dir())
+        .env_remove("QUIVER_LOG");
+    c
+}
+
+/// Runs a command and returns (success, stdout, stderr).
+pub fn run(mut c: Command) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().expect("spawning quiver");
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Runs a command that must succeed; returns stderr (where the report goes).
+pub fn run_ok(c: Command) -> String {
+    let (ok, out, err) = run(c);
+    assert!(ok, "quiver failed:\nstdout: {out}\nstderr: {err}");
+    err
+}
+
+/// Runs a command that must fail; returns stderr.
+pub fn run_err(c: Command) -> String {
+    let (ok, out, err) = run(c);
+    assert!(
+        !ok,
+        "quiver should have failed:\nstdout: {out}\nstderr: {err}"
+    );
+    assert!(err.contains("error:"), "no error message: {err}");
+    err
+}
+
+/// Asserts that `dir` holds exactly the files named, nothing else (no temporary leftovers).
+pub fn assert_only(dir: &Path, names: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(found, want, "unexpected files in {}", dir.display());
+}
+
+/// One generated input row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    pub user: String,
+    pub email: Option<String>,
+    pub amount: Option<f64>,
+    pub k: i64,
+    pub region: String,
+    pub score: i32,
+    pub note: String,
+}
+
+/// Deterministic pseudo-random rows (a small LCG, so the test owns the generator).
+pub fn generate(rows: usize, seed: u64) -> Vec<Row> {
+    let mut s = seed
+        .wrapping_mul(2862933555777941757)
+        .wrapping_add(3037000493);
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s >> 33
+    };
+    (0..rows)
+        .map(|i| {
+            let r = next();
+            // A skewed key: user u0 gets about a third of the rows.
+            let user = if r % 3 == 0 {
+                "u0".to_string()
+            } else {
+                format!("u{}", r % 211)
+            };
+            let email = (r % 11 != 0).then(|| format!("person{}@mail{}.example", r % 997, r % 5));
+            let amount = (r % 13 != 0).then(|| (next() % 2_000_000) as f64 / 1000.0 - 500.0);
+            Row {
+                id: i as i64,
+                user,
+                email,
+                amount,
+                k: (next() % 1001) as i64,
+                region: ["eu", "us", "apac"][(r % 3) as usize].to_string(),
+                score: (next() % 100) as i32 - 20,
+                note: format!("n{}", r % 7),
+            }
+        })
+        .collect()
+}
+
+/// The rows as an Arrow batch.
+pub fn to_batch(rows: &[Row]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("k", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("score", DataType::Int32, false),
+        Field::new("note", DataType::Utf8, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.user.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.email.as_deref()),
+        )),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.amount))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.k))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.region.as_str()),
+        )),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.score))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.note.as_str()),
+        )),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+/// Writes rows as a Parquet file with small row groups.
+pub fn write_parquet(path: &Path, rows: &[Row]) {
+    let batch = to_batch(rows);
+    let file = std::fs::File::create(path).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1000))
+        .build();
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Reads every batch of a Parquet file.
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+/// All data files below `dir`, sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One output row of the standard chain (see `chain_toml`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutRow {
+    pub id: i64,
+    pub customer: String,
+    pub email: String,
+    pub amount: Option<f64>,
+    pub k: i64,
+    pub score: f64,
+}
+
+/// Reads output rows (without the Hive key column, which lives in the path).
+pub fn out_rows(batch: &RecordBatch) -> Vec<OutRow> {
+    let col = |n: &str| {
+        batch
+            .column_by_name(n)
+            .unwrap_or_else(|| panic!("no column {n}"))
+    };
+    let id = col("id").as_primitive::<Int64Type>();
+    let customer = col("customer").as_string::<i32>();
+    let email = col("email").as_string::<i32>();
+    let amount = col("amount").as_primitive::<Float64Type>();
+    let k = col("k").as_primitive::<Int64Type>();
+    let score = col("score").as_primitive::<Float64Type>();
+    assert!(
+        batch.column_by_name("note").is_none(),
+        "select should drop `note`"
+    );
+    assert!(
+        batch.column_by_name("user").is_none(),
+        "select should rename `user`"
+    );
+    (0..batch.num_rows())
+        .map(|i| OutRow {
+            id: id.value(i),
+            customer: customer.value(i).to_string(),
+            email: email.value(i).to_string(),
+            amount: amount.is_valid(i).then(|| amount.value(i)),
+            k: k.value(i),
+            score: score.value(i),
+        })
+        .collect()
+}
+
+/// The standard chain: filter → select → mask → scale.
+pub fn chain_toml() -> String {
+    format!(
+        r#"
+[[plugin]]
+path = "{filter}"
+params = {{ where = "k > 500 and email is not null" }}
+
+[[plugin]]
+path = "{select}"
+params = {{ drop = ["note"], rename = {{ user = "customer" }}, cast = {{ score = "float64" }} }}
+
+[[plugin]]
+path = "{mask}"
+params = {{ columns = ["email"], salt = "pepper" }}
+
+[[plugin]]
+path = "{scale}"
+params = {{ columns = ["amount", "score"], a = 3, b = 2 }}
+"#,
+        filter = plugin("filter").display(),
+        select = plugin("select").display(),
+        mask = plugin("mask").display(),
+        scale = plugin("scale").display(),
+    )
+}
+
+/// SipHash-2-4-128 keyed by SHA-256(salt)[..16], lowercase hex: the documented `mask`.
+pub fn mask_reference(salt: &str, value: &str) -> String {
+    use sha2::Digest;
+    use siphasher::sip128::{Hasher128, SipHasher24};
+    use std::hash::Hasher;
+    let d = sha2::Sha256::digest(salt.as_bytes());
+    let k0 = u64::from_le_bytes(d[0..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(d[8..16].try_into().unwrap());
+    let mut h = SipHasher24::new_with_keys(k0, k1);
+    h.write(value.as_bytes());
+    h.finish128()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the standard chain must produce for one input row, computed directly.
+pub fn chain_reference(r: &Row) -> Option<OutRow> {
+    let email = r.email.as_ref()?;
+    if r.k <= 500 {
+        return None;
+    }
+    Some(OutRow {
+        id: r.id,
+        customer: r.user.clone(),
+        email: mask_reference("pepper", email),
+        amount: r.amount.map(|a| (a - 3.0) / 2.0),
+        k: r.k,
+        score: (r.score as f64 - 3.0) / 2.0,
+    })
+}
+
+/// The documented partition hashes, computed here independently of the runtime.
+pub fn reference_hash(algorithm: &str, bytes: &[u8]) -> u64 {
+    match algorithm {
+        "xxh3" => xxhash_rust::xxh3::xxh3_64(bytes),
+        "murmur3" => murmur3::murmur3_x64_128(&mut std::io::Cursor::new(bytes), 0).unwrap() as u64,
+        "fnv1a" => bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        }),
+        "md5" => {
+            use md5::Digest;
+            let d = md5::Md5::digest(bytes);
+            u64::from_le_bytes(d[..8].try_into().unwrap())
+        }
+        other => panic!("unknown algorithm {other}"),
+    }
+}
+
+/// The partition number N of a `part-N.<ext>` file.
+pub fn part_number(path: &Path) -> usize {
+    let stem = path.file_stem().unwrap().to_string_lossy();
+    stem.strip_prefix("part-").unwrap().parse().unwrap()
+}
+
+/// Column of int32 values, for tests that need a small batch.
+pub fn int_batch(name: &str, values: Vec<i32>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int32, false)]));
+    RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values)) as ArrayRef]).unwrap()
+}

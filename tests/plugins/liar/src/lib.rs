@@ -1,0 +1,101 @@
+//! Test fixture: returns output that contradicts its plan or the contract, in the way the
+//! `mode` parameter says. With `mode = "honest"` it copies its input column unchanged.
+
+use quiver_sdk::prelude::*;
+
+struct Liar {
+    mode: String,
+    column: String,
+}
+
+impl Plugin for Liar {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("liar", "0.1.0", "breaks the contract on purpose")
+            .param(ParamSpec::text("mode", "how to misbehave").required())
+            .param(ParamSpec::text("column", "the column it declares to compute").required())
+    }
+    fn init(params: Params) -> Result<Self, ParamError> {
+        Ok(Liar {
+            mode: params.text("mode").unwrap_or_default().into(),
+            column: params.text("column").unwrap_or_default().into(),
+        })
+    }
+    fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {
+        let field = find_field(input, &self.column)?;
+        // Declares the column's own nullability, except in the mode that then breaks it.
+        let nullable = field.nullable && self.mode != "nulls-in-non-nullable";
+        let plan =
+            Plan::passthrough(input).compute(&self.column, field.data_type.clone(), nullable);
+        Ok(match self.mode.as_str() {
+            "passthrough-missing" => plan
+                .computed("ghost", DataType::Int64, true)
+                .drop("ghost")
+                .read("ghost"),
+            _ => plan,
+        })
+    }
+    fn transform(&mut self, mut input: Batch) -> Result<Vec<OutputBatch>, PluginError> {
+        let rows = input.rows;
+        let mut col = input.columns.remove(0);
+        let name = col.name.clone();
+        match self.mode.as_str() {
+            "honest" => {}
+            "print-then-panic" => {
+                println!("about to fail on a batch of {rows} rows");
+                panic!("liar panics on purpose");
+            }
+            "wrong-type" => {
+                col.data_type = DataType::Int64;
+                col.values = Values::I64(vec![7; rows as usize]);
+            }
+            "short" => match &mut col.values {
+                Values::F64(v) => {
+                    v.pop();
+                }
+                Values::I64(v) => {
+                    v.pop();
+                }
+                _ => col.offsets.as_mut().map(|o| o.pop()).map_or((), |_| ()),
+            },
+            "bad-offsets" => {
+                if let Some(o) = &mut col.offsets {
+                    if let Some(last) = o.last_mut() {
+                        *last += 1000;
+                    }
+                }
+            }
+            "bad-utf8" => {
+                if let Values::Bytes(b) = &mut col.values {
+                    if let Some(first) = b.first_mut() {
+                        *first = 0xFF;
+                    }
+                }
+            }
+            "nulls-in-non-nullable" => {
+                col.validity = Some(vec![0; (rows as usize).div_ceil(8)]);
+            }
+            "extra-column" => {
+                let extra =
+                    Column::from_vec("extra", DataType::Int64, vec![1i64; rows as usize], None);
+                return Ok(vec![OutputBatch::all_rows(rows, vec![col, extra])]);
+            }
+            "wrong-rows" => return Ok(vec![OutputBatch::all_rows(rows + 5, vec![col])]),
+            "bomb" => {
+                // 100× the input's rows, as many output batches.
+                let out = (0..100)
+                    .map(|_| OutputBatch::all_rows(rows, vec![col.clone()]))
+                    .collect();
+                return Ok(out);
+            }
+            "error" => {
+                return Err(PluginError::new("refusing this batch")
+                    .in_column(&name)
+                    .at_row(3))
+            }
+            other => return Err(PluginError::new(format!("unknown mode {other}"))),
+        }
+        Ok(vec![OutputBatch::all_rows(rows, vec![col])])
+    }
+}
+
+quiver_sdk::export_plugin!(Liar);
