@@ -23,10 +23,12 @@ impl Mask {
     fn mask_into(&self, value: &[u8], out: &mut Vec<u8>) {
         let mut h = SipHasher24::new_with_keys(self.keys.0, self.keys.1);
         h.write(value);
-        for byte in h.finish128().as_bytes() {
-            out.push(HEX[(byte >> 4) as usize]);
-            out.push(HEX[(byte & 15) as usize]);
+        let mut hex = [0u8; 32];
+        for (i, byte) in h.finish128().as_bytes().iter().enumerate() {
+            hex[2 * i] = HEX[(byte >> 4) as usize];
+            hex[2 * i + 1] = HEX[(byte & 15) as usize];
         }
+        out.extend_from_slice(&hex);
         if self.keep_domain {
             if let Some(at) = value.iter().rposition(|&c| c == b'@') {
                 out.extend_from_slice(&value[at..]);
