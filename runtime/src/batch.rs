@@ -43,12 +43,12 @@ pub enum RunError {
     Partition(#[from] PartitionError),
     /// A plugin could not be loaded or set up.
     #[error(transparent)]
-    Plugin(#[from] PluginError),
+    Plugin(Box<PluginError>),
     /// A plugin failed on a batch.
     #[error("{source}\n  while processing partition {partition}, batch {batch} ({file}, rows {first_row}..{end_row})")]
     Batch {
         /// What the plugin did.
-        source: PluginError,
+        source: Box<PluginError>,
         /// The partition.
         partition: usize,
         /// The batch number (0-based, in read order).
@@ -60,6 +60,12 @@ pub enum RunError {
         /// One past its last row.
         end_row: u64,
     },
+}
+
+impl From<PluginError> for RunError {
+    fn from(e: PluginError) -> Self {
+        RunError::Plugin(Box::new(e))
+    }
 }
 
 /// Options of a run that are not part of the pipeline.
@@ -477,7 +483,7 @@ fn worker(
                 batches,
             },
             Err(source) => Done::Failed(Box::new(RunError::Batch {
-                source,
+                source: Box::new(source),
                 partition: work.partition,
                 batch: seq,
                 file: file.display().to_string(),

@@ -91,7 +91,7 @@ fn zip(a: &[u64], b: &[u64], f: impl Fn(u64, u64) -> u64) -> Vec<u64> {
 
 /// Clears the bits past the last row so that negations do not select phantom rows.
 fn mask_tail(mut words: Vec<u64>, rows: usize) -> Vec<u64> {
-    if rows % 64 != 0 {
+    if !rows.is_multiple_of(64) {
         if let Some(last) = words.last_mut() {
             *last &= (1u64 << (rows % 64)) - 1;
         }
@@ -222,25 +222,25 @@ fn check_types(e: &Expr, input: &[Field]) -> Result<(), PluginError> {
         Expr::IsNull(name, _) => find_field(input, name).map(|_| ()),
         Expr::Compare(name, _, lit) => {
             let field = find_field(input, name)?;
-            let ok = match (&field.data_type, lit) {
-                (DataType::Boolean, Literal::Bool(_)) => true,
-                (DataType::Utf8 | DataType::Binary, Literal::Text(_)) => true,
-                (DataType::Date32 | DataType::Timestamp(_), Literal::Int(_)) => true,
-                (
-                    DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::Uint8
-                    | DataType::Uint16
-                    | DataType::Uint32
-                    | DataType::Uint64
-                    | DataType::Float32
-                    | DataType::Float64,
-                    Literal::Int(_) | Literal::Float(_),
-                ) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (&field.data_type, lit),
+                (DataType::Boolean, Literal::Bool(_))
+                    | (DataType::Utf8 | DataType::Binary, Literal::Text(_))
+                    | (DataType::Date32 | DataType::Timestamp(_), Literal::Int(_))
+                    | (
+                        DataType::Int8
+                            | DataType::Int16
+                            | DataType::Int32
+                            | DataType::Int64
+                            | DataType::Uint8
+                            | DataType::Uint16
+                            | DataType::Uint32
+                            | DataType::Uint64
+                            | DataType::Float32
+                            | DataType::Float64,
+                        Literal::Int(_) | Literal::Float(_),
+                    )
+            );
             if ok {
                 Ok(())
             } else {

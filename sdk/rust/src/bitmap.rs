@@ -10,7 +10,7 @@ pub fn get_bit(bits: &[u8], i: usize) -> bool {
 pub fn count_set_bits(bits: &[u8], len: usize) -> usize {
     let full = len / 8;
     let mut n: usize = bits[..full].iter().map(|b| b.count_ones() as usize).sum();
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         n += (bits[full] & ((1u8 << (len % 8)) - 1)).count_ones() as usize;
     }
     n
@@ -43,7 +43,7 @@ impl BitmapBuilder {
     /// Appends one bit.
     #[inline]
     pub fn push(&mut self, value: bool) {
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if value {

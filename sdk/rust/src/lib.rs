@@ -171,6 +171,8 @@ impl<T: Plugin> Slot<T> {
         Slot(UnsafeCell::new(None))
     }
 
+    // Returning `&mut` from `&self` is the point of the slot: see `Sync` above.
+    #[allow(clippy::mut_from_ref)]
     fn get(&self) -> Result<&mut T, PluginError> {
         // SAFETY: see `Sync` above; calls into an instance are never nested.
         unsafe { &mut *self.0.get() }

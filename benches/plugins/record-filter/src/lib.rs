@@ -1,7 +1,11 @@
 //! Benchmark baseline: `filter k > 500` in the record-at-a-time ABI. A record is one i64
 //! (8 bytes LE); it is returned unchanged when kept.
 
-wit_bindgen::generate!({ path: "../../record.wit", world: "per-record" });
+mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({ path: "../../record.wit", world: "per-record", pub_export_macro: true });
+}
+use bindings::Guest;
 
 struct Filter;
 
@@ -12,4 +16,4 @@ impl Guest for Filter {
     }
 }
 
-export!(Filter);
+bindings::export!(Filter with_types_in bindings);

@@ -1,7 +1,11 @@
 //! Benchmark baseline: `scale` in the record-at-a-time ABI. A record is one f64 (8 bytes LE);
 //! the result is (x − 3) / 2.
 
-wit_bindgen::generate!({ path: "../../record.wit", world: "per-record" });
+mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({ path: "../../record.wit", world: "per-record", pub_export_macro: true });
+}
+use bindings::Guest;
 
 struct Scale;
 
@@ -12,4 +16,4 @@ impl Guest for Scale {
     }
 }
 
-export!(Scale);
+bindings::export!(Scale with_types_in bindings);
