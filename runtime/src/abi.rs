@@ -604,20 +604,34 @@ pub fn column_in<'a>(name: &'a str, array: &'a ArrayRef) -> ColumnIn<'a> {
 
 /// Bytes of a column's buffers as sent (for the boundary-traffic figures).
 pub fn column_in_bytes(c: &ColumnIn<'_>) -> u64 {
-    let values = match &c.values {
-        ValuesIn::Bits(v) | ValuesIn::U8(v) | ValuesIn::Bytes(v) => v.len(),
-        ValuesIn::I8(v) => v.len(),
-        ValuesIn::I16(v) => v.len() * 2,
-        ValuesIn::U16(v) => v.len() * 2,
-        ValuesIn::I32(v) => v.len() * 4,
-        ValuesIn::U32(v) => v.len() * 4,
-        ValuesIn::F32(v) => v.len() * 4,
-        ValuesIn::I64(v) => v.len() * 8,
-        ValuesIn::U64(v) => v.len() * 8,
-        ValuesIn::F64(v) => v.len() * 8,
-    };
-    (values + c.validity.map_or(0, <[u8]>::len) + c.offsets.map_or(0, |o| o.len() * 4)) as u64
+    (c.values.byte_len() + c.validity.map_or(0, <[u8]>::len) + c.offsets.map_or(0, |o| o.len() * 4))
+        as u64
 }
+
+/// `byte_len` for both directions' `values` (same cases, borrowed or owned lists).
+macro_rules! values_byte_len {
+    ($t:ident $(<$l:lifetime>)?) => {
+        impl$(<$l>)? $t $(<$l>)? {
+            /// Size of the values list in bytes.
+            pub fn byte_len(&self) -> usize {
+                match self {
+                    $t::Bits(v) | $t::U8(v) | $t::Bytes(v) => v.len(),
+                    $t::I8(v) => v.len(),
+                    $t::I16(v) => v.len() * 2,
+                    $t::U16(v) => v.len() * 2,
+                    $t::I32(v) => v.len() * 4,
+                    $t::U32(v) => v.len() * 4,
+                    $t::F32(v) => v.len() * 4,
+                    $t::I64(v) => v.len() * 8,
+                    $t::U64(v) => v.len() * 8,
+                    $t::F64(v) => v.len() * 8,
+                }
+            }
+        }
+    };
+}
+values_byte_len!(ValuesIn<'a>);
+values_byte_len!(ValuesOut);
 
 /// The contract's view of an Arrow schema.
 pub fn wit_fields(schema: &Schema) -> Vec<WitField> {
@@ -750,19 +764,7 @@ pub enum CapExceeded {
 
 /// Size in bytes of the lists of a returned column.
 fn column_out_bytes(c: &ColumnOut) -> u64 {
-    let values = match &c.values {
-        ValuesOut::Bits(v) | ValuesOut::U8(v) | ValuesOut::Bytes(v) => v.len(),
-        ValuesOut::I8(v) => v.len(),
-        ValuesOut::I16(v) => v.len() * 2,
-        ValuesOut::U16(v) => v.len() * 2,
-        ValuesOut::I32(v) => v.len() * 4,
-        ValuesOut::U32(v) => v.len() * 4,
-        ValuesOut::F32(v) => v.len() * 4,
-        ValuesOut::I64(v) => v.len() * 8,
-        ValuesOut::U64(v) => v.len() * 8,
-        ValuesOut::F64(v) => v.len() * 8,
-    };
-    (values
+    (c.values.byte_len()
         + c.validity.as_ref().map_or(0, Vec::len)
         + c.offsets.as_ref().map_or(0, |o| o.len() * 4)) as u64
 }

@@ -1,7 +1,7 @@
 //! Bad input: each case fails with a clear message naming what is wrong and where, exits
 //! non-zero, and leaves no output (nor temporary file) behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::support::*;
 
@@ -188,43 +188,32 @@ fn output_contradicting_the_plan_is_refused() {
 fn existing_output_is_not_replaced_without_overwrite() {
     let case = Case::new();
     std::fs::write(case.path("out.parquet"), b"precious").unwrap();
-    let mut c = quiver();
-    c.current_dir(case.dir.path()).args([
-        "run",
-        "-i",
-        "in.parquet",
-        "--plugin",
-        "scale",
-        "-p",
-        "columns=k",
-        "-o",
-        "out.parquet",
-    ]);
-    let err = run_err(c);
+    let scale = |extra: &[&str]| {
+        let mut c = quiver();
+        c.current_dir(case.dir.path())
+            .args([
+                "run",
+                "-i",
+                "in.parquet",
+                "--plugin",
+                "scale",
+                "-p",
+                "columns=k",
+            ])
+            .args(["-o", "out.parquet"])
+            .args(extra);
+        c
+    };
+    let err = run_err(scale(&[]));
     contains_all(&err, &["out.parquet", "already exists", "--overwrite"]);
     assert_eq!(
         std::fs::read(case.path("out.parquet")).unwrap(),
         b"precious"
     );
-    let mut c = quiver();
-    c.current_dir(case.dir.path()).args([
-        "run",
-        "-i",
-        "in.parquet",
-        "--plugin",
-        "scale",
-        "-p",
-        "columns=k",
-        "-o",
-        "out.parquet",
-        "--overwrite",
-    ]);
-    run_ok(c);
-    assert_eq!(
-        read_parquet(Path::new(&case.path("out.parquet")))
-            .iter()
-            .map(|b| b.num_rows())
-            .sum::<usize>(),
-        500
-    );
+    run_ok(scale(&["--overwrite"]));
+    let rows: usize = read_parquet(&case.path("out.parquet"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 500);
 }
