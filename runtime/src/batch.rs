@@ -395,7 +395,7 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} {human_pos} rows read in {elapsed} ({per_sec})",
+            "{spinner} {human_pos} rows read in {elapsed}, {per_sec:0}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );

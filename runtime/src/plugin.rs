@@ -428,6 +428,9 @@ impl RawInstance {
         let engine = plugin.pre.engine();
         let mut store = Store::new(engine, StoreState::new(limits));
         store.limiter(|s| &mut s.limiter);
+        // wasmtime's "hostcall fuel" bounds the bytes lifted out of the guest per call, so an
+        // output bomb is stopped before the host allocates it (slack for names and metadata).
+        store.set_hostcall_fuel((limits.max_output_bytes() as usize).saturating_add(1 << 20));
         store.set_epoch_deadline(limits.deadline_ticks());
         let fail = |e: wasmtime::Error| PluginError::Engine {
             plugin: plugin.name.clone(),
@@ -497,6 +500,15 @@ impl RawInstance {
                     call,
                     limit_mib: self.limits.memory_mib,
                     asked_mib: (asked as u64).div_ceil(1 << 20),
+                };
+            }
+            if chain(&e).contains("fuel allocated for hostcalls has been exhausted") {
+                return PluginError::OutputLimit {
+                    plugin: name,
+                    what: format!(
+                        "more than {} MiB returned by one `{call}` call (max-output-mib)",
+                        self.limits.max_output_mib
+                    ),
                 };
             }
             match e.downcast_ref::<Trap>() {
@@ -655,11 +667,15 @@ impl Instance {
         Ok(self.raw.as_mut().expect("set above"))
     }
 
-    /// Drops the instance after a trap; the next call makes a new one.
+    /// Drops the instance after a failed call (a trap, or an output refused while it was
+    /// being copied out); the next call makes a new one.
     fn discard_after(&mut self, e: &PluginError) {
         if matches!(
             e,
-            PluginError::Trap { .. } | PluginError::Timeout { .. } | PluginError::Memory { .. }
+            PluginError::Trap { .. }
+                | PluginError::Timeout { .. }
+                | PluginError::Memory { .. }
+                | PluginError::OutputLimit { .. }
         ) {
             if let Some(raw) = self.raw.take() {
                 self.metrics.peak_memory = self

@@ -82,6 +82,25 @@ fn output_bomb_is_stopped_by_the_output_cap() {
 }
 
 #[test]
+fn output_bytes_are_capped_while_being_copied_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(&dir.path().join("in.parquet"), &generate(5000, 5));
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"bomb\", column = \"k\" }}\nlimits = {{ max-output-mib = 1 }}\n[sink]\npath = \"out.parquet\"\n",
+            plugin("liar").display()
+        ),
+    )
+    .unwrap();
+    let mut c = quiver();
+    c.current_dir(dir.path()).args(["run", "p.toml"]);
+    let err = run_err(c);
+    // 100 copies of 5000 int64 values is about 4 MiB: refused before the host allocates it.
+    assert!(err.contains("plugin `liar`: output limit exceeded: more than 1 MiB returned by one `transform` call"), "{err}");
+}
+
+#[test]
 fn a_panic_is_reported_with_the_plugins_own_message_and_output_is_logged() {
     let dir = input_dir();
     let (err, _) = run_failing(
