@@ -65,6 +65,19 @@ fn unbounded_allocation_is_stopped_by_the_memory_limit() {
 }
 
 #[test]
+fn deep_recursion_is_stopped_by_the_stack_limit() {
+    let dir = input_dir();
+    let (err, _) = run_failing(
+        dir.path(),
+        &["--plugin", "liar", "-p", "mode=recurse", "-p", "column=k"],
+    );
+    assert!(
+        err.contains("plugin `liar`: trapped in `transform`: wasm trap: call stack exhausted"),
+        "{err}"
+    );
+}
+
+#[test]
 fn output_bomb_is_stopped_by_the_output_cap() {
     let dir = input_dir();
     std::fs::write(

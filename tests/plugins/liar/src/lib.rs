@@ -3,6 +3,13 @@
 
 use quiver_sdk::prelude::*;
 
+/// Recurses without end on the Wasm call stack (no locals in linear memory, so it is the
+/// engine's stack limit that stops it); `black_box` keeps the calls from being optimised away.
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    1 + recurse(std::hint::black_box(n.wrapping_mul(3) + 1))
+}
+
 struct Liar {
     mode: String,
     column: String,
@@ -86,6 +93,10 @@ impl Plugin for Liar {
                     .map(|_| OutputBatch::all_rows(rows, vec![col.clone()]))
                     .collect();
                 return Ok(out);
+            }
+            "recurse" => {
+                let depth = recurse(std::hint::black_box(1));
+                return Err(PluginError::new(format!("recursion ended at {depth}")));
             }
             "error" => {
                 return Err(PluginError::new("refusing this batch")
