@@ -77,39 +77,33 @@ fn deep_recursion_is_stopped_by_the_stack_limit() {
     );
 }
 
-#[test]
-fn output_bomb_is_stopped_by_the_output_cap() {
-    let dir = input_dir();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            "[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"bomb\", column = \"k\" }}\nlimits = {{ max-output-rows = 10000 }}\n[sink]\npath = \"out.parquet\"\n",
-            plugin("liar").display()
-        ),
-    )
-    .unwrap();
+/// Runs the `liar` plugin in `bomb` mode (100 copies of every batch) over `rows` rows with the
+/// given limits table, expecting failure; returns stderr.
+fn bomb(rows: usize, limits: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(&dir.path().join("in.parquet"), &generate(rows, 5));
+    let pipeline = format!(
+        "[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"bomb\", column = \"k\" }}\nlimits = {{ {limits} }}\n[sink]\npath = \"out.parquet\"\n",
+        plugin("liar").display()
+    );
+    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
     let mut c = quiver();
     c.current_dir(dir.path()).args(["run", "p.toml"]);
     let err = run_err(c);
+    assert!(!dir.path().join("out.parquet").exists());
+    err
+}
+
+#[test]
+fn output_bomb_is_stopped_by_the_output_cap() {
+    let err = bomb(300, "max-output-rows = 10000");
     assert!(err.contains("plugin `liar`: output limit exceeded: 30000 rows from a batch of 300 (max-output-rows = 10000)"), "{err}");
 }
 
 #[test]
 fn output_bytes_are_capped_while_being_copied_out() {
-    let dir = tempfile::tempdir().unwrap();
-    write_parquet(&dir.path().join("in.parquet"), &generate(5000, 5));
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            "[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"bomb\", column = \"k\" }}\nlimits = {{ max-output-mib = 1 }}\n[sink]\npath = \"out.parquet\"\n",
-            plugin("liar").display()
-        ),
-    )
-    .unwrap();
-    let mut c = quiver();
-    c.current_dir(dir.path()).args(["run", "p.toml"]);
-    let err = run_err(c);
     // 100 copies of 5000 int64 values is about 4 MiB: refused before the host allocates it.
+    let err = bomb(5000, "max-output-mib = 1");
     assert!(err.contains("plugin `liar`: output limit exceeded: more than 1 MiB returned by one `transform` call"), "{err}");
 }
 
