@@ -602,6 +602,29 @@ pub fn column_in<'a>(name: &'a str, array: &'a ArrayRef) -> ColumnIn<'a> {
     }
 }
 
+/// Borrows the prepared `reads` columns (see [`prepare_array`]) of a batch of `rows` rows as a
+/// WIT batch; also returns the bytes it will send.
+pub fn batch_in<'a>(
+    schema: &'a Schema,
+    reads: &[usize],
+    prepared: &'a [ArrayRef],
+    rows: usize,
+) -> (BatchIn<'a>, u64) {
+    let columns: Vec<ColumnIn<'a>> = reads
+        .iter()
+        .zip(prepared)
+        .map(|(&i, a)| column_in(schema.field(i).name(), a))
+        .collect();
+    let bytes = columns.iter().map(column_in_bytes).sum();
+    (
+        BatchIn {
+            rows: rows as u32,
+            columns,
+        },
+        bytes,
+    )
+}
+
 /// Bytes of a column's buffers as sent (for the boundary-traffic figures).
 pub fn column_in_bytes(c: &ColumnIn<'_>) -> u64 {
     (c.values.byte_len() + c.validity.map_or(0, <[u8]>::len) + c.offsets.map_or(0, |o| o.len() * 4))

@@ -9,8 +9,8 @@
 //! Without a `[partition]` table, whole batches go round-robin to the workers and the writer
 //! puts them back in input order, so the output has the input's row order.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
+use crate::fit::{self, FitError, FittedFile};
 use crate::io::{self, IoError, SinkOptions, SourceOptions};
 use crate::partition::{self, PartitionError, Partitioning, RangeBoundaries, SkewTracker};
 use crate::pipeline::{self, Pipeline, PipelineError, Scheme};
@@ -44,6 +45,9 @@ pub enum RunError {
     /// A plugin could not be loaded or set up.
     #[error(transparent)]
     Plugin(Box<PluginError>),
+    /// A fitted-parameters file cannot be used.
+    #[error(transparent)]
+    Fit(#[from] FitError),
     /// A plugin failed on a batch.
     #[error("{source}\n  while processing partition {partition}, batch {batch} ({file}, rows {first_row}..{end_row})")]
     Batch {
@@ -73,6 +77,8 @@ impl From<PluginError> for RunError {
 pub struct RunOptions {
     /// Show a progress line on stderr.
     pub progress: bool,
+    /// Apply fitted parameters from this file (`quiver fit`) instead of fitting.
+    pub fitted: Option<PathBuf>,
 }
 
 /// Where a batch came from, for error messages.
@@ -101,7 +107,8 @@ enum Done {
 
 /// The plugins of a pipeline, loaded and with parameters checked.
 pub struct Chain {
-    plugins: Vec<(Arc<Plugin>, Vec<crate::abi::Param>, crate::sandbox::Limits)>,
+    /// Each plugin with its parameters and limits, in chain order.
+    pub plugins: Vec<(Arc<Plugin>, Vec<crate::abi::Param>, crate::sandbox::Limits)>,
 }
 
 impl Chain {
@@ -139,6 +146,18 @@ impl Chain {
     }
 }
 
+/// Runs one plugin over batches (skipping empty ones).
+fn transform_all(
+    instance: &mut Instance,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, PluginError> {
+    let mut next = Vec::with_capacity(batches.len());
+    for b in batches.iter().filter(|b| b.num_rows() > 0) {
+        next.extend(instance.transform(b)?);
+    }
+    Ok(next)
+}
+
 /// Runs the chain over one batch.
 fn run_chain(
     instances: &mut [Instance],
@@ -146,11 +165,7 @@ fn run_chain(
 ) -> Result<Vec<RecordBatch>, PluginError> {
     let mut batches = vec![batch];
     for instance in instances {
-        let mut next = Vec::with_capacity(batches.len());
-        for b in batches.iter().filter(|b| b.num_rows() > 0) {
-            next.extend(instance.transform(b)?);
-        }
-        batches = next;
+        batches = transform_all(instance, batches)?;
     }
     Ok(batches)
 }
@@ -248,72 +263,120 @@ fn sample_boundaries(
     )?)
 }
 
-/// Runs a pipeline to completion: everything is written, or nothing is.
-pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<RunReport, RunError> {
-    let started = Instant::now();
-    pipeline.validate()?;
-    let workers = pipeline.worker_count();
-    let source_options = SourceOptions {
-        format: pipeline.source.format,
-        batch_size: pipeline
-            .source
-            .batch_size
-            .unwrap_or(SourceOptions::default().batch_size),
-        csv_has_header: pipeline.source.csv_header.unwrap_or(true),
-        csv_delimiter: pipeline.source.csv_delimiter.map_or(b',', |c| c as u8),
-        ..SourceOptions::default()
-    };
-    let source = io::open(&pipeline.source_paths(), &source_options)?;
-    let partitioning = partitioning(pipeline, &source, workers)?;
-    let chain = Chain::load(pipeline, host)?;
-    let mut per_worker: Vec<Vec<Instance>> = (0..workers)
-        .map(|_| chain.instantiate())
-        .collect::<Result<_, _>>()?;
-    let output_schema = Chain::output_schema(&mut per_worker[0], &source.schema())?;
-    let sink = io::create(
-        &pipeline.resolve(&pipeline.sink.path),
-        output_schema,
-        &SinkOptions {
-            format: pipeline.sink.format,
-            partition_by: pipeline.sink.partition_by.clone(),
-            overwrite: pipeline.sink.overwrite,
-        },
-    )?;
-    let progress = progress_bar(options.progress);
+/// Opens the source, loads the chain and makes every worker's instances.
+struct Setup {
+    source: io::Source,
+    partitioning: Option<Partitioning>,
+    chain: Chain,
+    per_worker: Vec<Vec<Instance>>,
+    progress: indicatif::ProgressBar,
+}
 
-    let ordered = partitioning.is_none();
-    let partitions = partitioning
+impl Setup {
+    fn new(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Self, RunError> {
+        pipeline.validate()?;
+        let workers = pipeline.worker_count();
+        let source_options = SourceOptions {
+            format: pipeline.source.format,
+            batch_size: pipeline
+                .source
+                .batch_size
+                .unwrap_or(SourceOptions::default().batch_size),
+            csv_has_header: pipeline.source.csv_header.unwrap_or(true),
+            csv_delimiter: pipeline.source.csv_delimiter.map_or(b',', |c| c as u8),
+            ..SourceOptions::default()
+        };
+        let source = io::open(&pipeline.source_paths(), &source_options)?;
+        let partitioning = partitioning(pipeline, &source, workers)?;
+        let chain = Chain::load(pipeline, host)?;
+        let per_worker = (0..workers)
+            .map(|_| chain.instantiate())
+            .collect::<Result<_, _>>()?;
+        Ok(Setup {
+            source,
+            partitioning,
+            chain,
+            per_worker,
+            progress: progress_bar(options.progress),
+        })
+    }
+
+    fn workers(&self) -> usize {
+        self.per_worker.len()
+    }
+
+    /// The instances of worker 0, which answer questions about schemas for everyone.
+    fn first(&mut self) -> &mut [Instance] {
+        &mut self.per_worker[0]
+    }
+
+    /// Gives fitted parameters to the plugin at `position` in every worker.
+    fn set_fitted(&mut self, position: usize, fitted: &str) -> Result<(), RunError> {
+        for instances in &mut self.per_worker {
+            instances[position].set_fitted(fitted.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// What one pass over the input does with each batch.
+#[derive(Debug, Clone)]
+enum Job {
+    /// Run the whole chain and send its output to the writer.
+    Run,
+    /// Fit the plugins at these positions: run the chain up to the last of them, calling
+    /// `partial` where they are (they are not fitted yet, so they pass batches on unchanged).
+    Fit(Vec<usize>),
+}
+
+/// Figures of one pass.
+struct Pass {
+    rows_in: u64,
+    batches_in: u64,
+    skew: SkewTracker,
+    /// Per worker, per fitted position of a `Job::Fit`: that worker's merged state, if it saw
+    /// any rows.
+    states: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+/// Reads the input once, sending every batch through the workers, while `consume` takes what
+/// they produce on the calling thread. The instances come back to `setup` afterwards.
+fn pass<T>(
+    setup: &mut Setup,
+    job: &Job,
+    consume: impl FnOnce(Receiver<Done>) -> Result<T, RunError>,
+) -> Result<(T, Pass), RunError> {
+    let workers = setup.workers();
+    let partitions = setup
+        .partitioning
         .as_ref()
         .map_or(workers, Partitioning::partitions);
     let (done_tx, done_rx) = sync_channel::<Done>(workers * QUEUE_DEPTH);
     let mut skew = SkewTracker::new(partitions, HOT_KEYS);
-    let mut rows_in = 0u64;
-    let mut batches_in = 0u64;
-
-    let (written, metrics) = std::thread::scope(|scope| {
+    let (mut rows_in, mut batches_in) = (0u64, 0u64);
+    setup.progress.set_position(0);
+    let per_worker = std::mem::take(&mut setup.per_worker);
+    let (consumed, outs) = std::thread::scope(|scope| {
         let mut queues = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
-        for instances in per_worker.drain(..) {
+        for instances in per_worker {
             let (tx, rx) = sync_channel::<Work>(QUEUE_DEPTH);
             queues.push(tx);
             let done = done_tx.clone();
-            handles.push(scope.spawn(move || worker(instances, rx, done)));
+            handles.push(scope.spawn(move || worker(instances, rx, done, job)));
         }
         let reader = {
             let done = done_tx.clone();
-            let source = &source;
-            let partitioning = partitioning.as_ref();
-            let progress = progress.clone();
-            let skew = &mut skew;
-            let rows_in = &mut rows_in;
-            let batches_in = &mut batches_in;
+            let (source, partitioning) = (&setup.source, setup.partitioning.as_ref());
+            let (progress, skew) = (&setup.progress, &mut skew);
+            let (rows_in, batches_in) = (&mut rows_in, &mut batches_in);
             scope.spawn(move || {
                 let result = read(
                     source,
                     partitioning,
                     &queues,
                     skew,
-                    &progress,
+                    progress,
                     rows_in,
                     batches_in,
                 );
@@ -323,27 +386,232 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
             })
         };
         drop(done_tx);
-        let written = write(sink, done_rx, ordered);
+        let consumed = consume(done_rx);
         let _ = reader.join();
-        let metrics: Vec<Vec<Metrics>> = handles
+        let outs: Vec<WorkerOut> = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect();
-        (written, metrics)
+        (consumed, outs)
     });
-    progress.finish_and_clear();
-    let output = written?;
+    let mut states = Vec::with_capacity(outs.len());
+    for out in outs {
+        setup.per_worker.push(out.instances);
+        states.push(out.states);
+    }
+    Ok((
+        consumed?,
+        Pass {
+            rows_in,
+            batches_in,
+            skew,
+            states,
+        },
+    ))
+}
 
-    let plugins = chain
+/// Waits for the workers of a fit pass, stopping at the first failure.
+fn first_failure(done: Receiver<Done>) -> Result<(), RunError> {
+    for msg in done {
+        if let Done::Failed(e) = msg {
+            return Err(*e);
+        }
+    }
+    Ok(())
+}
+
+/// The next group of plugins to fit in one pass: consecutive unfitted aggregates, after the
+/// plugins already fitted or with nothing to fit, that do not read each other's columns. Each
+/// comes with the schema of the batches it is fitted on.
+fn next_group(
+    setup: &mut Setup,
+    fitted: &[Option<String>],
+) -> Result<Vec<(usize, SchemaRef)>, RunError> {
+    let mut schema = setup.source.schema();
+    let mut group: Vec<(usize, SchemaRef)> = Vec::new();
+    let mut group_reads = BTreeSet::new();
+    for (pos, instance) in setup.first().iter_mut().enumerate() {
+        if fitted[pos].is_none() {
+            let reads = match instance.fit_reads(&schema) {
+                Ok(r) => r,
+                // A column made by a plugin of the group: it is fitted in a later pass.
+                Err(_) if !group.is_empty() => break,
+                Err(e) => return Err(e.into()),
+            };
+            if !reads.is_empty() {
+                if fit::group_ends_before(&group_reads, &reads) {
+                    break;
+                }
+                group.push((pos, schema.clone()));
+                group_reads.extend(reads);
+                continue;
+            }
+        }
+        if !group.is_empty() {
+            break;
+        }
+        schema = instance.plan(&schema)?.output;
+    }
+    Ok(group)
+}
+
+/// Fits every aggregate of the chain, pass by pass. Returns the fitted parameters by position
+/// and the number of passes.
+fn fit_chain(setup: &mut Setup) -> Result<(Vec<Option<String>>, usize), RunError> {
+    let mut fitted: Vec<Option<String>> = vec![None; setup.chain.plugins.len()];
+    let mut passes = 0;
+    loop {
+        let group = next_group(setup, &fitted)?;
+        if group.is_empty() {
+            return Ok((fitted, passes));
+        }
+        passes += 1;
+        setup
+            .progress
+            .set_prefix(format!("fitting (pass {passes})"));
+        let positions: Vec<usize> = group.iter().map(|(p, _)| *p).collect();
+        let ((), done) = pass(setup, &Job::Fit(positions), first_failure)?;
+        for (k, (pos, schema)) in group.into_iter().enumerate() {
+            let mut states: Vec<Vec<u8>> =
+                done.states.iter().filter_map(|w| w[k].clone()).collect();
+            let first = &mut setup.first()[pos];
+            if states.is_empty() {
+                // No rows reached it: let the plugin decide what an empty fit means.
+                states.push(first.partial(&RecordBatch::new_empty(schema))?);
+            }
+            let merged = match states.len() {
+                1 => states.pop().expect("one state"),
+                _ => first.merge(states)?,
+            };
+            let json = first.finish(merged)?;
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
+                return Err(PluginError::Failed {
+                    plugin: first.plugin().name.clone(),
+                    message: format!("`finish` returned fitted parameters that are not JSON: {e}"),
+                }
+                .into());
+            }
+            setup.set_fitted(pos, &json)?;
+            fitted[pos] = Some(json);
+        }
+    }
+}
+
+/// Applies a fitted-parameters file: every aggregate of the chain must have its entry, made by
+/// the same plugin build with the same parameters.
+fn apply_fitted(setup: &mut Setup, path: &Path) -> Result<(), RunError> {
+    let file = FittedFile::read(path)?;
+    let mut schema = setup.source.schema();
+    let mut applied = BTreeSet::new();
+    for pos in 0..setup.chain.plugins.len() {
+        let reads = setup.first()[pos].fit_reads(&schema)?;
+        if !reads.is_empty() {
+            let (plugin, params, _) = &setup.chain.plugins[pos];
+            let running = fit::ChainEntry {
+                name: &plugin.info.name,
+                version: &plugin.info.version,
+                sha256: &plugin.sha256,
+                params,
+            };
+            let fitted = file.entry_for(path, pos, &running)?.fitted.to_string();
+            setup.set_fitted(pos, &fitted)?;
+            applied.insert(pos);
+        }
+        schema = setup.first()[pos].plan(&schema)?.output;
+    }
+    file.check_no_extra(path, &applied)?;
+    Ok(())
+}
+
+/// The file form of fitted parameters.
+fn fitted_file(setup: &Setup, fitted: &[Option<String>]) -> Result<FittedFile, RunError> {
+    let mut plugins = Vec::new();
+    for (position, json) in fitted.iter().enumerate() {
+        let Some(json) = json else { continue };
+        let (plugin, params, _) = &setup.chain.plugins[position];
+        plugins.push(fit::FittedPlugin {
+            position,
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            sha256: plugin.sha256.clone(),
+            params: fit::params_json(params),
+            fitted: serde_json::from_str(json).expect("checked when fitted"),
+        });
+    }
+    Ok(FittedFile {
+        format: fit::FORMAT,
+        plugins,
+    })
+}
+
+/// What `quiver fit` did.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// The fitted parameters.
+    pub fitted: FittedFile,
+    /// Passes over the input.
+    pub passes: usize,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+/// Fits the pipeline's aggregates on its input without writing output.
+pub fn fit(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<FitReport, RunError> {
+    let started = Instant::now();
+    let mut setup = Setup::new(pipeline, host, options)?;
+    let (fitted, passes) = fit_chain(&mut setup)?;
+    setup.progress.finish_and_clear();
+    Ok(FitReport {
+        fitted: fitted_file(&setup, &fitted)?,
+        passes,
+        wall: started.elapsed(),
+    })
+}
+
+/// Runs a pipeline to completion: everything is written, or nothing is. Aggregates are fitted
+/// first (extra passes over the input), or take their parameters from `options.fitted`.
+pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let mut setup = Setup::new(pipeline, host, options)?;
+    let fit_started = Instant::now();
+    let fit_passes = match &options.fitted {
+        Some(path) => {
+            apply_fitted(&mut setup, path)?;
+            0
+        }
+        None => fit_chain(&mut setup)?.1,
+    };
+    let fit_time = fit_started.elapsed();
+    let source_schema = setup.source.schema();
+    let output_schema = Chain::output_schema(setup.first(), &source_schema)?;
+    let sink = io::create(
+        &pipeline.resolve(&pipeline.sink.path),
+        output_schema,
+        &SinkOptions {
+            format: pipeline.sink.format,
+            partition_by: pipeline.sink.partition_by.clone(),
+            overwrite: pipeline.sink.overwrite,
+        },
+    )?;
+    setup.progress.set_prefix("running");
+    let ordered = setup.partitioning.is_none();
+    let (output, done) = pass(&mut setup, &Job::Run, |rx| write(sink, rx, ordered))?;
+    setup.progress.finish_and_clear();
+
+    let plugins = setup
+        .chain
         .plugins
         .iter()
         .enumerate()
         .map(|(i, (p, _, limits))| {
             let mut m = Metrics::default();
-            metrics
+            setup
+                .per_worker
                 .iter()
-                .filter_map(|w| w.get(i))
-                .for_each(|x| m.merge(x));
+                .for_each(|w| m.merge(&w[i].metrics()));
             PluginReport {
                 name: p.info.name.clone(),
                 version: p.info.version.clone(),
@@ -355,13 +623,16 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
         })
         .collect();
     Ok(RunReport {
-        rows_in,
-        batches_in,
+        rows_in: done.rows_in,
+        batches_in: done.batches_in,
         rows_out: output.rows,
         wall: started.elapsed(),
-        workers,
-        partitioning: partitioning.map(|p| describe_partitioning(&p)),
-        skew: skew.report(),
+        workers: setup.workers(),
+        partitioning: setup.partitioning.as_ref().map(describe_partitioning),
+        skew: done.skew.report(),
+        fit_passes,
+        fit_time,
+        fitted_from: options.fitted.clone(),
         plugins,
         output,
     })
@@ -395,7 +666,7 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} {human_pos} rows read in {elapsed}, {per_sec:0}",
+            "{spinner} {prefix}: {human_pos} rows read in {elapsed}, {per_sec:0}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
@@ -464,11 +735,55 @@ fn partition_keys(p: &Partitioning) -> Vec<String> {
     }
 }
 
+/// What a worker hands back at the end of a pass.
+struct WorkerOut {
+    instances: Vec<Instance>,
+    /// Per fitted position of a `Job::Fit`: the merged state of this worker's batches.
+    states: Vec<Option<Vec<u8>>>,
+}
+
+/// States gathered before a worker merges them into one (bounds memory and merge cost).
+const MERGE_EVERY: usize = 16;
+
+/// One batch of a fit pass: the chain up to the last fitted position, `partial` at each
+/// fitted position.
+fn fit_batch(
+    instances: &mut [Instance],
+    positions: &[usize],
+    batch: RecordBatch,
+    states: &mut [Vec<Vec<u8>>],
+) -> Result<(), PluginError> {
+    let last = *positions.last().expect("a fit job names plugins");
+    let mut batches = vec![batch];
+    for (i, instance) in instances[..=last].iter_mut().enumerate() {
+        match positions.iter().position(|&p| p == i) {
+            Some(k) => {
+                for b in batches.iter().filter(|b| b.num_rows() > 0) {
+                    states[k].push(instance.partial(b)?);
+                }
+                if states[k].len() >= MERGE_EVERY {
+                    let merged = instance.merge(std::mem::take(&mut states[k]))?;
+                    states[k].push(merged);
+                }
+            }
+            None => batches = transform_all(instance, batches)?,
+        }
+    }
+    Ok(())
+}
+
 fn worker(
     mut instances: Vec<Instance>,
     queue: Receiver<Work>,
     done: SyncSender<Done>,
-) -> Vec<Metrics> {
+    job: &Job,
+) -> WorkerOut {
+    let fitting: &[usize] = match job {
+        Job::Fit(p) => p,
+        Job::Run => &[],
+    };
+    let mut states: Vec<Vec<Vec<u8>>> = vec![Vec::new(); fitting.len()];
+    let mut failed = false;
     for work in queue {
         let Origin {
             seq,
@@ -476,12 +791,19 @@ fn worker(
             first_row,
             rows,
         } = work.origin;
-        let msg = match run_chain(&mut instances, work.batch) {
-            Ok(batches) => Done::Batches {
+        let result = match job {
+            Job::Run => run_chain(&mut instances, work.batch).map(Some),
+            Job::Fit(positions) => {
+                fit_batch(&mut instances, positions, work.batch, &mut states).map(|()| None)
+            }
+        };
+        let msg = match result {
+            Ok(Some(batches)) => Done::Batches {
                 partition: work.partition,
                 seq,
                 batches,
             },
+            Ok(None) => continue,
             Err(source) => Done::Failed(Box::new(RunError::Batch {
                 source: Box::new(source),
                 partition: work.partition,
@@ -491,12 +813,30 @@ fn worker(
                 end_row: first_row + rows,
             })),
         };
-        let failed = matches!(msg, Done::Failed(_));
+        failed = matches!(msg, Done::Failed(_));
         if done.send(msg).is_err() || failed {
             break;
         }
     }
-    instances.iter().map(Instance::metrics).collect()
+    let mut merged = Vec::with_capacity(states.len());
+    for (k, mut s) in states.into_iter().enumerate() {
+        merged.push(match s.len() {
+            _ if failed => None,
+            0 => None,
+            1 => s.pop(),
+            _ => match instances[fitting[k]].merge(s) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = done.send(Done::Failed(Box::new(e.into())));
+                    None
+                }
+            },
+        });
+    }
+    WorkerOut {
+        instances,
+        states: merged,
+    }
 }
 
 /// Writes results as they arrive (in input order when `ordered`) and commits at the end.

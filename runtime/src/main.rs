@@ -39,9 +39,35 @@ enum Command {
     /// boundary and partition skew is printed at the end.
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// Fit the pipeline's aggregates (scalers, encoders, …) on its input and save the fitted
+    /// parameters as JSON, to apply them later with `quiver run --fitted` (train/serve parity).
+    ///
+    /// Example:
+    ///   quiver fit train.toml -o fitted.json
+    ///   quiver run serve.toml --fitted fitted.json
+    #[command(verbatim_doc_comment)]
+    Fit(FitArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Pipeline file (TOML); its [sink] is not written.
+    pipeline: PathBuf,
+    /// Where to write the fitted parameters (JSON).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Input files, globs or directories, replacing the pipeline's (repeatable).
+    #[arg(short, long = "input", value_name = "PATH")]
+    inputs: Vec<String>,
+    /// Worker threads (default: one per core).
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// Directory for compiled plugins (default: $QUIVER_CACHE_DIR or ~/.cache/quiver).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -94,6 +120,10 @@ struct RunArgs {
     /// Time limit per plugin call, ms.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Apply fitted parameters from this file (made by `quiver fit`) instead of fitting on
+    /// this input.
+    #[arg(long, value_name = "FILE")]
+    fitted: Option<PathBuf>,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
@@ -135,6 +165,7 @@ fn main() {
             let sub = matches.subcommand_matches("run").expect("run matched");
             run(args, sub)
         }
+        Command::Fit(args) => fit(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
     };
     if let Err(e) = result {
@@ -266,6 +297,7 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     )?;
     let options = RunOptions {
         progress: std::io::stderr().is_terminal(),
+        fitted: args.fitted.clone(),
     };
     let report = batch::run(&p, &host, &options)?;
     eprint!("{report}");
@@ -273,6 +305,44 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
         let json = serde_json::to_string_pretty(&report.json())?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// A host with room for every instance of the pipeline (plus replacements).
+fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
+    let instances = (p.worker_count() * p.plugins.len().max(1) + 8) as u32;
+    Ok(Host::new(
+        instances,
+        cache_dir.or_else(Host::default_cache_dir),
+    )?)
+}
+
+fn fit(args: FitArgs) -> Result<()> {
+    let mut p = Pipeline::from_file(&args.pipeline)?;
+    if !args.inputs.is_empty() {
+        p.source.paths = args.inputs.iter().map(|i| absolute(i)).collect();
+    }
+    p.workers = args.workers.or(p.workers);
+    let host = host_for(&p, args.cache_dir.clone())?;
+    let options = RunOptions {
+        progress: std::io::stderr().is_terminal(),
+        fitted: None,
+    };
+    let report = batch::fit(&p, &host, &options)?;
+    report.fitted.write(&args.output)?;
+    eprintln!(
+        "fitted {} plugin{} in {} pass{} over the input ({:.2?}); wrote {}",
+        report.fitted.plugins.len(),
+        if report.fitted.plugins.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        report.passes,
+        if report.passes == 1 { "" } else { "es" },
+        report.wall,
+        args.output.display()
+    );
     Ok(())
 }
 

@@ -28,6 +28,8 @@ use crate::sandbox::{self, Limits, LogSource, StoreState};
 
 /// Name of the interface every transform plugin exports.
 pub const TRANSFORMER_INTERFACE: &str = "quiver:plugin/transformer@0.1.0";
+/// Name of the interface a plugin fitted on the data (fit → transform) also exports.
+pub const AGGREGATE_INTERFACE: &str = "quiver:plugin/aggregate@0.1.0";
 /// Name of the interface the host offers to plugins.
 pub const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
 
@@ -309,6 +311,7 @@ impl Host {
         let iface = component
             .get_export_index(None, TRANSFORMER_INTERFACE)
             .expect("checked above");
+        let aggregate = component.get_export_index(None, AGGREGATE_INTERFACE);
         let mut plugin = Plugin {
             path: path.to_path_buf(),
             name: path.display().to_string(),
@@ -317,6 +320,7 @@ impl Host {
             imports,
             pre,
             iface,
+            aggregate,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -357,9 +361,16 @@ pub struct Plugin {
     pub load_time: Duration,
     pre: InstancePre<StoreState>,
     iface: ComponentExportIndex,
+    aggregate: Option<ComponentExportIndex>,
 }
 
 impl Plugin {
+    /// Whether the component exports the `aggregate` interface (it may still have nothing to
+    /// fit for a given schema: see [`Instance::fit_reads`]).
+    pub fn is_aggregate(&self) -> bool {
+        self.aggregate.is_some()
+    }
+
     /// Checks parameters against the plugin's declared specs (unknown names, kinds, required
     /// ones) so that mistakes are reported by the host with the plugin's own documentation.
     pub fn check_params(&self, params: &[Param]) -> Result<(), PluginError> {
@@ -414,6 +425,51 @@ struct Funcs {
     init: TypedFunc<(Vec<Param>,), (Result<(), ParamError>,)>,
     prepare: TypedFunc<(Vec<WitField>,), (Result<WitPlan, WitPluginError>,)>,
     transform: TypedFunc<(BatchIn<'static>,), (Result<Vec<OutputBatch>, WitPluginError>,)>,
+    aggregate: Option<AggregateFuncs>,
+}
+
+/// The `aggregate` interface's functions.
+struct AggregateFuncs {
+    fit_reads: TypedFunc<(Vec<WitField>,), (Result<Vec<String>, WitPluginError>,)>,
+    partial: TypedFunc<(BatchIn<'static>,), (Result<Vec<u8>, WitPluginError>,)>,
+    merge: TypedFunc<(Vec<Vec<u8>>,), (Result<Vec<u8>, WitPluginError>,)>,
+    finish: TypedFunc<(Vec<u8>,), (Result<String, WitPluginError>,)>,
+    set_fitted: TypedFunc<(String,), (Result<(), WitPluginError>,)>,
+}
+
+/// Finds exported functions of one instance and checks their types against the contract.
+struct Lookup<'a> {
+    plugin: &'a Plugin,
+    instance: &'a wasmtime::component::Instance,
+    store: &'a mut Store<StoreState>,
+}
+
+impl Lookup<'_> {
+    fn typed<P, R>(
+        &mut self,
+        (iface, iface_name): (&ComponentExportIndex, &str),
+        name: &str,
+    ) -> Result<TypedFunc<P, R>, PluginError>
+    where
+        P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+        R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+    {
+        let broken = |reason: String| PluginError::NotAPlugin {
+            path: self.plugin.path.clone(),
+            reason,
+        };
+        let func = self
+            .instance
+            .get_export_index(&mut *self.store, Some(iface), name)
+            .and_then(|idx| self.instance.get_func(&mut *self.store, idx))
+            .ok_or_else(|| broken(format!("{iface_name} lacks the function `{name}`")))?;
+        func.typed(&*self.store).map_err(|e| {
+            broken(format!(
+                "`{name}` does not match {iface_name} (built against another version of wit/quiver.wit?): {}",
+                chain(&e)
+            ))
+        })
+    }
 }
 
 /// A store and instance, without the plugin-level state (params, plans).
@@ -437,37 +493,29 @@ impl RawInstance {
             message: format!("cannot instantiate: {}", chain(&e)),
         };
         let instance = plugin.pre.instantiate(&mut store).map_err(fail)?;
-        let func = |store: &mut Store<StoreState>, name: &str| {
-            let idx = instance
-                .get_export_index(&mut *store, Some(&plugin.iface), name)
-                .ok_or_else(|| PluginError::NotAPlugin {
-                    path: plugin.path.clone(),
-                    reason: format!("{TRANSFORMER_INTERFACE} lacks `{name}`"),
-                })?;
-            instance
-                .get_func(&mut *store, idx)
-                .ok_or_else(|| PluginError::NotAPlugin {
-                    path: plugin.path.clone(),
-                    reason: format!("`{name}` is not a function"),
+        let mut lookup = Lookup {
+            plugin,
+            instance: &instance,
+            store: &mut store,
+        };
+        let t = (&plugin.iface, TRANSFORMER_INTERFACE);
+        let describe = lookup.typed(t, "describe")?;
+        let init = lookup.typed(t, "init")?;
+        let prepare = lookup.typed(t, "prepare")?;
+        let transform = lookup.typed(t, "transform")?;
+        let aggregate = match &plugin.aggregate {
+            None => None,
+            Some(iface) => {
+                let a = (iface, AGGREGATE_INTERFACE);
+                Some(AggregateFuncs {
+                    fit_reads: lookup.typed(a, "fit-reads")?,
+                    partial: lookup.typed(a, "partial")?,
+                    merge: lookup.typed(a, "merge")?,
+                    finish: lookup.typed(a, "finish")?,
+                    set_fitted: lookup.typed(a, "set-fitted")?,
                 })
+            }
         };
-        let typed = |e: wasmtime::Error, name: &str| {
-            PluginError::NotAPlugin {
-            path: plugin.path.clone(),
-            reason: format!(
-                "`{name}` does not match {TRANSFORMER_INTERFACE} (built against another version of wit/quiver.wit?): {}",
-                chain(&e)
-            ),
-        }
-        };
-        let f = func(&mut store, "describe")?;
-        let describe = f.typed(&store).map_err(|e| typed(e, "describe"))?;
-        let f = func(&mut store, "init")?;
-        let init = f.typed(&store).map_err(|e| typed(e, "init"))?;
-        let f = func(&mut store, "prepare")?;
-        let prepare = f.typed(&store).map_err(|e| typed(e, "prepare"))?;
-        let f = func(&mut store, "transform")?;
-        let transform = f.typed(&store).map_err(|e| typed(e, "transform"))?;
         Ok(RawInstance {
             store,
             funcs: Funcs {
@@ -475,6 +523,7 @@ impl RawInstance {
                 init,
                 prepare,
                 transform,
+                aggregate,
             },
             limits: *limits,
         })
@@ -612,6 +661,8 @@ pub struct Instance {
     limits: Limits,
     raw: Option<RawInstance>,
     plan: Option<(SchemaRef, abi::Plan)>,
+    /// Fitted parameters given by `set_fitted`, re-applied to a replacement instance.
+    fitted: Option<String>,
     metrics: Metrics,
 }
 
@@ -629,6 +680,7 @@ impl Instance {
             limits,
             raw: None,
             plan: None,
+            fitted: None,
             metrics: Metrics::default(),
         };
         instance.live()?;
@@ -661,10 +713,127 @@ impl Instance {
                 plugin: self.plugin.name.clone(),
                 reason: describe_param_error(&e),
             })?;
+            if let Some(fitted) = self.fitted.clone() {
+                raw.call(&self.plugin, "set-fitted", |s, f| {
+                    let agg = f.aggregate.as_ref().expect("fitted implies aggregate");
+                    agg.set_fitted.call(s, (fitted,)).map(|r| r.0)
+                })?
+                .map_err(|e| failed(&self.plugin.name, &e))?;
+            }
             self.raw = Some(raw);
             self.plan = None;
         }
         Ok(self.raw.as_mut().expect("set above"))
+    }
+
+    /// One call of the `aggregate` interface, with the same error handling as `transform`.
+    fn aggregate_call<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(
+            &mut Store<StoreState>,
+            &AggregateFuncs,
+        ) -> wasmtime::Result<Result<R, WitPluginError>>,
+    ) -> Result<R, PluginError> {
+        let plugin = self.plugin.clone();
+        if !plugin.is_aggregate() {
+            return Err(PluginError::Failed {
+                plugin: plugin.name.clone(),
+                message: format!("`{call}` called, but the plugin has nothing to fit (it does not export {AGGREGATE_INTERFACE})"),
+            });
+        }
+        let raw = self.live()?;
+        let result = raw.call(&plugin, call, |s, funcs| {
+            f(s, funcs.aggregate.as_ref().expect("checked above"))
+        });
+        match result {
+            Ok(r) => r.map_err(|e| failed(&plugin.name, &e)),
+            Err(e) => {
+                self.discard_after(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Input columns `partial` reads for this schema; empty if there is nothing to fit.
+    pub fn fit_reads(&mut self, schema: &SchemaRef) -> Result<Vec<String>, PluginError> {
+        if !self.plugin.is_aggregate() {
+            return Ok(Vec::new());
+        }
+        let fields = abi::wit_fields(schema);
+        self.aggregate_call("fit-reads", |s, a| {
+            a.fit_reads.call(s, (fields,)).map(|r| r.0)
+        })
+    }
+
+    /// Statistics of one batch (the plugin's state bytes).
+    pub fn partial(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, PluginError> {
+        let names = self.fit_reads(batch.schema_ref())?;
+        let schema = batch.schema();
+        let reads = names
+            .iter()
+            .map(|n| {
+                schema.index_of(n).map_err(|_| PluginError::Abi {
+                    plugin: self.plugin.name.clone(),
+                    source: AbiError::UnknownColumn {
+                        role: "fits on",
+                        column: n.clone(),
+                        available: schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let prepared = self.prepare_reads(batch, &reads)?;
+        let (input, _) = abi::batch_in(&schema, &reads, &prepared, batch.num_rows());
+        self.aggregate_call("partial", |s, a| {
+            // SAFETY: as in `transform`: the lifetime does not change the component type.
+            let partial: TypedFunc<(BatchIn<'_>,), (Result<Vec<u8>, WitPluginError>,)> =
+                unsafe { TypedFunc::new_unchecked(*a.partial.func()) };
+            partial.call(s, (input,)).map(|r| r.0)
+        })
+    }
+
+    /// Combines states.
+    pub fn merge(&mut self, states: Vec<Vec<u8>>) -> Result<Vec<u8>, PluginError> {
+        self.aggregate_call("merge", |s, a| a.merge.call(s, (states,)).map(|r| r.0))
+    }
+
+    /// Fitted parameters (JSON text) from a merged state.
+    pub fn finish(&mut self, state: Vec<u8>) -> Result<String, PluginError> {
+        self.aggregate_call("finish", |s, a| a.finish.call(s, (state,)).map(|r| r.0))
+    }
+
+    /// Gives the instance its fitted parameters; plans are made anew after this.
+    pub fn set_fitted(&mut self, fitted: String) -> Result<(), PluginError> {
+        let text = fitted.clone();
+        self.aggregate_call("set-fitted", |s, a| {
+            a.set_fitted.call(s, (text,)).map(|r| r.0)
+        })?;
+        self.fitted = Some(fitted);
+        self.plan = None;
+        Ok(())
+    }
+
+    /// Prepares the `reads` columns of `batch` for the boundary.
+    fn prepare_reads(
+        &self,
+        batch: &RecordBatch,
+        reads: &[usize],
+    ) -> Result<Vec<ArrayRef>, PluginError> {
+        let schema = batch.schema();
+        reads
+            .iter()
+            .map(|&i| abi::prepare_array(schema.field(i).name(), batch.column(i)))
+            .collect::<Result<_, _>>()
+            .map_err(|source| PluginError::Abi {
+                plugin: self.plugin.name.clone(),
+                source,
+            })
     }
 
     /// Drops the instance after a failed call (a trap, or an output refused while it was
@@ -725,23 +894,8 @@ impl Instance {
             source,
         };
         let schema = batch.schema();
-        let prepared: Vec<ArrayRef> = plan
-            .reads
-            .iter()
-            .map(|&i| abi::prepare_array(schema.field(i).name(), batch.column(i)))
-            .collect::<Result<_, _>>()
-            .map_err(abi_err)?;
-        let columns: Vec<abi::ColumnIn<'_>> = plan
-            .reads
-            .iter()
-            .zip(&prepared)
-            .map(|(&i, a)| abi::column_in(schema.field(i).name(), a))
-            .collect();
-        let bytes_in: u64 = columns.iter().map(abi::column_in_bytes).sum();
-        let input = BatchIn {
-            rows: batch.num_rows() as u32,
-            columns,
-        };
+        let prepared = self.prepare_reads(batch, &plan.reads)?;
+        let (input, bytes_in) = abi::batch_in(&schema, &plan.reads, &prepared, batch.num_rows());
         let caps = OutputCaps {
             rows: self.limits.max_output_rows,
             bytes: self.limits.max_output_bytes(),

@@ -47,6 +47,13 @@ pub struct RunReport {
     pub partitioning: Option<String>,
     /// Rows per partition and the hottest keys.
     pub skew: SkewReport,
+    /// Passes over the input made to fit aggregates before the run (0 if none, or fitted
+    /// parameters came from a file).
+    pub fit_passes: usize,
+    /// Time spent fitting.
+    pub fit_time: Duration,
+    /// The fitted-parameters file applied, if any.
+    pub fitted_from: Option<std::path::PathBuf>,
     /// Per plugin, in chain order.
     pub plugins: Vec<PluginReport>,
     /// What was written.
@@ -78,6 +85,18 @@ impl fmt::Display for RunReport {
             self.workers,
             if self.workers == 1 { "" } else { "s" },
         )?;
+        if self.fit_passes > 0 {
+            writeln!(
+                f,
+                "fitted in {} pass{} over the input ({:.2?}) before the run",
+                self.fit_passes,
+                if self.fit_passes == 1 { "" } else { "es" },
+                self.fit_time
+            )?;
+        }
+        if let Some(path) = &self.fitted_from {
+            writeln!(f, "fitted parameters from {}", path.display())?;
+        }
         if !self.plugins.is_empty() {
             writeln!(f, "plugins:")?;
             writeln!(

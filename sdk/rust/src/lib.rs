@@ -33,12 +33,15 @@
 
 use std::cell::UnsafeCell;
 
+/// Bindings of the `feature` world: the shared types, the host import, and both exports.
+/// Every SDK plugin is a `feature` component; a plain transform answers `fit-reads` with no
+/// columns, which tells the host there is nothing to fit.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "quiver:plugin/transform",
+        world: "quiver:plugin/feature",
         pub_export_macro: true,
         default_bindings_module: "quiver_sdk::bindings",
         export_macro_name: "export",
@@ -46,11 +49,14 @@ pub mod bindings {
     });
 }
 
+mod aggregate;
+
 mod bitmap;
 mod column;
 mod params;
 mod plan;
 
+pub use aggregate::{Aggregate, FitCalls, Unfitted};
 pub use bindings::quiver::plugin::host::Level;
 pub use bindings::quiver::plugin::types::{
     Batch, Column, DataType, Field, InvalidParam, OutputBatch, OutputField, OutputSource, Param,
@@ -65,9 +71,9 @@ pub use plan::{expect_type, find_field};
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        expect_type, find_field, get_bit, log, Batch, BitmapBuilder, Column, DataType, Field,
-        Level, Native, OutputBatch, OutputField, OutputSource, ParamError, ParamSpec, ParamValue,
-        Params, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder, Values,
+        expect_type, find_field, get_bit, log, Aggregate, Batch, BitmapBuilder, Column, DataType,
+        Field, Level, Native, OutputBatch, OutputField, OutputSource, ParamError, ParamSpec,
+        ParamValue, Params, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder, Values,
     };
 }
 
@@ -173,7 +179,7 @@ impl<T: Plugin> Slot<T> {
 
     // Returning `&mut` from `&self` is the point of the slot: see `Sync` above.
     #[allow(clippy::mut_from_ref)]
-    fn get(&self) -> Result<&mut T, PluginError> {
+    pub(crate) fn get(&self) -> Result<&mut T, PluginError> {
         // SAFETY: see `Sync` above; calls into an instance are never nested.
         unsafe { &mut *self.0.get() }
             .as_mut()
@@ -206,10 +212,27 @@ impl<T: Plugin> Default for Slot<T> {
     }
 }
 
-/// Exports a [`Plugin`] type as the component's `transformer` interface.
+/// Exports a [`Plugin`] that needs no fitting (its `fit-reads` is empty).
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        $crate::__export!($plugin, $crate::Unfitted<$plugin>);
+    };
+}
+
+/// Exports a [`Plugin`] that is also an [`Aggregate`], fitted on the data before it transforms.
+#[macro_export]
+macro_rules! export_feature {
+    ($plugin:ty) => {
+        $crate::__export!($plugin, $plugin);
+    };
+}
+
+/// Both interfaces, delegating to a [`Slot`]; `$agg` is the plugin itself or [`Unfitted`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export {
+    ($plugin:ty, $agg:ty) => {
         const _: () = {
             static SLOT: $crate::Slot<$plugin> = $crate::Slot::new();
             struct QuiverExport;
@@ -227,6 +250,25 @@ macro_rules! export_plugin {
                     input: $crate::Batch,
                 ) -> Result<Vec<$crate::OutputBatch>, $crate::PluginError> {
                     SLOT.transform(input)
+                }
+            }
+            impl $crate::bindings::exports::quiver::plugin::aggregate::Guest for QuiverExport {
+                fn fit_reads(
+                    input: Vec<$crate::Field>,
+                ) -> Result<Vec<String>, $crate::PluginError> {
+                    <$agg as $crate::FitCalls<$plugin>>::fit_reads(&SLOT, input)
+                }
+                fn partial(input: $crate::Batch) -> Result<Vec<u8>, $crate::PluginError> {
+                    <$agg as $crate::FitCalls<$plugin>>::partial(&SLOT, input)
+                }
+                fn merge(states: Vec<Vec<u8>>) -> Result<Vec<u8>, $crate::PluginError> {
+                    <$agg as $crate::FitCalls<$plugin>>::merge(&SLOT, states)
+                }
+                fn finish(state: Vec<u8>) -> Result<String, $crate::PluginError> {
+                    <$agg as $crate::FitCalls<$plugin>>::finish(&SLOT, state)
+                }
+                fn set_fitted(fitted: String) -> Result<(), $crate::PluginError> {
+                    <$agg as $crate::FitCalls<$plugin>>::set_fitted(&SLOT, fitted)
                 }
             }
     $crate::bindings::export!(QuiverExport with_types_in $crate::bindings);
