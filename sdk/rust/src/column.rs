@@ -85,6 +85,34 @@ impl Column {
         Ok(T::vec_mut(&mut self.values).expect("layout checked above"))
     }
 
+    /// The values of a numeric column as `f64` (borrowed for float64, converted otherwise),
+    /// ignoring validity; an error naming the column for other types.
+    pub fn f64_values(&self) -> Result<std::borrow::Cow<'_, [f64]>, PluginError> {
+        use std::borrow::Cow;
+        fn conv<T: Copy + Into<f64>>(v: &[T]) -> Cow<'static, [f64]> {
+            Cow::Owned(v.iter().map(|&x| x.into()).collect())
+        }
+        Ok(match &self.values {
+            Values::F64(v) => Cow::Borrowed(v),
+            Values::F32(v) => conv(v),
+            Values::I8(v) => conv(v),
+            Values::I16(v) => conv(v),
+            Values::I32(v) => conv(v),
+            Values::I64(v) => Cow::Owned(v.iter().map(|&x| x as f64).collect()),
+            Values::U8(v) => conv(v),
+            Values::U16(v) => conv(v),
+            Values::U32(v) => conv(v),
+            Values::U64(v) => Cow::Owned(v.iter().map(|&x| x as f64).collect()),
+            Values::Bits(_) | Values::Bytes(_) => return Err(self.wrong_layout("numbers")),
+        })
+    }
+
+    /// Replaces the values by float64 ones (keeping validity), e.g. after scaling.
+    pub fn set_f64_values(&mut self, values: Vec<f64>) {
+        self.values = Values::F64(values);
+        self.data_type = DataType::Float64;
+    }
+
     /// Whether row `i` holds a value (is not null).
     #[inline]
     pub fn is_valid(&self, i: usize) -> bool {

@@ -33,6 +33,20 @@ pub fn expect_type<'a>(
     Ok(field)
 }
 
+/// The numeric types (integers and floats).
+pub const NUMERIC: [DataType; 10] = [
+    DataType::Int8,
+    DataType::Int16,
+    DataType::Int32,
+    DataType::Int64,
+    DataType::Uint8,
+    DataType::Uint16,
+    DataType::Uint32,
+    DataType::Uint64,
+    DataType::Float32,
+    DataType::Float64,
+];
+
 impl Plan {
     /// A plan that reads nothing and passes every input column through unchanged.
     pub fn passthrough(input: &[Field]) -> Self {
