@@ -6,5 +6,9 @@
 
 mod bad_input;
 mod chain;
+mod features;
+mod features_categorical;
+mod features_numeric;
+mod features_rowwise;
 mod limits;
 mod support;

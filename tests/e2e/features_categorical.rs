@@ -1,0 +1,1 @@
+//! Feature plugins (categorical): being written.

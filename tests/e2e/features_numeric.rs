@@ -1,0 +1,1 @@
+//! Feature plugins (numeric): being written.

@@ -1,0 +1,1 @@
+//! Feature plugins (rowwise): being written.
