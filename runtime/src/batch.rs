@@ -25,6 +25,9 @@ use crate::pipeline::{self, Pipeline, PipelineError, Scheme};
 use crate::plugin::{Host, Instance, Metrics, Plugin, PluginError};
 use crate::report::{PluginReport, RunReport};
 
+/// Memory for keeping decoded input between fit passes, unless `[source] cache-mib` says.
+const DEFAULT_CACHE_MIB: u64 = 4096;
+
 /// Batches in flight per worker before the reader waits (backpressure).
 const QUEUE_DEPTH: usize = 4;
 /// How many of the hottest keys the report lists.
@@ -266,6 +269,9 @@ fn sample_boundaries(
 /// Opens the source, loads the chain and makes every worker's instances.
 struct Setup {
     source: io::Source,
+    /// The decoded input, once a fit pass has read it whole (see `InputCache`).
+    cache: Option<InputCache>,
+    cache_budget: usize,
     partitioning: Option<Partitioning>,
     chain: Chain,
     per_worker: Vec<Vec<Instance>>,
@@ -294,6 +300,8 @@ impl Setup {
             .collect::<Result<_, _>>()?;
         Ok(Setup {
             source,
+            cache: None,
+            cache_budget: (pipeline.source.cache_mib.unwrap_or(DEFAULT_CACHE_MIB) as usize) << 20,
             partitioning,
             chain,
             per_worker,
@@ -355,6 +363,18 @@ fn pass<T>(
     let mut skew = SkewTracker::new(partitions, HOT_KEYS);
     let (mut rows_in, mut batches_in) = (0u64, 0u64);
     setup.progress.set_position(0);
+    // Fit passes keep the decoded input for the passes after them; the run uses and drops it.
+    let cached = match job {
+        Job::Run => setup.cache.take().map(|c| c.batches),
+        Job::Fit(_) => setup.cache.as_ref().map(|c| c.batches.clone()),
+    };
+    let mut filling = match (job, &cached) {
+        (Job::Fit(_), None) => Some(InputCache {
+            budget: setup.cache_budget,
+            ..InputCache::default()
+        }),
+        _ => None,
+    };
     let per_worker = std::mem::take(&mut setup.per_worker);
     let (consumed, outs) = std::thread::scope(|scope| {
         let mut queues = Vec::with_capacity(workers);
@@ -370,9 +390,16 @@ fn pass<T>(
             let (source, partitioning) = (&setup.source, setup.partitioning.as_ref());
             let (progress, skew) = (&setup.progress, &mut skew);
             let (rows_in, batches_in) = (&mut rows_in, &mut batches_in);
+            let (cached, filling) = (cached, &mut filling);
             scope.spawn(move || {
+                let mut items: Box<dyn Iterator<Item = Result<io::SourceBatch, IoError>>> =
+                    match cached {
+                        Some(batches) => Box::new(batches.into_iter().map(Ok)),
+                        None => Box::new(source.batches()),
+                    };
                 let result = read(
-                    source,
+                    &mut items,
+                    filling.as_mut(),
                     partitioning,
                     &queues,
                     skew,
@@ -397,6 +424,9 @@ fn pass<T>(
             .collect();
         (consumed, outs)
     });
+    if let Some(cache) = filling.filter(|c| c.complete) {
+        setup.cache = Some(cache);
+    }
     let mut states = Vec::with_capacity(outs.len());
     for out in outs {
         setup.per_worker.push(out.instances);
@@ -674,9 +704,40 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// Decoded input kept in memory between the passes of a run that fits aggregates, so that
+/// only the first pass reads and decodes the files.
+#[derive(Default)]
+struct InputCache {
+    batches: Vec<io::SourceBatch>,
+    bytes: usize,
+    /// Bytes it may hold; past that it is dropped and later passes read the files again.
+    budget: usize,
+    /// Holds the whole input.
+    complete: bool,
+}
+
+impl InputCache {
+    fn keep(&mut self, item: &io::SourceBatch) {
+        if self.budget == 0 {
+            return;
+        }
+        self.bytes += item.batch.get_array_memory_size();
+        if self.bytes > self.budget {
+            tracing::info!(
+                budget_mib = self.budget >> 20,
+                "input larger than the cache budget: later passes read it again"
+            );
+            *self = InputCache::default();
+        } else {
+            self.batches.push(item.clone());
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn read(
-    source: &io::Source,
+    items: &mut dyn Iterator<Item = Result<io::SourceBatch, IoError>>,
+    mut cache: Option<&mut InputCache>,
     partitioning: Option<&Partitioning>,
     queues: &[SyncSender<Work>],
     skew: &mut SkewTracker,
@@ -685,8 +746,11 @@ fn read(
     batches_in: &mut u64,
 ) -> Result<(), RunError> {
     let workers = queues.len();
-    for (seq, item) in source.batches().enumerate() {
+    for (seq, item) in items.enumerate() {
         let item = item?;
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.keep(&item);
+        }
         let seq = seq as u64;
         let rows = item.batch.num_rows();
         *rows_in += rows as u64;
@@ -724,6 +788,9 @@ fn read(
                 return Ok(()); // a worker stopped: the writer reports why
             }
         }
+    }
+    if let Some(cache) = cache {
+        cache.complete = cache.budget > 0;
     }
     Ok(())
 }

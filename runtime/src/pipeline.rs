@@ -115,6 +115,9 @@ pub struct SourceSpec {
     pub csv_header: Option<bool>,
     /// CSV field delimiter (default ",").
     pub csv_delimiter: Option<char>,
+    /// Memory (MiB) for keeping the decoded input between the passes of a run that fits
+    /// aggregates (default 4096; 0: read the files again for every pass).
+    pub cache_mib: Option<u64>,
 }
 
 /// `[partition]`.

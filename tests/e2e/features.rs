@@ -252,6 +252,18 @@ fn dependent_aggregates_are_fitted_in_separate_passes() {
         m.abs() < 1e-9 && (sd - 1.0).abs() < 1e-9,
         "mean {m}, std {sd}"
     );
+
+    // Passes after the first reuse the decoded input; reading the files again (no cache)
+    // must give the same output.
+    let text = std::fs::read_to_string(&p).unwrap();
+    let text = text
+        .replace("[source]\n", "[source]\ncache-mib = 0\n")
+        .replace("path = \"out.parquet\"", "path = \"out2.parquet\"");
+    std::fs::write(&p, text).unwrap();
+    let mut c = quiver();
+    c.arg("run").arg(&p);
+    assert!(run_ok(c).contains("fitted in 2 passes"));
+    assert_eq!(read_parquet(&dir.path().join("out2.parquet")), out);
 }
 
 #[test]
