@@ -531,14 +531,17 @@ fn fit_chain(setup: &mut Setup) -> Result<(Vec<Option<String>>, usize), RunError
 }
 
 /// Applies a fitted-parameters file: every aggregate of the chain must have its entry, made by
-/// the same plugin build with the same parameters.
+/// the same plugin build with the same parameters. Plugins with an entry are not asked what
+/// they fit on (serving data may lack a label the fit needed).
 fn apply_fitted(setup: &mut Setup, path: &Path) -> Result<(), RunError> {
     let file = FittedFile::read(path)?;
     let mut schema = setup.source.schema();
     let mut applied = BTreeSet::new();
     for pos in 0..setup.chain.plugins.len() {
-        let reads = setup.first()[pos].fit_reads(&schema)?;
-        if !reads.is_empty() {
+        let has_entry = file.plugins.iter().any(|p| p.position == pos);
+        let needs_fit = setup.chain.plugins[pos].0.is_aggregate()
+            && (has_entry || !setup.first()[pos].fit_reads(&schema)?.is_empty());
+        if needs_fit {
             let (plugin, params, _) = &setup.chain.plugins[pos];
             let running = fit::ChainEntry {
                 name: &plugin.info.name,

@@ -145,7 +145,7 @@ fn compare_num<T: Copy + PartialOrd>(values: &[T], cmp: Cmp, lit: T) -> Vec<u64>
 fn compare(column: &Column, cmp: Cmp, lit: &Literal, rows: usize) -> Result<Vec<u64>, PluginError> {
     let mismatch = || {
         PluginError::new(format!(
-            "cannot compare column `{}` of type {:?} with {lit}",
+            "cannot compare column `{}` of type {} with {lit}",
             column.name, column.data_type
         ))
         .in_column(&column.name)
@@ -245,7 +245,7 @@ fn check_types(e: &Expr, input: &[Field]) -> Result<(), PluginError> {
                 Ok(())
             } else {
                 Err(PluginError::new(format!(
-                    "cannot compare column `{name}` of type {:?} with {lit}",
+                    "cannot compare column `{name}` of type {} with {lit}",
                     field.data_type
                 ))
                 .in_column(name))

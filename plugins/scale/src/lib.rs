@@ -67,7 +67,7 @@ impl Plugin for Scale {
                 ref t if INTEGERS.contains(t) => DataType::Float64,
                 ref t => {
                     return Err(PluginError::new(format!(
-                        "column `{name}` has type {t:?}; scale needs a numeric column"
+                        "column `{name}` has type {t}; scale needs a numeric column"
                     ))
                     .in_column(name))
                 }

@@ -115,7 +115,7 @@ fn cast_fixed<T: Native + Default>(
             }
             convert(&scalar_at(column, i)).ok_or_else(|| {
                 PluginError::new(format!(
-                    "cannot cast this value of `{}` to {to:?}",
+                    "cannot cast this value of `{}` to {to}",
                     column.name
                 ))
                 .in_column(&column.name)
@@ -160,7 +160,7 @@ fn cast(column: Column, rows: usize, to: &DataType) -> Result<Column, PluginErro
             }
             out.finish(&name, DataType::Utf8)
         }
-        other => return Err(PluginError::new(format!("cannot cast to {other:?}")).in_column(&name)),
+        other => return Err(PluginError::new(format!("cannot cast to {other}")).in_column(&name)),
     })
 }
 

@@ -66,7 +66,7 @@ impl Column {
 
     fn wrong_layout(&self, wanted: &str) -> PluginError {
         PluginError::new(format!(
-            "column `{}` has type {:?}, not values of {wanted}",
+            "column `{}` has type {}, not values of {wanted}",
             self.name, self.data_type
         ))
         .in_column(&self.name)

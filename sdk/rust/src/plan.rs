@@ -24,13 +24,51 @@ pub fn expect_type<'a>(
 ) -> Result<&'a Field, PluginError> {
     let field = find_field(input, name)?;
     if !allowed.contains(&field.data_type) {
+        let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
         return Err(PluginError::new(format!(
-            "column `{name}` has type {:?}; expected one of {allowed:?}",
-            field.data_type
+            "column `{name}` has type {}; expected {}",
+            field.data_type,
+            allowed.join(", ")
         ))
         .in_column(name));
     }
     Ok(field)
+}
+
+impl std::fmt::Display for DataType {
+    /// Arrow's names: `Utf8`, `Float64`, `Timestamp(Millisecond, UTC)`, …
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::bindings::quiver::plugin::types::TimeUnit;
+        let name = match self {
+            DataType::Boolean => "Boolean",
+            DataType::Int8 => "Int8",
+            DataType::Int16 => "Int16",
+            DataType::Int32 => "Int32",
+            DataType::Int64 => "Int64",
+            DataType::Uint8 => "UInt8",
+            DataType::Uint16 => "UInt16",
+            DataType::Uint32 => "UInt32",
+            DataType::Uint64 => "UInt64",
+            DataType::Float32 => "Float32",
+            DataType::Float64 => "Float64",
+            DataType::Utf8 => "Utf8",
+            DataType::Binary => "Binary",
+            DataType::Date32 => "Date32",
+            DataType::Timestamp(t) => {
+                let unit = match t.unit {
+                    TimeUnit::Second => "Second",
+                    TimeUnit::Millisecond => "Millisecond",
+                    TimeUnit::Microsecond => "Microsecond",
+                    TimeUnit::Nanosecond => "Nanosecond",
+                };
+                return match &t.timezone {
+                    Some(tz) => write!(f, "Timestamp({unit}, {tz})"),
+                    None => write!(f, "Timestamp({unit})"),
+                };
+            }
+        };
+        f.write_str(name)
+    }
 }
 
 /// The numeric types (integers and floats).
