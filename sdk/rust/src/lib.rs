@@ -55,6 +55,7 @@ mod bitmap;
 mod column;
 mod params;
 mod plan;
+pub mod quantile;
 
 pub use aggregate::{Aggregate, FitCalls, Unfitted};
 pub use bindings::quiver::plugin::host::Level;
