@@ -12,8 +12,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 {
   # Plugin crates are components (cdylib) that cannot link natively: test their libraries.
-  cargo test --release -p quiver-plugin-filter -p quiver-plugin-select -p quiver-plugin-mask \
-    -p quiver-plugin-scale --lib
+  plugin_args=()
+  for manifest in plugins/*/Cargo.toml; do
+    plugin_args+=(-p "$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)")
+  done
+  cargo test --release "${plugin_args[@]}" --lib
   # Host, SDK and benchmark crates: unit tests and the end-to-end test binary.
   cargo test --release -p quiver -p quiver-sdk -p quiver-bench
 } 2>&1 | tee "$log"
