@@ -419,22 +419,25 @@ impl Plugin {
     }
 }
 
+/// An exported function taking one argument and returning a result with a plugin error.
+type Call<P, R> = TypedFunc<(P,), (Result<R, WitPluginError>,)>;
+
 /// The exported functions of one instance.
 struct Funcs {
     describe: TypedFunc<(), (PluginInfo,)>,
     init: TypedFunc<(Vec<Param>,), (Result<(), ParamError>,)>,
-    prepare: TypedFunc<(Vec<WitField>,), (Result<WitPlan, WitPluginError>,)>,
-    transform: TypedFunc<(BatchIn<'static>,), (Result<Vec<OutputBatch>, WitPluginError>,)>,
+    prepare: Call<Vec<WitField>, WitPlan>,
+    transform: Call<BatchIn<'static>, Vec<OutputBatch>>,
     aggregate: Option<AggregateFuncs>,
 }
 
 /// The `aggregate` interface's functions.
 struct AggregateFuncs {
-    fit_reads: TypedFunc<(Vec<WitField>,), (Result<Vec<String>, WitPluginError>,)>,
-    partial: TypedFunc<(BatchIn<'static>,), (Result<Vec<u8>, WitPluginError>,)>,
-    merge: TypedFunc<(Vec<Vec<u8>>,), (Result<Vec<u8>, WitPluginError>,)>,
-    finish: TypedFunc<(Vec<u8>,), (Result<String, WitPluginError>,)>,
-    set_fitted: TypedFunc<(String,), (Result<(), WitPluginError>,)>,
+    fit_reads: Call<Vec<WitField>, Vec<String>>,
+    partial: Call<BatchIn<'static>, Vec<u8>>,
+    merge: Call<Vec<Vec<u8>>, Vec<u8>>,
+    finish: Call<Vec<u8>, String>,
+    set_fitted: Call<String, ()>,
 }
 
 /// Finds exported functions of one instance and checks their types against the contract.

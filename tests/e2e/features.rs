@@ -71,8 +71,11 @@ fn scaler_pipeline(
     path
 }
 
+/// (id, amount, score, flat) of every output row.
+type Scaled = Vec<(i64, Option<f64>, f64, f64)>;
+
 /// (id, amount, score, flat) of every output row, sorted by id.
-fn scaled(path: &Path) -> Vec<(i64, Option<f64>, f64, f64)> {
+fn scaled(path: &Path) -> Scaled {
     let mut out: Vec<_> = read_parquet(path)
         .iter()
         .flat_map(|b| {
@@ -112,7 +115,7 @@ fn scaled(path: &Path) -> Vec<(i64, Option<f64>, f64, f64)> {
     out
 }
 
-fn check_against(reference: &[Row], applied_to: &[Row], got: &[(i64, Option<f64>, f64, f64)]) {
+fn check_against(reference: &[Row], applied_to: &[Row], got: &Scaled) {
     let (am, asd) = mean_std(&reference.iter().map(|r| r.amount).collect::<Vec<_>>());
     let (sm, ssd) = mean_std(
         &reference
@@ -144,7 +147,7 @@ fn fitted_results_match_the_reference_for_any_partitioning() {
     let dir = tempfile::tempdir().unwrap();
     let rows = rows_with_extremes(3000, 21);
     write_input(dir.path(), "in.parquet", &rows);
-    let mut first: Option<Vec<(i64, Option<f64>, f64, f64)>> = None;
+    let mut first: Option<Scaled> = None;
     for (partitions, workers) in [(1, 1), (2, 2), (7, 2), (64, 1), (64, 2)] {
         let out = format!("out-{partitions}-{workers}.parquet");
         let p = scaler_pipeline(dir.path(), "in.parquet", partitions, workers, &out);
