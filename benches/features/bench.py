@@ -38,7 +38,7 @@ def run_polars(inp: str, out: str) -> None:
     sign = pl.when(h >= 2**63).then(-1.0).otherwise(1.0)
     exprs = [pl.col("id")]
     exprs += [((e - stats[f"{c}_mean"]) / (stats[f"{c}_std"] or 1.0)).alias(c) for c, e in zip(F, imputed)]
-    exprs += [(pl.col("cat") == v).cast(pl.Int8).alias(f"cat={v}") for v in cats]
+    exprs += [(pl.col("cat") == v).alias(f"cat={v}") for v in cats]
     exprs += [pl.sum_horizontal([(pl.col("amount") >= b).cast(pl.Int32) for b in bounds]).alias("amount")]
     exprs += [pl.when(idx == j).then(sign).otherwise(0.0).alias(f"hash_{j}") for j in range(N_HASH)]
     df.select(exprs).write_parquet(out, compression="snappy")
@@ -60,7 +60,7 @@ def run_duckdb(inp: str, out: str) -> None:
     for i, c in enumerate(F):
         mean, std = stats[2 * i], stats[2 * i + 1] or 1.0
         cols.append(f"({imputed[c]} - {mean!r}) / {std!r} AS {c}")
-    cols += [f"(cat = '{v}')::TINYINT AS \"cat={v}\"" for v in cats]
+    cols += [f"(cat = '{v}') AS \"cat={v}\"" for v in cats]
     cols.append(f"len(list_filter({bounds}::DOUBLE[], lambda b: b <= amount))::INTEGER AS amount")
     cols += [
         f"CASE WHEN hash(hi) % {N_HASH} = {j} THEN (CASE WHEN hash(hi) >= 9223372036854775808 THEN -1.0 ELSE 1.0 END) ELSE 0.0 END AS hash_{j}"
