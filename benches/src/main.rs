@@ -584,6 +584,7 @@ fn read_first(path: &Path) -> Result<RecordBatch> {
 }
 
 fn main() -> Result<()> {
+    quiver::allocator::tune();
     let args = Args::parse();
     let host = Host::new(64, Host::default_cache_dir())?;
     let mut f = Figures::default();

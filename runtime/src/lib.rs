@@ -15,6 +15,7 @@
 //! this library.
 
 pub mod abi;
+pub mod allocator;
 pub mod batch;
 pub mod fit;
 pub mod io;

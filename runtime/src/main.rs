@@ -142,6 +142,7 @@ enum PluginCommand {
 }
 
 fn main() {
+    quiver::allocator::tune();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
