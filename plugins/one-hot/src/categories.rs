@@ -10,7 +10,9 @@
 //! code point (byte order of UTF-8, as Python sorts strings), integers numerically. A null is
 //! never a category here; each encoder documents what it does with nulls.
 
-use std::collections::HashMap;
+// A fast non-cryptographic hash: keys come from the data being processed, and the maps are
+// local to one plugin instance, so hash flooding is not a concern here.
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 
 use quiver_sdk::prelude::*;
@@ -272,8 +274,8 @@ pub struct KeyMap<V> {
 impl<V> Default for KeyMap<V> {
     fn default() -> Self {
         KeyMap {
-            text: HashMap::new(),
-            int: HashMap::new(),
+            text: HashMap::default(),
+            int: HashMap::default(),
         }
     }
 }

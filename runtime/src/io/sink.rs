@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, UInt32Array};
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::row::{RowConverter, SortField};
@@ -15,6 +16,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::{arrow_reason, Format, IoError};
 
@@ -586,10 +588,24 @@ impl FileWriter {
     fn new(file: File, format: Format, schema: &SchemaRef) -> Result<Self, String> {
         Ok(match format {
             Format::Parquet => {
-                let props = WriterProperties::builder()
+                let mut props = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
-                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
-                    .build();
+                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS));
+                // Floats rarely repeat: dictionary encoding would hash every value only to
+                // give up when the dictionary overflows (a sixth of the writer's time on
+                // feature tables), so they are written plain.
+                for field in schema.fields() {
+                    if matches!(
+                        field.data_type(),
+                        DataType::Float16 | DataType::Float32 | DataType::Float64
+                    ) {
+                        props = props.set_column_dictionary_enabled(
+                            ColumnPath::new(vec![field.name().clone()]),
+                            false,
+                        );
+                    }
+                }
+                let props = props.build();
                 FileWriter::Parquet(
                     ArrowWriter::try_new(file, schema.clone(), Some(props))
                         .map_err(|e| e.to_string())?,
