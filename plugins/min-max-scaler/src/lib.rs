@@ -175,14 +175,7 @@ impl Plugin for MinMaxScaler {
                 (hi - lo) / half_range
             };
             let scale = |x: f64| (x * 0.5 - half_min) * half_scale + lo;
-            match &mut column.values {
-                // In place: the buffer the host sent goes back.
-                Values::F64(v) => v.iter_mut().for_each(|x| *x = scale(*x)),
-                _ => {
-                    let scaled = column.f64_values()?.iter().map(|&x| scale(x)).collect();
-                    column.set_f64_values(scaled);
-                }
-            }
+            column.map_f64(scale)?;
             out.push(column);
         }
         Ok(vec![OutputBatch::all_rows(input.rows, out)])
@@ -206,16 +199,15 @@ impl Aggregate for MinMaxScaler {
     }
 
     fn merge(&self, states: Vec<Vec<Range>>) -> Result<Vec<Range>, PluginError> {
-        let mut acc = vec![Range::EMPTY; self.columns.len()];
-        for state in states {
-            if state.len() != acc.len() {
-                return Err(PluginError::new("a state for another set of columns"));
-            }
-            for (a, s) in acc.iter_mut().zip(state) {
+        merge_columnwise(
+            states,
+            &self.columns,
+            || Range::EMPTY,
+            |a, s| {
                 *a = a.merge(s);
-            }
-        }
-        Ok(acc)
+                Ok(())
+            },
+        )
     }
 
     fn finish(&self, state: Vec<Range>) -> Result<Fitted, PluginError> {

@@ -129,18 +129,7 @@ impl Plugin for RobustScaler {
         let mut out = Vec::with_capacity(input.columns.len());
         for (mut column, fit) in input.columns.into_iter().zip(&fitted.columns) {
             let (center, scale) = (fit.center, fit.scale);
-            match &mut column.values {
-                // In place: the buffer the host sent goes back.
-                Values::F64(v) => v.iter_mut().for_each(|x| *x = (*x - center) / scale),
-                _ => {
-                    let scaled = column
-                        .f64_values()?
-                        .iter()
-                        .map(|x| (x - center) / scale)
-                        .collect();
-                    column.set_f64_values(scaled);
-                }
-            }
+            column.map_f64(|x| (x - center) / scale)?;
             out.push(column);
         }
         Ok(vec![OutputBatch::all_rows(input.rows, out)])
@@ -167,17 +156,9 @@ impl Aggregate for RobustScaler {
         &self,
         states: Vec<Vec<QuantileSummary>>,
     ) -> Result<Vec<QuantileSummary>, PluginError> {
-        let mut acc = vec![QuantileSummary::new(); self.columns.len()];
-        for state in states {
-            if state.len() != acc.len() {
-                return Err(PluginError::new("a state for another set of columns"));
-            }
-            for ((a, s), c) in acc.iter_mut().zip(&state).zip(&self.columns) {
-                a.merge(s)
-                    .map_err(|e| PluginError::new(e.to_string()).in_column(c))?;
-            }
-        }
-        Ok(acc)
+        merge_columnwise(states, &self.columns, QuantileSummary::new, |a, s| {
+            a.merge(&s).map_err(|e| e.to_string())
+        })
     }
 
     fn finish(&self, state: Vec<QuantileSummary>) -> Result<Fitted, PluginError> {

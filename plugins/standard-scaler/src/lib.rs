@@ -128,18 +128,7 @@ impl Plugin for StandardScaler {
             } else {
                 1.0
             };
-            match &mut column.values {
-                // In place: the buffer the host sent goes back.
-                Values::F64(v) => v.iter_mut().for_each(|x| *x = (*x - mean) / scale),
-                _ => {
-                    let scaled = column
-                        .f64_values()?
-                        .iter()
-                        .map(|x| (x - mean) / scale)
-                        .collect();
-                    column.set_f64_values(scaled);
-                }
-            }
+            column.map_f64(|x| (x - mean) / scale)?;
             out.push(column);
         }
         Ok(vec![OutputBatch::all_rows(input.rows, out)])
@@ -163,16 +152,10 @@ impl Aggregate for StandardScaler {
     }
 
     fn merge(&self, states: Vec<Vec<Moments>>) -> Result<Vec<Moments>, PluginError> {
-        let mut acc = vec![Moments::default(); self.columns.len()];
-        for state in states {
-            if state.len() != acc.len() {
-                return Err(PluginError::new("a state for another set of columns"));
-            }
-            for (a, s) in acc.iter_mut().zip(state) {
-                *a = a.merge(s);
-            }
-        }
-        Ok(acc)
+        merge_columnwise(states, &self.columns, Moments::default, |a, s| {
+            *a = a.merge(s);
+            Ok(())
+        })
     }
 
     fn finish(&self, state: Vec<Moments>) -> Result<Fitted, PluginError> {

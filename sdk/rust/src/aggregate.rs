@@ -33,6 +33,30 @@ pub trait Aggregate: Plugin {
     fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError>;
 }
 
+/// `Aggregate::merge` for plugins whose state is one value per configured column: folds every
+/// state into `empty()` column by column with `combine`; an error names the column.
+pub fn merge_columnwise<S>(
+    states: Vec<Vec<S>>,
+    columns: &[String],
+    empty: impl Fn() -> S,
+    mut combine: impl FnMut(&mut S, S) -> Result<(), String>,
+) -> Result<Vec<S>, PluginError> {
+    let mut acc: Vec<S> = columns.iter().map(|_| empty()).collect();
+    for state in states {
+        if state.len() != acc.len() {
+            return Err(PluginError::new(format!(
+                "a state for {} columns, but the plugin is configured for {}",
+                state.len(),
+                acc.len()
+            )));
+        }
+        for ((a, s), c) in acc.iter_mut().zip(state).zip(columns) {
+            combine(a, s).map_err(|e| PluginError::new(e).in_column(c))?;
+        }
+    }
+    Ok(acc)
+}
+
 /// Header of every state: a magic tag and the encoding version, so a state from another
 /// encoding is refused instead of misread.
 const STATE_HEADER: &[u8; 4] = b"QST1";

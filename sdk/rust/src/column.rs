@@ -107,6 +107,20 @@ impl Column {
         })
     }
 
+    /// Applies `f` to every value of a numeric column, which becomes float64: in place for a
+    /// float64 column (the buffer the host sent goes back), converted otherwise. Validity is
+    /// kept; `f` also sees the (meaningless) values under nulls.
+    pub fn map_f64(&mut self, f: impl Fn(f64) -> f64) -> Result<(), PluginError> {
+        match &mut self.values {
+            Values::F64(v) => v.iter_mut().for_each(|x| *x = f(*x)),
+            _ => {
+                let mapped = self.f64_values()?.iter().map(|&x| f(x)).collect();
+                self.set_f64_values(mapped);
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces the values by float64 ones (keeping validity), e.g. after scaling.
     pub fn set_f64_values(&mut self, values: Vec<f64>) {
         self.values = Values::F64(values);

@@ -57,7 +57,7 @@ mod params;
 mod plan;
 pub mod quantile;
 
-pub use aggregate::{Aggregate, FitCalls, Unfitted};
+pub use aggregate::{merge_columnwise, Aggregate, FitCalls, Unfitted};
 pub use bindings::quiver::plugin::host::Level;
 pub use bindings::quiver::plugin::types::{
     Batch, Column, DataType, Field, InvalidParam, OutputBatch, OutputField, OutputSource, Param,
@@ -72,10 +72,10 @@ pub use plan::{expect_type, find_field, NUMERIC};
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        expect_type, find_field, get_bit, log, Aggregate, Batch, BitmapBuilder, Column, DataType,
-        Field, Level, Native, OutputBatch, OutputField, OutputSource, ParamError, ParamSpec,
-        ParamValue, Params, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder, Values,
-        NUMERIC,
+        expect_type, find_field, get_bit, log, merge_columnwise, Aggregate, Batch, BitmapBuilder,
+        Column, DataType, Field, Level, Native, OutputBatch, OutputField, OutputSource, ParamError,
+        ParamSpec, ParamValue, Params, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder,
+        Values, NUMERIC,
     };
 }
 
