@@ -113,12 +113,7 @@ impl Plugin for RobustScaler {
     }
 
     fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {
-        let mut plan = Plan::passthrough(input);
-        for c in &self.columns {
-            let field = expect_type(input, c, &NUMERIC)?;
-            plan = plan.compute(c, DataType::Float64, field.nullable);
-        }
-        Ok(plan)
+        Plan::passthrough(input).compute_f64(input, &self.columns)
     }
 
     fn transform(&mut self, input: Batch) -> Result<Vec<OutputBatch>, PluginError> {
@@ -141,10 +136,7 @@ impl Aggregate for RobustScaler {
     type Fitted = Fitted;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
-        for c in &self.columns {
-            expect_type(input, c, &NUMERIC)?;
-        }
-        Ok(self.columns.clone())
+        expect_numeric(input, &self.columns)
     }
 
     fn partial(&self, input: &Batch) -> Result<Vec<QuantileSummary>, PluginError> {

@@ -67,15 +67,15 @@ pub use bindings::quiver::plugin::types::{
 pub use bitmap::{count_set_bits, get_bit, BitmapBuilder};
 pub use column::{Native, StringColumnBuilder};
 pub use params::Params;
-pub use plan::{expect_type, find_field, NUMERIC};
+pub use plan::{expect_numeric, expect_type, find_field, NUMERIC};
 
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        expect_type, find_field, get_bit, log, merge_columnwise, Aggregate, Batch, BitmapBuilder,
-        Column, DataType, Field, Level, Native, OutputBatch, OutputField, OutputSource, ParamError,
-        ParamSpec, ParamValue, Params, Plan, Plugin, PluginError, PluginInfo, StringColumnBuilder,
-        Values, NUMERIC,
+        expect_numeric, expect_type, find_field, get_bit, log, merge_columnwise, Aggregate, Batch,
+        BitmapBuilder, Column, DataType, Field, Level, Native, OutputBatch, OutputField,
+        OutputSource, ParamError, ParamSpec, ParamValue, Params, Plan, Plugin, PluginError,
+        PluginInfo, StringColumnBuilder, Values, NUMERIC,
     };
 }
 

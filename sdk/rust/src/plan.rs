@@ -85,7 +85,26 @@ pub const NUMERIC: [DataType; 10] = [
     DataType::Float64,
 ];
 
+/// Checks that every one of `columns` exists and is numeric; returns them (a typical
+/// `Aggregate::fit_reads`).
+pub fn expect_numeric(input: &[Field], columns: &[String]) -> Result<Vec<String>, PluginError> {
+    for c in columns {
+        expect_type(input, c, &NUMERIC)?;
+    }
+    Ok(columns.to_vec())
+}
+
 impl Plan {
+    /// Reads each of `columns` (which must be numeric) and replaces it by a float64 column of
+    /// the same nullability.
+    pub fn compute_f64(mut self, input: &[Field], columns: &[String]) -> Result<Self, PluginError> {
+        for c in columns {
+            let field = expect_type(input, c, &NUMERIC)?;
+            self = self.compute(c, DataType::Float64, field.nullable);
+        }
+        Ok(self)
+    }
+
     /// A plan that reads nothing and passes every input column through unchanged.
     pub fn passthrough(input: &[Field]) -> Self {
         Plan {
