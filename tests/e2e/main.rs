@@ -11,4 +11,5 @@ mod features_categorical;
 mod features_numeric;
 mod features_rowwise;
 mod limits;
+mod properties;
 mod support;
