@@ -121,6 +121,16 @@ impl Chain {
         for spec in &pipeline.plugins {
             let path = pipeline::resolve_plugin(spec, &pipeline.base_dir)?;
             let plugin = host.load(&path)?;
+            if let Some(expected) = &spec.sha256 {
+                if !expected.eq_ignore_ascii_case(&plugin.sha256) {
+                    return Err(PipelineError::PinMismatch {
+                        path,
+                        expected: expected.clone(),
+                        actual: plugin.sha256.clone(),
+                    }
+                    .into());
+                }
+            }
             let params = spec.params()?;
             plugin.check_params(&params)?;
             plugins.push((plugin, params, spec.limits(&pipeline.limits)?));

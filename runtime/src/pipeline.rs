@@ -26,6 +26,7 @@
 //!
 //! [[plugin]]
 //! path = "plugins/scale.wasm"
+//! sha256 = "9b9c…"                   # optional: refuse any other build of the component
 //! params = { columns = ["amount"], a = 3.0, b = 2.0 }
 //! limits = { memory-mib = 64 }       # overrides for this plugin
 //!
@@ -66,6 +67,16 @@ pub enum PipelineError {
     /// A value is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// A plugin's content does not match the SHA-256 the pipeline pins it to.
+    #[error("plugin {path}: its SHA-256 is {actual}, but the pipeline pins {expected}; refusing to run it")]
+    PinMismatch {
+        /// The component file.
+        path: PathBuf,
+        /// The pinned hash.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
     /// A plugin could not be found.
     #[error("plugin `{name}` not found; looked in: {looked}")]
     PluginNotFound {
@@ -159,6 +170,8 @@ pub struct PluginSpec {
     pub name: Option<String>,
     /// A `.wasm` file (relative to the pipeline file).
     pub path: Option<PathBuf>,
+    /// The SHA-256 (hex) the component must have; any other build is refused.
+    pub sha256: Option<String>,
     /// Parameters.
     #[serde(default)]
     pub params: toml::Table,

@@ -217,3 +217,32 @@ fn existing_output_is_not_replaced_without_overwrite() {
         .sum();
     assert_eq!(rows, 500);
 }
+
+#[test]
+fn a_pinned_plugin_with_another_hash_is_refused() {
+    let case = Case::new();
+    let scale = plugin("scale");
+    let actual = {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(&scale).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let pipeline = |pin: &str| {
+        format!(
+            "[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nsha256 = \"{pin}\"\nparams = {{ columns = [\"k\"] }}\n[sink]\npath = \"out.parquet\"\n",
+            scale.display()
+        )
+    };
+    std::fs::write(case.path("p.toml"), pipeline(&"0".repeat(64))).unwrap();
+    let mut c = quiver();
+    c.current_dir(case.dir.path()).args(["run", "p.toml"]);
+    let err = run_err(c);
+    contains_all(&err, &["scale.wasm", &actual, "pins 0000", "refusing"]);
+    assert!(!case.path("out.parquet").exists());
+    std::fs::write(case.path("p.toml"), pipeline(&actual.to_uppercase())).unwrap();
+    let mut c = quiver();
+    c.current_dir(case.dir.path()).args(["run", "p.toml"]);
+    run_ok(c);
+}
