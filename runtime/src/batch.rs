@@ -23,6 +23,7 @@ use crate::io::{self, IoError, SinkOptions, SourceOptions};
 use crate::partition::{self, PartitionError, Partitioning, RangeBoundaries, SkewTracker};
 use crate::pipeline::{self, Pipeline, PipelineError, Scheme};
 use crate::plugin::{Host, Instance, Metrics, Plugin, PluginError};
+use crate::policy::{self, ErrorPolicy};
 use crate::report::{PluginReport, RunReport};
 
 /// Memory for keeping decoded input between fit passes, unless `[source] cache-mib` says.
@@ -51,6 +52,12 @@ pub enum RunError {
     /// A fitted-parameters file cannot be used.
     #[error(transparent)]
     Fit(#[from] FitError),
+    /// So many rows failed that the dead-letter policy stopped the run.
+    #[error("more than {limit} rows went to dead letters; stopping the run (the plugin probably fails on every row)")]
+    TooManyDeadLetters {
+        /// The limit.
+        limit: u64,
+    },
     /// A plugin failed on a batch.
     #[error("{source}\n  while processing partition {partition}, batch {batch} ({file}, rows {first_row}..{end_row})")]
     Batch {
@@ -104,20 +111,39 @@ enum Done {
         partition: usize,
         seq: u64,
         batches: Vec<RecordBatch>,
+        incidents: Incidents,
     },
     Failed(Box<RunError>),
+}
+
+/// What error policies did with one input batch.
+#[derive(Default)]
+struct Incidents {
+    /// Rows plugins failed on (dead-letter policy), already annotated for the dataset.
+    dead: Vec<(usize, RecordBatch)>,
+    /// (plugin position, rows) of batches dropped by the skip policy.
+    skipped: Vec<(usize, u64)>,
+    /// Plugin positions of each retry.
+    retries: Vec<usize>,
 }
 
 /// The plugins of a pipeline, loaded and with parameters checked.
 pub struct Chain {
     /// Each plugin with its parameters and limits, in chain order.
     pub plugins: Vec<(Arc<Plugin>, Vec<crate::abi::Param>, crate::sandbox::Limits)>,
+    /// Each plugin's error policy and retries.
+    pub policies: Vec<(ErrorPolicy, u32)>,
 }
 
 impl Chain {
     /// Loads every plugin of the pipeline.
     pub fn load(pipeline: &Pipeline, host: &Host) -> Result<Chain, RunError> {
         let mut plugins = Vec::with_capacity(pipeline.plugins.len());
+        let policies = pipeline
+            .plugins
+            .iter()
+            .map(|p| (p.on_error, p.retries))
+            .collect();
         for spec in &pipeline.plugins {
             let path = pipeline::resolve_plugin(spec, &pipeline.base_dir)?;
             let plugin = host.load(&path)?;
@@ -135,7 +161,7 @@ impl Chain {
             plugin.check_params(&params)?;
             plugins.push((plugin, params, spec.limits(&pipeline.limits)?));
         }
-        Ok(Chain { plugins })
+        Ok(Chain { plugins, policies })
     }
 
     /// A fresh set of instances, one per plugin, for one worker.
@@ -159,26 +185,122 @@ impl Chain {
     }
 }
 
-/// Runs one plugin over batches (skipping empty ones).
+/// Runs one plugin (at `position`) over batches, skipping empty ones, under its error policy.
 fn transform_all(
     instance: &mut Instance,
+    position: usize,
+    (policy, retries): (ErrorPolicy, u32),
     batches: Vec<RecordBatch>,
+    origin: (usize, u64),
+    incidents: &mut Incidents,
 ) -> Result<Vec<RecordBatch>, PluginError> {
     let mut next = Vec::with_capacity(batches.len());
     for b in batches.iter().filter(|b| b.num_rows() > 0) {
-        next.extend(instance.transform(b)?);
+        let mut attempt = 0;
+        let result = loop {
+            match instance.transform(b) {
+                Err(e) if e.is_call_failure() && attempt < retries => {
+                    tracing::warn!(plugin = %instance.plugin().name, "retrying a batch after: {e}");
+                    attempt += 1;
+                    incidents.retries.push(position);
+                }
+                result => break result,
+            }
+        };
+        let error = match result {
+            Ok(out) => {
+                next.extend(out);
+                continue;
+            }
+            Err(e) if !e.is_call_failure() || policy == ErrorPolicy::Fail => return Err(e),
+            Err(e) => e,
+        };
+        let name = instance.plugin().name.clone();
+        if policy == ErrorPolicy::Skip {
+            tracing::warn!(plugin = %name, "skipping a batch of {} rows: {error}", b.num_rows());
+            incidents.skipped.push((position, b.num_rows() as u64));
+            continue;
+        }
+        // A time limit is not about particular rows, and every probe would wait for it.
+        let splittable = |e: &PluginError| !matches!(e, PluginError::Timeout { .. });
+        let found = policy::bisect(b, error, |slice| instance.transform(slice), splittable);
+        next.extend(found.output);
+        for (rows, error) in found.dead {
+            let annotated =
+                dead_letter_rows(&rows, &error.to_string(), &name, origin).map_err(|source| {
+                    PluginError::Abi {
+                        plugin: name.clone(),
+                        source,
+                    }
+                })?;
+            incidents.dead.push((position, annotated));
+        }
     }
     Ok(next)
+}
+
+/// Failing rows with the columns that say what happened.
+fn dead_letter_rows(
+    rows: &RecordBatch,
+    error: &str,
+    plugin: &str,
+    (partition, batch): (usize, u64),
+) -> Result<RecordBatch, crate::abi::AbiError> {
+    use arrow::array::{ArrayRef, StringArray, UInt32Array, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let n = rows.num_rows();
+    let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
+    let mut columns = rows.columns().to_vec();
+    let extra: [(&str, DataType, ArrayRef); 4] = [
+        (
+            "_error",
+            DataType::Utf8,
+            Arc::new(StringArray::from(vec![error; n])),
+        ),
+        (
+            "_plugin",
+            DataType::Utf8,
+            Arc::new(StringArray::from(vec![plugin; n])),
+        ),
+        (
+            "_partition",
+            DataType::UInt32,
+            Arc::new(UInt32Array::from(vec![partition as u32; n])),
+        ),
+        (
+            "_batch",
+            DataType::UInt64,
+            Arc::new(UInt64Array::from(vec![batch; n])),
+        ),
+    ];
+    for (name, t, array) in extra {
+        fields.push(Arc::new(Field::new(name, t, false)));
+        columns.push(array);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Runs the chain over one batch.
 fn run_chain(
     instances: &mut [Instance],
+    policies: &[(ErrorPolicy, u32)],
     batch: RecordBatch,
+    origin: (usize, u64),
+    incidents: &mut Incidents,
 ) -> Result<Vec<RecordBatch>, PluginError> {
     let mut batches = vec![batch];
-    for instance in instances {
-        batches = transform_all(instance, batches)?;
+    for (position, instance) in instances.iter_mut().enumerate() {
+        batches = transform_all(
+            instance,
+            position,
+            policies[position],
+            batches,
+            origin,
+            incidents,
+        )?;
     }
     Ok(batches)
 }
@@ -393,7 +515,8 @@ fn pass<T>(
             let (tx, rx) = sync_channel::<Work>(QUEUE_DEPTH);
             queues.push(tx);
             let done = done_tx.clone();
-            handles.push(scope.spawn(move || worker(instances, rx, done, job)));
+            let policies = &setup.chain.policies;
+            handles.push(scope.spawn(move || worker(instances, policies, rx, done, job)));
         }
         let reader = {
             let done = done_tx.clone();
@@ -641,7 +764,17 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
     )?;
     setup.progress.set_prefix("running");
     let ordered = setup.partitioning.is_none();
-    let (output, done) = pass(&mut setup, &Job::Run, |rx| write(sink, rx, ordered))?;
+    let dead_dir = pipeline.dead_letter_dir();
+    let names: Vec<String> = setup
+        .chain
+        .plugins
+        .iter()
+        .map(|(p, _, _)| p.info.name.clone())
+        .collect();
+    let (written, done) = pass(&mut setup, &Job::Run, |rx| {
+        write(sink, rx, ordered, &dead_dir, &names)
+    })?;
+    let output = written.output;
     setup.progress.finish_and_clear();
 
     let plugins = setup
@@ -656,6 +789,7 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
                 .iter()
                 .for_each(|w| m.merge(&w[i].metrics()));
             PluginReport {
+                incidents: written.dead.counts.get(&i).cloned().unwrap_or_default(),
                 name: p.info.name.clone(),
                 version: p.info.version.clone(),
                 sha256: p.sha256.clone(),
@@ -676,6 +810,7 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
         fit_passes,
         fit_time,
         fitted_from: options.fitted.clone(),
+        dead_letters: (written.dead.total > 0).then(|| (dead_dir.clone(), written.dead.total)),
         plugins,
         output,
     })
@@ -829,10 +964,14 @@ const MERGE_EVERY: usize = 16;
 /// fitted position.
 fn fit_batch(
     instances: &mut [Instance],
+    policies: &[(ErrorPolicy, u32)],
     positions: &[usize],
     batch: RecordBatch,
     states: &mut [Vec<Vec<u8>>],
 ) -> Result<(), PluginError> {
+    // Error policies apply as in the run (so skipped and dead-lettered rows do not count in
+    // the statistics); their incidents are reported by the run itself.
+    let mut incidents = Incidents::default();
     let last = *positions.last().expect("a fit job names plugins");
     let mut batches = vec![batch];
     for (i, instance) in instances[..=last].iter_mut().enumerate() {
@@ -846,7 +985,9 @@ fn fit_batch(
                     states[k].push(merged);
                 }
             }
-            None => batches = transform_all(instance, batches)?,
+            None => {
+                batches = transform_all(instance, i, policies[i], batches, (0, 0), &mut incidents)?
+            }
         }
     }
     Ok(())
@@ -854,6 +995,7 @@ fn fit_batch(
 
 fn worker(
     mut instances: Vec<Instance>,
+    policies: &[(ErrorPolicy, u32)],
     queue: Receiver<Work>,
     done: SyncSender<Done>,
     job: &Job,
@@ -871,10 +1013,15 @@ fn worker(
             first_row,
             rows,
         } = work.origin;
+        let mut incidents = Incidents::default();
+        let origin = (work.partition, seq);
         let result = match job {
-            Job::Run => run_chain(&mut instances, work.batch).map(Some),
+            Job::Run => {
+                run_chain(&mut instances, policies, work.batch, origin, &mut incidents).map(Some)
+            }
             Job::Fit(positions) => {
-                fit_batch(&mut instances, positions, work.batch, &mut states).map(|()| None)
+                fit_batch(&mut instances, policies, positions, work.batch, &mut states)
+                    .map(|()| None)
             }
         };
         let msg = match result {
@@ -882,6 +1029,7 @@ fn worker(
                 partition: work.partition,
                 seq,
                 batches,
+                incidents,
             },
             Ok(None) => continue,
             Err(source) => Done::Failed(Box::new(RunError::Batch {
@@ -919,16 +1067,98 @@ fn worker(
     }
 }
 
-/// Writes results as they arrive (in input order when `ordered`) and commits at the end.
+/// Most rows a run may send to dead letters (they are kept in memory until the commit).
+const MAX_DEAD_ROWS: u64 = 1 << 20;
+
+/// What error policies did over a run, per plugin position.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyCounts {
+    /// Batches dropped (skip policy).
+    pub skipped_batches: u64,
+    /// Rows of those batches.
+    pub skipped_rows: u64,
+    /// Rows sent to dead letters.
+    pub dead_rows: u64,
+    /// Retries of failing batches.
+    pub retries: u64,
+}
+
+/// Dead-letter rows gathered during a run, written when it commits.
+#[derive(Default)]
+struct DeadLetters {
+    rows: BTreeMap<usize, Vec<RecordBatch>>,
+    counts: BTreeMap<usize, PolicyCounts>,
+    total: u64,
+}
+
+impl DeadLetters {
+    fn record(&mut self, incidents: Incidents) -> Result<(), RunError> {
+        for (position, rows) in incidents.skipped {
+            let c = self.counts.entry(position).or_default();
+            c.skipped_batches += 1;
+            c.skipped_rows += rows;
+        }
+        for position in incidents.retries {
+            self.counts.entry(position).or_default().retries += 1;
+        }
+        for (position, rows) in incidents.dead {
+            let n = rows.num_rows() as u64;
+            self.counts.entry(position).or_default().dead_rows += n;
+            self.total += n;
+            if self.total > MAX_DEAD_ROWS {
+                return Err(RunError::TooManyDeadLetters {
+                    limit: MAX_DEAD_ROWS,
+                });
+            }
+            self.rows.entry(position).or_default().push(rows);
+        }
+        Ok(())
+    }
+
+    /// Writes one Parquet file per failing plugin into `dir` (created if needed).
+    fn write(&self, dir: &Path, names: &[String]) -> Result<(), RunError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| IoError::io(dir, "cannot create the dead-letter directory", e))?;
+        for (position, batches) in &self.rows {
+            let path = dir.join(format!("{position:02}-{}.parquet", names[*position]));
+            let options = SinkOptions {
+                format: Some(io::Format::Parquet),
+                partition_by: Vec::new(),
+                overwrite: true,
+            };
+            let mut sink = io::create(&path, batches[0].schema(), &options)?;
+            for b in batches {
+                sink.write(0, b)?;
+            }
+            sink.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// What the writer produced.
+struct Written {
+    output: io::SinkSummary,
+    dead: DeadLetters,
+}
+
+/// Writes results as they arrive (in input order when `ordered`), gathers what error policies
+/// did, and commits at the end: dead letters first, then the output.
 fn write(
     mut sink: io::Sink,
     done: Receiver<Done>,
     ordered: bool,
-) -> Result<io::SinkSummary, RunError> {
+    dead_dir: &Path,
+    names: &[String],
+) -> Result<Written, RunError> {
     let mut pending: BTreeMap<u64, (usize, Vec<RecordBatch>)> = BTreeMap::new();
     let mut next = 0u64;
+    let mut dead = DeadLetters::default();
     for msg in done {
-        match msg {
+        let (partition, seq, batches) = match msg {
             Done::Failed(e) => {
                 sink.abort();
                 return Err(*e);
@@ -937,19 +1167,27 @@ fn write(
                 partition,
                 seq,
                 batches,
-            } if ordered => {
-                pending.insert(seq, (partition, batches));
-                while let Some((partition, batches)) = pending.remove(&next) {
-                    write_all(&mut sink, partition, &batches)?;
-                    next += 1;
-                }
+                incidents,
+            } => {
+                dead.record(incidents)?;
+                (partition, seq, batches)
             }
-            Done::Batches {
-                partition, batches, ..
-            } => write_all(&mut sink, partition, &batches)?,
+        };
+        if ordered {
+            pending.insert(seq, (partition, batches));
+            while let Some((partition, batches)) = pending.remove(&next) {
+                write_all(&mut sink, partition, &batches)?;
+                next += 1;
+            }
+        } else {
+            write_all(&mut sink, partition, &batches)?;
         }
     }
-    Ok(sink.commit()?)
+    dead.write(dead_dir, names)?;
+    Ok(Written {
+        output: sink.commit()?,
+        dead,
+    })
 }
 
 fn write_all(

@@ -22,5 +22,6 @@ pub mod io;
 pub mod partition;
 pub mod pipeline;
 pub mod plugin;
+pub mod policy;
 pub mod report;
 pub mod sandbox;

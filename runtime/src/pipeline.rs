@@ -29,6 +29,8 @@
 //! sha256 = "9b9c…"                   # optional: refuse any other build of the component
 //! params = { columns = ["amount"], a = 3.0, b = 2.0 }
 //! limits = { memory-mib = 64 }       # overrides for this plugin
+//! on-error = "dead-letter"           # fail (default), skip, or dead-letter the failing rows
+//! retries = 1                        # tries again before the policy applies (default 0)
 //!
 //! [sink]
 //! path = "out/result.parquet"       # relative to this file
@@ -43,6 +45,7 @@ use serde::Deserialize;
 use crate::abi::{Param, ParamValue};
 use crate::io::Format;
 use crate::partition::HashAlgorithm;
+use crate::policy::ErrorPolicy;
 use crate::sandbox::Limits;
 
 /// A pipeline file could not be read or makes no sense.
@@ -107,6 +110,9 @@ pub struct Pipeline {
     pub plugins: Vec<PluginSpec>,
     /// The output.
     pub sink: SinkSpec,
+    /// Where rows that plugins with `on-error = "dead-letter"` failed on are written.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterSpec>,
     /// Directory relative paths are resolved against (the pipeline file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -178,6 +184,23 @@ pub struct PluginSpec {
     /// Limit overrides for this plugin.
     #[serde(default)]
     pub limits: Option<toml::Table>,
+    /// What to do when the plugin fails on a batch: `fail` (default), `skip`, `dead-letter`.
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    /// Times a failing batch is tried again before the policy applies (default 0).
+    #[serde(default)]
+    pub retries: u32,
+}
+
+/// `[dead-letter]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeadLetterSpec {
+    /// Directory of the dead-letter dataset: one Parquet file per failing plugin,
+    /// `<position>-<plugin>.parquet`, holding the failing rows as they reached the plugin plus
+    /// `_error`, `_plugin`, `_partition` and `_batch` columns. Default: `<sink>-dead-letter`
+    /// next to the output.
+    pub path: PathBuf,
 }
 
 /// `[sink]`.
@@ -244,6 +267,21 @@ impl Pipeline {
                 }
             })
             .collect()
+    }
+
+    /// The dead-letter directory: as configured, else `<sink>-dead-letter` next to the output.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        match &self.dead_letter {
+            Some(d) => self.resolve(&d.path),
+            None => {
+                let sink = self.resolve(&self.sink.path);
+                let stem = sink
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                sink.with_file_name(format!("{stem}-dead-letter"))
+            }
+        }
     }
 
     /// Number of workers: as configured, else one per core.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::batch::PolicyCounts;
 use crate::io::SinkSummary;
 use crate::partition::SkewReport;
 use crate::plugin::Metrics;
@@ -28,6 +29,8 @@ pub struct PluginReport {
     pub limits: Limits,
     /// Calls, rows, bytes, time, memory.
     pub metrics: Metrics,
+    /// What its error policy did.
+    pub incidents: PolicyCounts,
 }
 
 /// Everything a run reports.
@@ -54,6 +57,8 @@ pub struct RunReport {
     pub fit_time: Duration,
     /// The fitted-parameters file applied, if any.
     pub fitted_from: Option<std::path::PathBuf>,
+    /// The dead-letter directory and the rows written there, if any.
+    pub dead_letters: Option<(std::path::PathBuf, u64)>,
     /// Per plugin, in chain order.
     pub plugins: Vec<PluginReport>,
     /// What was written.
@@ -125,6 +130,26 @@ impl fmt::Display for RunReport {
                     String::new()
                 },
             )?;
+        }
+        for p in &self.plugins {
+            let c = &p.incidents;
+            if c.skipped_batches + c.dead_rows + c.retries > 0 {
+                writeln!(
+                    f,
+                    "  {}: {} batch{} skipped ({} rows), {} row{} to dead letters, {} retr{}",
+                    p.name,
+                    c.skipped_batches,
+                    if c.skipped_batches == 1 { "" } else { "es" },
+                    c.skipped_rows,
+                    c.dead_rows,
+                    if c.dead_rows == 1 { "" } else { "s" },
+                    c.retries,
+                    if c.retries == 1 { "y" } else { "ies" },
+                )?;
+            }
+        }
+        if let Some((dir, rows)) = &self.dead_letters {
+            writeln!(f, "dead letters: {rows} rows in {}", dir.display())?;
         }
         let s = &self.skew;
         match &self.partitioning {

@@ -11,5 +11,6 @@ mod features_categorical;
 mod features_numeric;
 mod features_rowwise;
 mod limits;
+mod policies;
 mod properties;
 mod support;

@@ -13,6 +13,7 @@ fn recurse(n: u64) -> u64 {
 struct Liar {
     mode: String,
     column: String,
+    calls: u64,
 }
 
 impl Plugin for Liar {
@@ -25,6 +26,7 @@ impl Plugin for Liar {
         Ok(Liar {
             mode: params.text("mode").unwrap_or_default().into(),
             column: params.text("column").unwrap_or_default().into(),
+            calls: 0,
         })
     }
     fn prepare(&self, input: &[Field]) -> Result<Plan, PluginError> {
@@ -45,8 +47,34 @@ impl Plugin for Liar {
         let rows = input.rows;
         let mut col = input.columns.remove(0);
         let name = col.name.clone();
+        self.calls += 1;
+        let negative = |col: &Column| -> Option<(usize, f64)> {
+            let values = col.f64_values().ok()?;
+            (0..values.len())
+                .find(|&i| col.is_valid(i) && values[i] < 0.0)
+                .map(|i| (i, values[i]))
+        };
         match self.mode.as_str() {
             "honest" => {}
+            // Data-dependent failures, for the error policies.
+            "fail-on-negative" => {
+                if let Some((row, x)) = negative(&col) {
+                    return Err(PluginError::new(format!("negative value {x}"))
+                        .in_column(&name)
+                        .at_row(row));
+                }
+            }
+            "panic-on-negative" => {
+                if let Some((_, x)) = negative(&col) {
+                    panic!("cannot handle negative value {x}");
+                }
+            }
+            // Fails every other call of an instance (a transient failure, for retries).
+            "flaky" => {
+                if self.calls % 2 == 1 {
+                    return Err(PluginError::new("transient failure"));
+                }
+            }
             "print-then-panic" => {
                 println!("about to fail on a batch of {rows} rows");
                 panic!("liar panics on purpose");
