@@ -9,6 +9,9 @@
 //!    in Wasm (`arrow-udf-wasm`), the closest columnar peer: Quiver must be ≥ 2× faster.
 //! 4. A whole pipeline, Parquet → filter → mask → scale → Parquet on 10M rows, vs the same
 //!    pipeline written natively with arrow-rs kernels on the same threads: Quiver ≥ 0.7×.
+//! 5. What the limits cost: `scale` and `filter` with every limit enforced (epoch deadline,
+//!    memory limiter, output caps) vs an engine that enforces none, and with fuel metering on:
+//!    limits on must be ≤ 5% slower.
 //!
 //! Run everything with `benches/run.sh`; `cargo run --release -p quiver-bench -- --help` lists
 //! the options.
@@ -36,9 +39,10 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use quiver::abi::{Param, ParamValue};
 use quiver::batch::{self, RunOptions};
+use quiver::capability::Grants;
 use quiver::pipeline::{Pipeline, PluginSpec, SinkSpec, SourceSpec};
-use quiver::plugin::{Host, Instance};
-use quiver::sandbox::{self, Limits, StoreState};
+use quiver::plugin::{Host, Instance, Plugin};
+use quiver::sandbox::{self, EngineOptions, Limits, StoreState};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
@@ -178,6 +182,26 @@ struct Figures {
     warm_instantiation_us: f64,
     pipeline_native_seconds: Option<f64>,
     pipeline_quiver_seconds: Option<f64>,
+    /// (transform, setting) → rows/s, setting `off`, `on` or `fuel`.
+    limits: BTreeMap<String, f64>,
+}
+
+/// Limits for the benchmarks: the defaults, with room for 10M-row batches.
+fn bench_limits() -> Limits {
+    Limits {
+        memory_mib: 2048,
+        ..Limits::default()
+    }
+}
+
+/// An instance with the benchmark limits and no grants.
+fn instance(plugin: &Arc<Plugin>, params: Vec<Param>) -> Result<Instance> {
+    Ok(Instance::new(
+        plugin.clone(),
+        params,
+        bench_limits(),
+        Arc::new(Grants::default()),
+    )?)
 }
 
 fn key(transform: &str, rows: usize) -> String {
@@ -189,10 +213,6 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
         &[1_000_000]
     } else {
         &[1_000_000, 10_000_000]
-    };
-    let limits = Limits {
-        memory_mib: 2048,
-        ..Limits::default()
     };
     let scale = host.load(&args.plugins.join("scale.wasm"))?;
     let filter = host.load(&args.plugins.join("filter.wasm"))?;
@@ -207,7 +227,7 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
     );
     for &rows in sizes {
         let batch = scale_batch(rows);
-        let mut inst = Instance::new(scale.clone(), scale_params(), limits)?;
+        let mut inst = instance(&scale, scale_params())?;
         let got = inst.transform(&batch)?;
         ensure!(
             got[0].column(0).as_ref() == native_scale(&batch).as_ref(),
@@ -220,7 +240,7 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
         report_row("scale", rows, n, q, f);
 
         let batch = filter_batch(rows);
-        let mut inst = Instance::new(filter.clone(), vec![text("where", "k > 500")], limits)?;
+        let mut inst = instance(&filter, vec![text("where", "k > 500")])?;
         let got = inst.transform(&batch)?;
         ensure!(
             got[0] == native_filter(&batch),
@@ -233,7 +253,7 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
         report_row("filter", rows, n, q, f);
 
         let batch = mask_batch(rows);
-        let mut inst = Instance::new(mask.clone(), mask_params(), limits)?;
+        let mut inst = instance(&mask, mask_params())?;
         let got = inst.transform(&batch)?;
         let keys = mask_keys();
         let want = native_mask(batch.column(0).as_string::<i32>(), keys);
@@ -254,7 +274,7 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
     }
 
     let small = scale_batch(10);
-    let mut inst = Instance::new(scale.clone(), scale_params(), limits)?;
+    let mut inst = instance(&scale, scale_params())?;
     let calls = 20_000;
     let per_call = median_secs(args.runs, || {
         for _ in 0..calls {
@@ -270,7 +290,7 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
     let count = 200;
     let inst_time = median_secs(args.runs, || {
         for _ in 0..count {
-            black_box(Instance::new(scale.clone(), scale_params(), limits).expect("instantiate"));
+            black_box(instance(&scale, scale_params()).expect("instantiate"));
         }
     }) / count as f64;
     f.warm_instantiation_us = inst_time * 1e6;
@@ -278,6 +298,78 @@ fn bench_columnar(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
         "warm instantiation (instantiate + init, compiled component cached): {:.1} µs",
         inst_time * 1e6
     );
+    Ok(())
+}
+
+/// Scale and filter on the same batch with limits enforced, not enforced, and with fuel.
+/// The three settings are timed in turns (a, b, c, a, b, c, …) so drift hits them alike.
+fn bench_limit_cost(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
+    let rows = if args.quick { 1_000_000 } else { 10_000_000 };
+    let off = Host::new(
+        EngineOptions {
+            enforce: false,
+            ..EngineOptions::new(8)
+        },
+        Host::default_cache_dir(),
+    )?;
+    let fuel = Host::new(
+        EngineOptions {
+            fuel: true,
+            ..EngineOptions::new(8)
+        },
+        Host::default_cache_dir(),
+    )?;
+    println!(
+        "== what the limits cost ({rows} rows, median of {} runs in turns)",
+        args.runs * 3
+    );
+    println!(
+        "{:<8} {:>15} {:>15} {:>15} {:>10} {:>10}  (target: on ≤ 5% slower)",
+        "", "off rows/s", "on rows/s", "fuel rows/s", "on/off", "fuel/off"
+    );
+    let cases: [(&str, &str, Vec<Param>, RecordBatch); 2] = [
+        ("scale", "scale.wasm", scale_params(), scale_batch(rows)),
+        (
+            "filter",
+            "filter.wasm",
+            vec![text("where", "k > 500")],
+            filter_batch(rows),
+        ),
+    ];
+    for (name, file, params, batch) in cases {
+        let mut insts = Vec::new();
+        for h in [&off, host, &fuel] {
+            let mut i = instance(&h.load(&args.plugins.join(file))?, params.clone())?;
+            i.transform(&batch)?;
+            insts.push(i);
+        }
+        let mut times = vec![Vec::new(); 3];
+        for _ in 0..args.runs * 3 {
+            for (k, inst) in insts.iter_mut().enumerate() {
+                let t = Instant::now();
+                drop(black_box(inst.transform(&batch)?));
+                times[k].push(t.elapsed().as_secs_f64());
+            }
+        }
+        let rate: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                rows as f64 / t[t.len() / 2]
+            })
+            .collect();
+        for (k, setting) in ["off", "on", "fuel"].iter().enumerate() {
+            f.limits.insert(format!("{name}/{setting}"), rate[k]);
+        }
+        println!(
+            "{name:<8} {:>13.0} M {:>13.0} M {:>13.0} M {:>9.3}× {:>9.3}×",
+            rate[0] / 1e6,
+            rate[1] / 1e6,
+            rate[2] / 1e6,
+            rate[1] / rate[0],
+            rate[2] / rate[0]
+        );
+    }
     Ok(())
 }
 
@@ -307,7 +399,10 @@ fn bench_per_record(args: &Args, host: &Host, f: &mut Figures) -> Result<()> {
     ] {
         let component = Component::from_file(host.engine(), args.plugins.join(file))
             .map_err(|e| anyhow::anyhow!("loading {file}: {e}"))?;
-        let mut store = Store::new(host.engine(), StoreState::new(&Limits::default()));
+        let mut store = Store::new(
+            host.engine(),
+            StoreState::new(&Limits::default(), &Grants::default()).map_err(anyhow::Error::msg)?,
+        );
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = linker.instantiate(&mut store, &component)?;
         let process =
@@ -586,10 +681,11 @@ fn read_first(path: &Path) -> Result<RecordBatch> {
 fn main() -> Result<()> {
     quiver::allocator::tune();
     let args = Args::parse();
-    let host = Host::new(64, Host::default_cache_dir())?;
+    let host = Host::new(EngineOptions::new(64), Host::default_cache_dir())?;
     let mut f = Figures::default();
     bench_columnar(&args, &host, &mut f)?;
     bench_per_record(&args, &host, &mut f)?;
+    bench_limit_cost(&args, &host, &mut f)?;
     if let Some(peer) = &args.peer {
         print_peer(peer, &f)?;
     }

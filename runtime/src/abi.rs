@@ -389,7 +389,13 @@ pub enum ParamValue {
     #[component(name = "text-list")]
     TextList(Vec<String>),
     #[component(name = "text-map")]
+    #[serde(serialize_with = "pairs_as_map")]
     TextMap(Vec<(String, String)>),
+}
+
+/// A table parameter is written as a JSON object (in file order), as the pipeline file has it.
+fn pairs_as_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 impl ParamValue {

@@ -24,6 +24,7 @@ use crate::partition::{self, PartitionError, Partitioning, RangeBoundaries, Skew
 use crate::pipeline::{self, Pipeline, PipelineError, Scheme};
 use crate::plugin::{Host, Instance, Metrics, Plugin, PluginError};
 use crate::policy::{self, ErrorPolicy};
+use crate::replay::Recorder;
 use crate::report::{PluginReport, RunReport};
 
 /// Memory for keeping decoded input between fit passes, unless `[source] cache-mib` says.
@@ -127,10 +128,22 @@ struct Incidents {
     retries: Vec<usize>,
 }
 
-/// The plugins of a pipeline, loaded and with parameters checked.
+/// One plugin of a chain: loaded, with checked parameters, its limits and grants.
+pub struct Link {
+    /// The plugin.
+    pub plugin: Arc<Plugin>,
+    /// Its parameters.
+    pub params: Vec<crate::abi::Param>,
+    /// Its limits.
+    pub limits: crate::sandbox::Limits,
+    /// What it may reach outside the sandbox.
+    pub grants: Arc<crate::capability::Grants>,
+}
+
+/// The plugins of a pipeline, loaded and with parameters and grants checked.
 pub struct Chain {
-    /// Each plugin with its parameters and limits, in chain order.
-    pub plugins: Vec<(Arc<Plugin>, Vec<crate::abi::Param>, crate::sandbox::Limits)>,
+    /// Each plugin, in chain order.
+    pub plugins: Vec<Link>,
     /// Each plugin's error policy and retries.
     pub policies: Vec<(ErrorPolicy, u32)>,
 }
@@ -159,7 +172,14 @@ impl Chain {
             }
             let params = spec.params()?;
             plugin.check_params(&params)?;
-            plugins.push((plugin, params, spec.limits(&pipeline.limits)?));
+            let grants = pipeline.grants(spec);
+            plugin.check_grants(&grants)?;
+            plugins.push(Link {
+                plugin,
+                params,
+                limits: spec.limits(&pipeline.limits)?,
+                grants: Arc::new(grants),
+            });
         }
         Ok(Chain { plugins, policies })
     }
@@ -168,7 +188,14 @@ impl Chain {
     pub fn instantiate(&self) -> Result<Vec<Instance>, PluginError> {
         self.plugins
             .iter()
-            .map(|(p, params, limits)| Instance::new(p.clone(), params.clone(), *limits))
+            .map(|l| {
+                Instance::new(
+                    l.plugin.clone(),
+                    l.params.clone(),
+                    l.limits,
+                    l.grants.clone(),
+                )
+            })
             .collect()
     }
 
@@ -185,21 +212,36 @@ impl Chain {
     }
 }
 
-/// Runs one plugin (at `position`) over batches, skipping empty ones, under its error policy.
+/// Where a plugin call happens: the plugin's place and policy, the batch's origin, and the
+/// flight recorder.
+struct Step<'a> {
+    position: usize,
+    policy: (ErrorPolicy, u32),
+    /// (partition, batch number).
+    origin: (usize, u64),
+    recorder: &'a Recorder,
+}
+
+/// Runs one plugin over batches, skipping empty ones, under its error policy.
 fn transform_all(
     instance: &mut Instance,
-    position: usize,
-    (policy, retries): (ErrorPolicy, u32),
+    step: &Step<'_>,
     batches: Vec<RecordBatch>,
-    origin: (usize, u64),
     incidents: &mut Incidents,
 ) -> Result<Vec<RecordBatch>, PluginError> {
+    let (position, (policy, retries), origin) = (step.position, step.policy, step.origin);
     let mut next = Vec::with_capacity(batches.len());
     for b in batches.iter().filter(|b| b.num_rows() > 0) {
         let mut attempt = 0;
         let result = loop {
             match instance.transform(b) {
-                Err(e) if e.is_call_failure() && attempt < retries => {
+                Err(e) if e.is_call_failure() => {
+                    if attempt == 0 {
+                        step.recorder.record(position, instance, b, &e, origin);
+                    }
+                    if attempt == retries {
+                        break Err(e);
+                    }
                     tracing::warn!(plugin = %instance.plugin().name, "retrying a batch after: {e}");
                     attempt += 1;
                     incidents.retries.push(position);
@@ -286,23 +328,34 @@ fn dead_letter_rows(
 /// Runs the chain over one batch.
 fn run_chain(
     instances: &mut [Instance],
-    policies: &[(ErrorPolicy, u32)],
+    context: &WorkerContext<'_>,
     batch: RecordBatch,
     origin: (usize, u64),
     incidents: &mut Incidents,
 ) -> Result<Vec<RecordBatch>, PluginError> {
     let mut batches = vec![batch];
     for (position, instance) in instances.iter_mut().enumerate() {
-        batches = transform_all(
-            instance,
-            position,
-            policies[position],
-            batches,
-            origin,
-            incidents,
-        )?;
+        let step = context.step(position, origin);
+        batches = transform_all(instance, &step, batches, incidents)?;
     }
     Ok(batches)
+}
+
+/// What every worker shares: the plugins' policies and the flight recorder.
+struct WorkerContext<'a> {
+    policies: &'a [(ErrorPolicy, u32)],
+    recorder: &'a Recorder,
+}
+
+impl WorkerContext<'_> {
+    fn step(&self, position: usize, origin: (usize, u64)) -> Step<'_> {
+        Step {
+            position,
+            policy: self.policies[position],
+            origin,
+            recorder: self.recorder,
+        }
+    }
 }
 
 fn partitioning(
@@ -401,6 +454,8 @@ fn sample_boundaries(
 /// Opens the source, loads the chain and makes every worker's instances.
 struct Setup {
     source: io::Source,
+    /// Records failing plugin calls for `quiver replay`.
+    recorder: Recorder,
     /// The decoded input, once a fit pass has read it whole (see `InputCache`).
     cache: Option<InputCache>,
     cache_budget: usize,
@@ -431,6 +486,7 @@ impl Setup {
             .map(|_| chain.instantiate())
             .collect::<Result<_, _>>()?;
         Ok(Setup {
+            recorder: Recorder::new(pipeline.replay_dir()),
             source,
             cache: None,
             cache_budget: (pipeline.source.cache_mib.unwrap_or(DEFAULT_CACHE_MIB) as usize) << 20,
@@ -508,6 +564,10 @@ fn pass<T>(
         _ => None,
     };
     let per_worker = std::mem::take(&mut setup.per_worker);
+    let context = WorkerContext {
+        policies: &setup.chain.policies,
+        recorder: &setup.recorder,
+    };
     let (consumed, outs) = std::thread::scope(|scope| {
         let mut queues = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
@@ -515,8 +575,8 @@ fn pass<T>(
             let (tx, rx) = sync_channel::<Work>(QUEUE_DEPTH);
             queues.push(tx);
             let done = done_tx.clone();
-            let policies = &setup.chain.policies;
-            handles.push(scope.spawn(move || worker(instances, policies, rx, done, job)));
+            let context = &context;
+            handles.push(scope.spawn(move || worker(instances, context, rx, done, job)));
         }
         let reader = {
             let done = done_tx.clone();
@@ -672,10 +732,10 @@ fn apply_fitted(setup: &mut Setup, path: &Path) -> Result<(), RunError> {
     let mut applied = BTreeSet::new();
     for pos in 0..setup.chain.plugins.len() {
         let has_entry = file.plugins.iter().any(|p| p.position == pos);
-        let needs_fit = setup.chain.plugins[pos].0.is_aggregate()
+        let needs_fit = setup.chain.plugins[pos].plugin.is_aggregate()
             && (has_entry || !setup.first()[pos].fit_reads(&schema)?.is_empty());
         if needs_fit {
-            let (plugin, params, _) = &setup.chain.plugins[pos];
+            let Link { plugin, params, .. } = &setup.chain.plugins[pos];
             let running = fit::ChainEntry {
                 name: &plugin.info.name,
                 version: &plugin.info.version,
@@ -697,7 +757,7 @@ fn fitted_file(setup: &Setup, fitted: &[Option<String>]) -> Result<FittedFile, R
     let mut plugins = Vec::new();
     for (position, json) in fitted.iter().enumerate() {
         let Some(json) = json else { continue };
-        let (plugin, params, _) = &setup.chain.plugins[position];
+        let Link { plugin, params, .. } = &setup.chain.plugins[position];
         plugins.push(fit::FittedPlugin {
             position,
             name: plugin.info.name.clone(),
@@ -769,7 +829,7 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
         .chain
         .plugins
         .iter()
-        .map(|(p, _, _)| p.info.name.clone())
+        .map(|l| l.plugin.info.name.clone())
         .collect();
     let (written, done) = pass(&mut setup, &Job::Run, |rx| {
         write(sink, rx, ordered, &dead_dir, &names)
@@ -782,7 +842,8 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
         .plugins
         .iter()
         .enumerate()
-        .map(|(i, (p, _, limits))| {
+        .map(|(i, link)| {
+            let p = &link.plugin;
             let mut m = Metrics::default();
             setup
                 .per_worker
@@ -794,7 +855,8 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
                 version: p.info.version.clone(),
                 sha256: p.sha256.clone(),
                 load_time: p.load_time,
-                limits: *limits,
+                limits: link.limits,
+                grants: link.grants.summary(),
                 metrics: m,
             }
         })
@@ -813,6 +875,7 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
         dead_letters: (written.dead.total > 0).then(|| (dead_dir.clone(), written.dead.total)),
         plugins,
         output,
+        host_peak_rss: crate::report::host_peak_rss(),
     })
 }
 
@@ -964,7 +1027,7 @@ const MERGE_EVERY: usize = 16;
 /// fitted position.
 fn fit_batch(
     instances: &mut [Instance],
-    policies: &[(ErrorPolicy, u32)],
+    context: &WorkerContext<'_>,
     positions: &[usize],
     batch: RecordBatch,
     states: &mut [Vec<Vec<u8>>],
@@ -986,7 +1049,8 @@ fn fit_batch(
                 }
             }
             None => {
-                batches = transform_all(instance, i, policies[i], batches, (0, 0), &mut incidents)?
+                let step = context.step(i, (0, 0));
+                batches = transform_all(instance, &step, batches, &mut incidents)?
             }
         }
     }
@@ -995,7 +1059,7 @@ fn fit_batch(
 
 fn worker(
     mut instances: Vec<Instance>,
-    policies: &[(ErrorPolicy, u32)],
+    context: &WorkerContext<'_>,
     queue: Receiver<Work>,
     done: SyncSender<Done>,
     job: &Job,
@@ -1017,10 +1081,10 @@ fn worker(
         let origin = (work.partition, seq);
         let result = match job {
             Job::Run => {
-                run_chain(&mut instances, policies, work.batch, origin, &mut incidents).map(Some)
+                run_chain(&mut instances, context, work.batch, origin, &mut incidents).map(Some)
             }
             Job::Fit(positions) => {
-                fit_batch(&mut instances, policies, positions, work.batch, &mut states)
+                fit_batch(&mut instances, context, positions, work.batch, &mut states)
                     .map(|()| None)
             }
         };

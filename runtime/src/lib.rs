@@ -2,14 +2,16 @@
 //!
 //! The crate is layered; each module only uses the ones listed above it:
 //!
-//! 1. Ground: [`partition`] (hash and range partitioning, skew — pure logic), [`sandbox`] (engine
-//!    configuration, limits, the empty WASI context), [`io`] (sources, sinks and file formats).
+//! 1. Ground: [`partition`] (hash and range partitioning, skew — pure logic), [`capability`]
+//!    (what a plugin may be granted, and the import check — pure logic at its core),
+//!    [`sandbox`] (engine configuration, limits, the WASI context), [`io`] (sources, sinks and
+//!    file formats), [`policy`] (error policies and bisection — pure logic).
 //! 2. [`abi`] — Arrow ↔ WIT batch conversion, column projection and output validation.
 //! 3. [`plugin`] — loading, the compile cache, one instance per (plugin, worker), calls with limits.
 //! 4. [`pipeline`] — the pipeline file and the chain of plugins; [`fit`] — fitted parameters
 //!    (fit → transform) and how fitting is split into passes.
 //! 5. [`batch`] — batch mode: fit and run a pipeline over bounded input on parallel workers;
-//!    [`report`] — what a run reports.
+//!    [`report`] — what a run reports; [`replay`] — the flight recorder of failing calls.
 //!
 //! The `quiver` binary only parses arguments and prints; everything it does is reachable from
 //! this library.
@@ -17,11 +19,13 @@
 pub mod abi;
 pub mod allocator;
 pub mod batch;
+pub mod capability;
 pub mod fit;
 pub mod io;
 pub mod partition;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;
+pub mod replay;
 pub mod report;
 pub mod sandbox;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use quiver::batch::{self, RunOptions};
+use quiver::capability::{self, Need};
 use quiver::pipeline::{self, PartitionSpec, Pipeline, PluginSpec, Scheme, SinkSpec, SourceSpec};
 use quiver::plugin::Host;
+use quiver::sandbox::EngineOptions;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,6 +49,12 @@ enum Command {
     ///   quiver run serve.toml --fitted fitted.json
     #[command(verbatim_doc_comment)]
     Fit(FitArgs),
+    /// Run a recorded failing plugin call again (the recordings are made by `quiver run` in
+    /// `<output>-replay/`), and show its error, time and memory.
+    Replay {
+        /// A recording directory (holding call.json and input.arrow).
+        dir: PathBuf,
+    },
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -120,6 +128,14 @@ struct RunArgs {
     /// Time limit per plugin call, ms.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Fuel (about one unit per Wasm instruction) per plugin call; meters every plugin
+    /// deterministically. Default: not metered.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Make the clocks and randomness granted to plugins deterministic (a fixed start time,
+    /// a fixed byte sequence), so that runs repeat exactly.
+    #[arg(long)]
+    deterministic: bool,
     /// Apply fitted parameters from this file (made by `quiver fit`) instead of fitting on
     /// this input.
     #[arg(long, value_name = "FILE")]
@@ -167,6 +183,7 @@ fn main() {
             run(args, sub)
         }
         Command::Fit(args) => fit(args),
+        Command::Replay { dir } => replay(&dir),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
     };
     if let Err(e) = result {
@@ -291,11 +308,11 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     if let Some(t) = args.timeout_ms {
         p.limits.timeout_ms = t;
     }
-    let instances = (p.worker_count() * p.plugins.len().max(1) + 8) as u32;
-    let host = Host::new(
-        instances,
-        args.cache_dir.clone().or_else(Host::default_cache_dir),
-    )?;
+    if args.fuel.is_some() {
+        p.limits.fuel = args.fuel;
+    }
+    p.deterministic |= args.deterministic;
+    let host = host_for(&p, args.cache_dir.clone())?;
     let options = RunOptions {
         progress: std::io::stderr().is_terminal(),
         fitted: args.fitted.clone(),
@@ -309,11 +326,11 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     Ok(())
 }
 
-/// A host with room for every instance of the pipeline (plus replacements).
+/// A host with room for every instance of the pipeline (plus replacements), and the engine
+/// settings its limits need.
 fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
-    let instances = (p.worker_count() * p.plugins.len().max(1) + 8) as u32;
     Ok(Host::new(
-        instances,
+        p.engine_options()?,
         cache_dir.or_else(Host::default_cache_dir),
     )?)
 }
@@ -357,6 +374,36 @@ fn absolute(p: &str) -> String {
     }
 }
 
+fn replay(dir: &Path) -> Result<()> {
+    let r = quiver::replay::replay(dir, Host::default_cache_dir())?;
+    let c = &r.call;
+    println!(
+        "replayed {} {} (sha256 {}) on {} rows from {}",
+        c.name,
+        c.version,
+        c.sha256,
+        r.rows_in,
+        dir.display()
+    );
+    println!("recorded error: {}", c.error);
+    match &r.result {
+        Ok(rows) => println!("this time: succeeded with {rows} rows out"),
+        Err(e) => println!("this time: {e}"),
+    }
+    let m = &r.metrics;
+    println!(
+        "time {:.2?}; fuel {}; peak memory {:.1} MiB of {} MiB; {} bytes in, {} bytes out; limits {}",
+        r.time,
+        m.fuel,
+        m.peak_memory as f64 / (1 << 20) as f64,
+        c.limits.memory_mib,
+        m.bytes_in,
+        m.bytes_out,
+        serde_json::to_string(&c.limits)?
+    );
+    Ok(())
+}
+
 fn inspect(plugin: &str) -> Result<()> {
     let spec = PluginSpec {
         name: (!plugin.ends_with(".wasm")).then(|| plugin.to_string()),
@@ -364,7 +411,7 @@ fn inspect(plugin: &str) -> Result<()> {
         ..Default::default()
     };
     let path = pipeline::resolve_plugin(&spec, Path::new("."))?;
-    let host = Host::new(4, Host::default_cache_dir())?;
+    let host = Host::new(EngineOptions::new(4), Host::default_cache_dir())?;
     let p = host.load(&path)?;
     let i = &p.info;
     println!("{} {} — {}", i.name, i.version, i.description);
@@ -388,9 +435,17 @@ fn inspect(plugin: &str) -> Result<()> {
         let required = if s.required { ", required" } else { "" };
         println!("  {:<14} {}{required}{default}: {}", s.name, s.kind, s.doc);
     }
-    println!("imports (all granted as empty: no files, env, network):");
+    println!("imports, and the grant each needs ([plugin.grants] in a pipeline file):");
     for imp in &p.imports {
-        println!("  {imp}");
+        let need = match capability::classify(imp) {
+            Need::Ambient => "always linked; empty unless granted",
+            Need::Dir => "needs dirs = [...]",
+            Need::Clock => "needs clock = true or \"deterministic\"",
+            Need::Random => "needs random = true or \"deterministic\"",
+            Need::Network => "never granted",
+            Need::Unknown => "not provided by Quiver",
+        };
+        println!("  {imp:<44} {need}");
     }
     Ok(())
 }

@@ -31,6 +31,7 @@
 //! limits = { memory-mib = 64 }       # overrides for this plugin
 //! on-error = "dead-letter"           # fail (default), skip, or dead-letter the failing rows
 //! retries = 1                        # tries again before the policy applies (default 0)
+//! grants = { dirs = ["ref"], env = ["TZ"], clock = true }   # default: nothing (see `capability`)
 //!
 //! [sink]
 //! path = "out/result.parquet"       # relative to this file
@@ -43,10 +44,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::abi::{Param, ParamValue};
+use crate::capability::Grants;
 use crate::io::Format;
 use crate::partition::HashAlgorithm;
 use crate::policy::ErrorPolicy;
-use crate::sandbox::Limits;
+use crate::sandbox::{EngineOptions, Limits};
 
 /// A pipeline file could not be read or makes no sense.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,12 @@ pub struct Pipeline {
     pub plugins: Vec<PluginSpec>,
     /// The output.
     pub sink: SinkSpec,
+    /// Where failing plugin calls are recorded for `quiver replay` (default: `<sink>-replay`
+    /// next to the output).
+    pub replay_dir: Option<PathBuf>,
+    /// Makes granted clocks and randomness deterministic, for reproducible runs.
+    #[serde(default)]
+    pub deterministic: bool,
     /// Where rows that plugins with `on-error = "dead-letter"` failed on are written.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterSpec>,
@@ -190,6 +198,9 @@ pub struct PluginSpec {
     /// Times a failing batch is tried again before the policy applies (default 0).
     #[serde(default)]
     pub retries: u32,
+    /// What the plugin may reach outside its sandbox (default: nothing).
+    #[serde(default)]
+    pub grants: Grants,
 }
 
 /// `[dead-letter]`.
@@ -269,19 +280,56 @@ impl Pipeline {
             .collect()
     }
 
+    /// A directory next to the output: `<sink stem>-<suffix>`.
+    fn beside_sink(&self, suffix: &str) -> PathBuf {
+        let sink = self.resolve(&self.sink.path);
+        let stem = sink
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        sink.with_file_name(format!("{stem}-{suffix}"))
+    }
+
     /// The dead-letter directory: as configured, else `<sink>-dead-letter` next to the output.
     pub fn dead_letter_dir(&self) -> PathBuf {
         match &self.dead_letter {
             Some(d) => self.resolve(&d.path),
-            None => {
-                let sink = self.resolve(&self.sink.path);
-                let stem = sink
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                sink.with_file_name(format!("{stem}-dead-letter"))
-            }
+            None => self.beside_sink("dead-letter"),
         }
+    }
+
+    /// The flight-recorder directory: as configured, else `<sink>-replay` next to the output.
+    pub fn replay_dir(&self) -> PathBuf {
+        match &self.replay_dir {
+            Some(d) => self.resolve(d),
+            None => self.beside_sink("replay"),
+        }
+    }
+
+    /// This plugin's grants, with paths resolved and the pipeline's `deterministic` applied.
+    pub fn grants(&self, spec: &PluginSpec) -> Grants {
+        let g = spec.grants.clone().resolved(&self.base_dir);
+        if self.deterministic {
+            g.deterministic()
+        } else {
+            g
+        }
+    }
+
+    /// Engine-wide settings for this pipeline: room for every instance (plus replacements),
+    /// fuel counting if any plugin has a fuel limit, and the largest stack any plugin is given
+    /// (the Wasm stack limit is the engine's, not a store's).
+    pub fn engine_options(&self) -> Result<EngineOptions, PipelineError> {
+        let mut o =
+            EngineOptions::new((self.worker_count() * self.plugins.len().max(1) + 8) as u32);
+        o.stack_kib = self.limits.stack_kib;
+        o.fuel = self.limits.fuel.is_some();
+        for spec in &self.plugins {
+            let l = spec.limits(&self.limits)?;
+            o.fuel |= l.fuel.is_some();
+            o.stack_kib = o.stack_kib.max(l.stack_kib);
+        }
+        Ok(o)
     }
 
     /// Number of workers: as configured, else one per core.

@@ -24,7 +24,8 @@ use crate::abi::{
     self, AbiError, BatchIn, CapExceeded, LogLevel, OutputBatch, OutputCaps, Param, ParamError,
     PluginInfo, WitField, WitPlan, WitPluginError,
 };
-use crate::sandbox::{self, Limits, LogSource, StoreState};
+use crate::capability::{self, Grants, Need};
+use crate::sandbox::{self, EngineOptions, Limits, LogSource, StoreState};
 
 /// Name of the interface every transform plugin exports.
 pub const TRANSFORMER_INTERFACE: &str = "quiver:plugin/transformer@0.1.0";
@@ -32,9 +33,6 @@ pub const TRANSFORMER_INTERFACE: &str = "quiver:plugin/transformer@0.1.0";
 pub const AGGREGATE_INTERFACE: &str = "quiver:plugin/aggregate@0.1.0";
 /// Name of the interface the host offers to plugins.
 pub const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
-
-/// Import namespaces that are never linked: a plugin importing them is refused.
-const NEVER_GRANTED: [&str; 2] = ["wasi:sockets/", "wasi:http/"];
 
 /// Something went wrong loading or running a plugin. Every variant names the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +101,25 @@ pub enum PluginError {
         /// The trap and what the plugin printed before it.
         message: String,
     },
+    /// A call burnt its fuel.
+    #[error("plugin `{plugin}`: fuel limit of {limit} per call exhausted in `{call}`")]
+    Fuel {
+        /// The plugin.
+        plugin: String,
+        /// The call.
+        call: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// The plugin needs something its grants do not give (refused before it runs), or a
+    /// granted resource cannot be opened.
+    #[error("plugin `{plugin}`: {message}")]
+    Capability {
+        /// The plugin.
+        plugin: String,
+        /// What is missing, naming the imports and the grants that would allow them.
+        message: String,
+    },
     /// The plugin returned more than its output caps allow.
     #[error("plugin `{plugin}`: output limit exceeded: {what}")]
     OutputLimit {
@@ -135,7 +152,10 @@ impl PluginError {
     pub fn is_call_failure(&self) -> bool {
         !matches!(
             self,
-            PluginError::Read { .. } | PluginError::NotAPlugin { .. } | PluginError::Engine { .. }
+            PluginError::Read { .. }
+                | PluginError::NotAPlugin { .. }
+                | PluginError::Engine { .. }
+                | PluginError::Capability { .. }
         )
     }
 }
@@ -155,19 +175,20 @@ fn chain(e: &wasmtime::Error) -> String {
 /// The engine, linker and compile cache shared by all plugins of a process.
 pub struct Host {
     engine: Engine,
+    options: EngineOptions,
     linker: Linker<StoreState>,
     cache_dir: Option<PathBuf>,
 }
 
 impl Host {
-    /// A host with room for `max_instances` live instances, caching compiled components in
-    /// `cache_dir` (none: compile every time).
-    pub fn new(max_instances: u32, cache_dir: Option<PathBuf>) -> Result<Host, PluginError> {
+    /// A host with the given engine settings (room for `options.max_instances` live
+    /// instances), caching compiled components in `cache_dir` (none: compile every time).
+    pub fn new(options: EngineOptions, cache_dir: Option<PathBuf>) -> Result<Host, PluginError> {
         let engine_err = |e: wasmtime::Error| PluginError::Engine {
             plugin: "(host)".into(),
             message: chain(&e),
         };
-        let engine = sandbox::engine(max_instances).map_err(engine_err)?;
+        let engine = sandbox::engine(&options).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         sandbox::add_wasi_to_linker(&mut linker).map_err(engine_err)?;
         linker
@@ -193,6 +214,7 @@ impl Host {
             .map_err(engine_err)?;
         Ok(Host {
             engine,
+            options,
             linker,
             cache_dir,
         })
@@ -213,6 +235,11 @@ impl Host {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine's settings.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
     }
 
     fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
@@ -292,7 +319,7 @@ impl Host {
         }
         let refused: Vec<&String> = imports
             .iter()
-            .filter(|i| NEVER_GRANTED.iter().any(|p| i.starts_with(p)))
+            .filter(|i| capability::classify(i) == Need::Network)
             .collect();
         if !refused.is_empty() {
             return Err(not_plugin(format!(
@@ -319,6 +346,7 @@ impl Host {
             size: bytes.len(),
             imports,
             pre,
+            options: self.options,
             iface,
             aggregate,
             info: PluginInfo {
@@ -329,7 +357,7 @@ impl Host {
             },
             load_time: Duration::ZERO,
         };
-        let mut probe = RawInstance::new(&plugin, &Limits::default())?;
+        let mut probe = RawInstance::new(&plugin, &Limits::default(), &Grants::default())?;
         plugin.info = probe.call(&plugin, "describe", |store, f| {
             f.describe.call(store, ()).map(|r| r.0)
         })?;
@@ -360,11 +388,20 @@ pub struct Plugin {
     /// Time to read, check, compile (or load from cache) and describe.
     pub load_time: Duration,
     pre: InstancePre<StoreState>,
+    options: EngineOptions,
     iface: ComponentExportIndex,
     aggregate: Option<ComponentExportIndex>,
 }
 
 impl Plugin {
+    /// Refuses the plugin, before it runs, if it imports what `grants` do not give.
+    pub fn check_grants(&self, grants: &Grants) -> Result<(), PluginError> {
+        capability::check(&self.imports, grants).map_err(|r| PluginError::Capability {
+            plugin: self.name.clone(),
+            message: r.to_string(),
+        })
+    }
+
     /// Whether the component exports the `aggregate` interface (it may still have nothing to
     /// fit for a given schema: see [`Instance::fit_reads`]).
     pub fn is_aggregate(&self) -> bool {
@@ -480,22 +517,57 @@ struct RawInstance {
     store: Store<StoreState>,
     funcs: Funcs,
     limits: Limits,
+    options: EngineOptions,
+    /// Fuel, log and time figures of this instance's calls.
+    usage: Metrics,
 }
 
 impl RawInstance {
-    fn new(plugin: &Plugin, limits: &Limits) -> Result<Self, PluginError> {
+    fn new(plugin: &Plugin, limits: &Limits, grants: &Grants) -> Result<Self, PluginError> {
         let engine = plugin.pre.engine();
-        let mut store = Store::new(engine, StoreState::new(limits));
-        store.limiter(|s| &mut s.limiter);
-        // wasmtime's "hostcall fuel" bounds the bytes lifted out of the guest per call, so an
-        // output bomb is stopped before the host allocates it (slack for names and metadata).
-        store.set_hostcall_fuel((limits.max_output_bytes() as usize).saturating_add(1 << 20));
-        store.set_epoch_deadline(limits.deadline_ticks());
-        let fail = |e: wasmtime::Error| PluginError::Engine {
+        let state = StoreState::new(limits, grants).map_err(|message| PluginError::Capability {
             plugin: plugin.name.clone(),
-            message: format!("cannot instantiate: {}", chain(&e)),
+            message,
+        })?;
+        let mut store = Store::new(engine, state);
+        let options = plugin.options;
+        if options.enforce {
+            store.limiter(|s| &mut s.limiter);
+            // wasmtime's "hostcall fuel" bounds the bytes lifted out of the guest per call, so
+            // an output bomb is stopped before the host allocates it (slack for metadata).
+            store.set_hostcall_fuel((limits.max_output_bytes() as usize).saturating_add(1 << 20));
+            store.set_epoch_deadline(limits.instantiate_ticks());
+        }
+        if options.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .expect("the engine counts fuel");
+        }
+        let started = Instant::now();
+        let instance =
+            plugin
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => PluginError::Timeout {
+                        plugin: plugin.name.clone(),
+                        call: "instantiate",
+                        limit_ms: limits.instantiate_ms,
+                    },
+                    Some(Trap::OutOfFuel) => PluginError::Fuel {
+                        plugin: plugin.name.clone(),
+                        call: "instantiate",
+                        limit: limits.fuel.unwrap_or(u64::MAX),
+                    },
+                    _ => PluginError::Engine {
+                        plugin: plugin.name.clone(),
+                        message: format!("cannot instantiate: {}", chain(&e)),
+                    },
+                })?;
+        let usage = Metrics {
+            instantiate_time: started.elapsed(),
+            ..Metrics::default()
         };
-        let instance = plugin.pre.instantiate(&mut store).map_err(fail)?;
         let mut lookup = Lookup {
             plugin,
             instance: &instance,
@@ -529,6 +601,8 @@ impl RawInstance {
                 aggregate,
             },
             limits: *limits,
+            options,
+            usage,
         })
     }
 
@@ -540,9 +614,27 @@ impl RawInstance {
         call: &'static str,
         f: impl FnOnce(&mut Store<StoreState>, &Funcs) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        self.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let started = Instant::now();
+        if self.options.enforce {
+            self.store.set_epoch_deadline(self.limits.deadline_ticks());
+            self.store.data_mut().clock.deadline =
+                Some(started + Duration::from_millis(self.limits.timeout_ms));
+        }
+        let fuel = self.limits.fuel.unwrap_or(u64::MAX);
+        if self.options.fuel {
+            self.store.set_fuel(fuel).expect("the engine counts fuel");
+        }
         let result = f(&mut self.store, &self.funcs);
-        let (lines, dropped) = self.store.data().logs.drain();
+        let u = &mut self.usage;
+        u.max_call_time = u.max_call_time.max(started.elapsed());
+        if self.options.fuel {
+            let burnt = fuel - self.store.get_fuel().unwrap_or(0);
+            u.fuel += burnt;
+            u.max_call_fuel = u.max_call_fuel.max(burnt);
+        }
+        let (lines, kept, dropped) = self.store.data().logs.drain();
+        u.max_call_log = u.max_call_log.max(kept as u64);
+        u.log_dropped += dropped as u64;
         forward_logs(&plugin.name, &lines, dropped);
         result.map_err(|e| {
             let name = plugin.name.clone();
@@ -563,11 +655,22 @@ impl RawInstance {
                     ),
                 };
             }
+            let slept = e.downcast_ref::<capability::SleptPastDeadline>().is_some();
             match e.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => PluginError::Timeout {
                     plugin: name,
                     call,
                     limit_ms: self.limits.timeout_ms,
+                },
+                _ if slept => PluginError::Timeout {
+                    plugin: name,
+                    call,
+                    limit_ms: self.limits.timeout_ms,
+                },
+                Some(Trap::OutOfFuel) => PluginError::Fuel {
+                    plugin: name,
+                    call,
+                    limit: fuel,
                 },
                 _ => {
                     // The trap itself (without the wasm backtrace, which goes to the debug log)
@@ -641,6 +744,22 @@ pub struct Metrics {
     pub peak_memory: u64,
     /// Instances replaced after a trap.
     pub restarts: u64,
+    /// Fuel burnt (0 unless the engine counts fuel).
+    pub fuel: u64,
+    /// Most fuel one call burnt.
+    pub max_call_fuel: u64,
+    /// Longest call.
+    pub max_call_time: Duration,
+    /// Most rows one input batch turned into.
+    pub max_batch_rows_out: u64,
+    /// Most bytes one input batch turned into.
+    pub max_batch_bytes_out: u64,
+    /// Most log bytes one call kept.
+    pub max_call_log: u64,
+    /// Log bytes dropped over the cap.
+    pub log_dropped: u64,
+    /// Longest instantiation.
+    pub instantiate_time: Duration,
 }
 
 impl Metrics {
@@ -654,6 +773,14 @@ impl Metrics {
         self.time += o.time;
         self.peak_memory = self.peak_memory.max(o.peak_memory);
         self.restarts += o.restarts;
+        self.fuel += o.fuel;
+        self.max_call_fuel = self.max_call_fuel.max(o.max_call_fuel);
+        self.max_call_time = self.max_call_time.max(o.max_call_time);
+        self.max_batch_rows_out = self.max_batch_rows_out.max(o.max_batch_rows_out);
+        self.max_batch_bytes_out = self.max_batch_bytes_out.max(o.max_batch_bytes_out);
+        self.max_call_log = self.max_call_log.max(o.max_call_log);
+        self.log_dropped += o.log_dropped;
+        self.instantiate_time = self.instantiate_time.max(o.instantiate_time);
     }
 }
 
@@ -662,6 +789,7 @@ pub struct Instance {
     plugin: Arc<Plugin>,
     params: Vec<Param>,
     limits: Limits,
+    grants: Arc<Grants>,
     raw: Option<RawInstance>,
     plan: Option<(SchemaRef, abi::Plan)>,
     /// Fitted parameters given by `set_fitted`, re-applied to a replacement instance.
@@ -670,17 +798,21 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Instantiates `plugin` and runs `init(params)`.
+    /// Instantiates `plugin` with what `grants` allow (refusing it if its imports need more)
+    /// and runs `init(params)`.
     pub fn new(
         plugin: Arc<Plugin>,
         params: Vec<Param>,
         limits: Limits,
+        grants: Arc<Grants>,
     ) -> Result<Self, PluginError> {
         plugin.check_params(&params)?;
+        plugin.check_grants(&grants)?;
         let mut instance = Instance {
             plugin,
             params,
             limits,
+            grants,
             raw: None,
             plan: None,
             fitted: None,
@@ -695,10 +827,31 @@ impl Instance {
         &self.plugin
     }
 
+    /// The parameters it was initialised with.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// What it was granted.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    /// Its fitted parameters, if it was given any.
+    pub fn fitted(&self) -> Option<&str> {
+        self.fitted.as_deref()
+    }
+
     /// Figures so far.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
         if let Some(raw) = &self.raw {
+            m.merge(&raw.usage);
             m.peak_memory = m.peak_memory.max(raw.store.data().limiter.peak as u64);
         }
         m
@@ -707,7 +860,7 @@ impl Instance {
     /// The live instance, creating (and initialising) one if there is none.
     fn live(&mut self) -> Result<&mut RawInstance, PluginError> {
         if self.raw.is_none() {
-            let mut raw = RawInstance::new(&self.plugin, &self.limits)?;
+            let mut raw = RawInstance::new(&self.plugin, &self.limits, &self.grants)?;
             let params = self.params.clone();
             let result = raw.call(&self.plugin, "init", |s, f| {
                 f.init.call(s, (params,)).map(|r| r.0)
@@ -847,9 +1000,11 @@ impl Instance {
             PluginError::Trap { .. }
                 | PluginError::Timeout { .. }
                 | PluginError::Memory { .. }
+                | PluginError::Fuel { .. }
                 | PluginError::OutputLimit { .. }
         ) {
             if let Some(raw) = self.raw.take() {
+                self.metrics.merge(&raw.usage);
                 self.metrics.peak_memory = self
                     .metrics
                     .peak_memory
@@ -899,9 +1054,16 @@ impl Instance {
         let schema = batch.schema();
         let prepared = self.prepare_reads(batch, &plan.reads)?;
         let (input, bytes_in) = abi::batch_in(&schema, &plan.reads, &prepared, batch.num_rows());
-        let caps = OutputCaps {
-            rows: self.limits.max_output_rows,
-            bytes: self.limits.max_output_bytes(),
+        let caps = if self.plugin.options.enforce {
+            OutputCaps {
+                rows: self.limits.max_output_rows,
+                bytes: self.limits.max_output_bytes(),
+            }
+        } else {
+            OutputCaps {
+                rows: u64::MAX,
+                bytes: u64::MAX,
+            }
         };
         let started = Instant::now();
         let raw = self.live()?;
@@ -946,6 +1108,10 @@ impl Instance {
         m.bytes_in += bytes_in;
         m.bytes_out += bytes_out;
         m.time += started.elapsed();
+        m.max_batch_rows_out = m
+            .max_batch_rows_out
+            .max(batches.iter().map(|b| b.num_rows() as u64).sum());
+        m.max_batch_bytes_out = m.max_batch_bytes_out.max(bytes_out);
         Ok(batches)
     }
 }

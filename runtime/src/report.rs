@@ -27,6 +27,8 @@ pub struct PluginReport {
     pub load_time: Duration,
     /// Limits it ran under.
     pub limits: Limits,
+    /// What it was granted, in words (`nothing` by default).
+    pub grants: String,
     /// Calls, rows, bytes, time, memory.
     pub metrics: Metrics,
     /// What its error policy did.
@@ -63,6 +65,70 @@ pub struct RunReport {
     pub plugins: Vec<PluginReport>,
     /// What was written.
     pub output: SinkSummary,
+    /// Peak resident memory of the host process, in bytes, if the platform tells.
+    pub host_peak_rss: Option<u64>,
+}
+
+/// Peak resident memory of this process so far (`VmHWM` on Linux), in bytes.
+pub fn host_peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// "12.3M"-style counts, for fuel.
+fn short(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=9_999_999 => format!("{:.1}k", n as f64 / 1e3),
+        10_000_000..=9_999_999_999 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.1}G", n as f64 / 1e9),
+    }
+}
+
+impl PluginReport {
+    /// Each limit with the most one call or batch used of it: `(what, used, limit)`.
+    pub fn limits_used(&self) -> Vec<(&'static str, String, String)> {
+        let (m, l) = (&self.metrics, &self.limits);
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        let mut rows = vec![
+            (
+                "memory",
+                format!("{:.1}", mib(m.peak_memory)),
+                format!("{} MiB", l.memory_mib),
+            ),
+            (
+                "time per call",
+                ms(m.max_call_time),
+                format!("{} ms", l.timeout_ms),
+            ),
+            (
+                "output rows per batch",
+                m.max_batch_rows_out.to_string(),
+                l.max_output_rows.to_string(),
+            ),
+            (
+                "output per batch",
+                format!("{:.1}", mib(m.max_batch_bytes_out)),
+                format!("{} MiB", l.max_output_mib),
+            ),
+            (
+                "log per call",
+                format!("{:.1}", m.max_call_log as f64 / 1024.0),
+                format!("{} KiB", l.log_kib),
+            ),
+            (
+                "instantiation",
+                ms(m.instantiate_time),
+                format!("{} ms", l.instantiate_ms),
+            ),
+        ];
+        if let Some(fuel) = l.fuel {
+            rows.push(("fuel per call", short(m.max_call_fuel), short(fuel)));
+        }
+        rows
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -131,6 +197,40 @@ impl fmt::Display for RunReport {
                 },
             )?;
         }
+        if !self.plugins.is_empty() {
+            writeln!(
+                f,
+                "limits (the most one call or batch used / the limit; Wasm stack {} KiB):",
+                self.plugins
+                    .iter()
+                    .map(|p| p.limits.stack_kib)
+                    .max()
+                    .unwrap_or_default()
+            )?;
+        }
+        for p in &self.plugins {
+            let used: Vec<String> = p
+                .limits_used()
+                .iter()
+                .map(|(what, used, limit)| format!("{what} {used}/{limit}"))
+                .collect();
+            writeln!(f, "  {:<16} {}", p.name, used.join(", "))?;
+            let m = &p.metrics;
+            if m.fuel > 0 {
+                writeln!(f, "  {:<16} fuel burnt {}", "", short(m.fuel))?;
+            }
+            if m.log_dropped > 0 {
+                writeln!(
+                    f,
+                    "  {:<16} dropped {:.1} KiB of log output over the limit",
+                    "",
+                    m.log_dropped as f64 / 1024.0
+                )?;
+            }
+            if p.grants != "nothing" {
+                writeln!(f, "  {:<16} granted: {}", "", p.grants)?;
+            }
+        }
         for p in &self.plugins {
             let c = &p.incidents;
             if c.skipped_batches + c.dead_rows + c.retries > 0 {
@@ -174,6 +274,9 @@ impl fmt::Display for RunReport {
                 .collect();
             writeln!(f, "  hottest keys: {}", hot.join(", "))?;
         }
+        if let Some(rss) = self.host_peak_rss {
+            writeln!(f, "host peak memory (RSS): {:.0} MiB", mib(rss))?;
+        }
         Ok(())
     }
 }
@@ -190,6 +293,7 @@ pub struct JsonReport<'a> {
     partitioning: Option<&'a str>,
     skew: &'a SkewReport,
     plugins: Vec<JsonPlugin<'a>>,
+    host_peak_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -205,6 +309,16 @@ struct JsonPlugin<'a> {
     seconds: f64,
     peak_memory_bytes: u64,
     restarts: u64,
+    fuel: u64,
+    max_call_fuel: u64,
+    max_call_seconds: f64,
+    max_batch_rows_out: u64,
+    max_batch_bytes_out: u64,
+    max_call_log_bytes: u64,
+    log_dropped_bytes: u64,
+    instantiate_seconds: f64,
+    limits: &'a Limits,
+    grants: &'a str,
 }
 
 impl RunReport {
@@ -234,8 +348,19 @@ impl RunReport {
                     seconds: p.metrics.time.as_secs_f64(),
                     peak_memory_bytes: p.metrics.peak_memory,
                     restarts: p.metrics.restarts,
+                    fuel: p.metrics.fuel,
+                    max_call_fuel: p.metrics.max_call_fuel,
+                    max_call_seconds: p.metrics.max_call_time.as_secs_f64(),
+                    max_batch_rows_out: p.metrics.max_batch_rows_out,
+                    max_batch_bytes_out: p.metrics.max_batch_bytes_out,
+                    max_call_log_bytes: p.metrics.max_call_log,
+                    log_dropped_bytes: p.metrics.log_dropped,
+                    instantiate_seconds: p.metrics.instantiate_time.as_secs_f64(),
+                    limits: &p.limits,
+                    grants: &p.grants,
                 })
                 .collect(),
+            host_peak_rss_bytes: self.host_peak_rss,
         }
     }
 }

@@ -5,9 +5,12 @@
 //!   [`EPOCH_TICK`]; each call gets a deadline of `timeout-ms` worth of ticks.
 //! - Memory: a [`ResourceLimiter`] that refuses (and traps on) growth past the plugin's limit and
 //!   records the peak and the refused size, so errors can say "memory limit of 64 MiB".
-//! - WASI: clocks, random, environment (empty), stdio and the filesystem interfaces (no preopened
-//!   directory) are linked so ordinary `std` programs instantiate; `wasi:sockets` and
-//!   `wasi:http` are never linked, so a plugin that imports them is refused at load time.
+//! - Fuel (optional, engine-wide switch): a budget of Wasm instructions per call, for
+//!   deterministic metering. The engine consumes fuel only when some plugin asks for it.
+//! - Stack: the engine's Wasm stack limit (`stack-kib`), the same for every plugin of a run.
+//! - Instantiation: its own deadline (`instantiate-ms`), since start functions run user code.
+//! - WASI: only what the plugin's grants allow (see [`crate::capability`]); `wasi:sockets` and
+//!   `wasi:http` are never linked.
 //! - stdout/stderr and `host.log` go to the host's `tracing` log, capped per call.
 
 use std::sync::{Arc, Mutex};
@@ -24,15 +27,14 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::capability::{self, BoundedClock, Clock, ClockView, Grants};
+
 /// How often the epoch advances; the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Largest linear memory any plugin may have, whatever its configured limit (a 32-bit memory
 /// cannot exceed 4 GiB anyway).
 const MAX_MEMORY_BYTES: u64 = 4 << 30;
-
-/// Wasm stack available to plugins (engine-wide).
-const WASM_STACK_BYTES: usize = 1 << 20;
 
 /// Limits of one plugin, as set in the pipeline file's `[limits]` table or per plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +51,14 @@ pub struct Limits {
     /// Bytes of stdout, stderr and `host.log` output kept per call, in KiB; the rest is dropped
     /// (and counted).
     pub log_kib: u64,
+    /// Fuel (about one unit per Wasm instruction) one call may burn; none: not metered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Wasm stack, in KiB. The stack limit belongs to the engine, so a run uses the largest
+    /// value any of its plugins is given.
+    pub stack_kib: u64,
+    /// Wall time instantiating the component (its start functions) may take, in milliseconds.
+    pub instantiate_ms: u64,
 }
 
 impl Default for Limits {
@@ -59,6 +69,9 @@ impl Default for Limits {
             max_output_rows: 64 << 20,
             max_output_mib: 2048,
             log_kib: 64,
+            fuel: None,
+            stack_kib: 1024,
+            instantiate_ms: 10_000,
         }
     }
 }
@@ -71,7 +84,12 @@ impl Limits {
 
     /// Call deadline in epoch ticks (at least one).
     pub fn deadline_ticks(&self) -> u64 {
-        (self.timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+        ticks(self.timeout_ms)
+    }
+
+    /// Instantiation deadline in epoch ticks.
+    pub fn instantiate_ticks(&self) -> u64 {
+        ticks(self.instantiate_ms)
     }
 
     /// Output byte cap in bytes.
@@ -80,11 +98,40 @@ impl Limits {
     }
 }
 
+fn ticks(ms: u64) -> u64 {
+    (ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+}
+
+/// Engine-wide settings: what cannot differ between the plugins of one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// How many plugin instances can be alive at once (the pooling allocator reserves address
+    /// space for that many).
+    pub max_instances: u32,
+    /// Whether Wasm code counts fuel (some plugin has a `fuel` limit).
+    pub fuel: bool,
+    /// The Wasm stack limit, in KiB.
+    pub stack_kib: u64,
+    /// Whether limits are enforced at all. Only benchmarks turn this off, to measure what the
+    /// limits cost: no epoch interruption, no memory limiter, no output caps.
+    pub enforce: bool,
+}
+
+impl EngineOptions {
+    /// Defaults for `max_instances` instances.
+    pub fn new(max_instances: u32) -> Self {
+        EngineOptions {
+            max_instances,
+            fuel: false,
+            stack_kib: Limits::default().stack_kib,
+            enforce: true,
+        }
+    }
+}
+
 /// Builds the engine shared by every plugin of a process and starts its epoch ticker.
-///
-/// `max_instances` bounds how many plugin instances can be alive at once (the pooling
-/// allocator reserves address space for that many).
-pub fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
+pub fn engine(options: &EngineOptions) -> wasmtime::Result<Engine> {
+    let max_instances = options.max_instances;
     let mut pool = PoolingAllocationConfig::new();
     // A Rust component holds a handful of core instances (main module plus shims); leave room
     // for larger guests such as interpreters.
@@ -97,12 +144,15 @@ pub fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
-        .epoch_interruption(true)
-        .max_wasm_stack(WASM_STACK_BYTES)
+        .epoch_interruption(options.enforce)
+        .consume_fuel(options.fuel)
+        .max_wasm_stack((options.stack_kib.clamp(64, 64 << 10) << 10) as usize)
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(pool);
     let engine = Engine::new(&config)?;
-    start_epoch_ticker(&engine);
+    if options.enforce {
+        start_epoch_ticker(&engine);
+    }
     Ok(engine)
 }
 
@@ -237,12 +287,14 @@ impl LogCapture {
         }
         if b.partial[stream].len() + rest.len() <= b.cap {
             b.partial[stream].extend_from_slice(rest);
+        } else {
+            b.dropped += rest.len();
         }
     }
 
-    /// Takes what was captured since the last call: the lines, and how many bytes were dropped
-    /// because the cap was reached.
-    pub fn drain(&self) -> (Vec<(LogSource, String)>, usize) {
+    /// Takes what was captured since the last call: the lines, how many bytes they hold, and
+    /// how many bytes were dropped because the cap was reached.
+    pub fn drain(&self) -> (Vec<(LogSource, String)>, usize, usize) {
         let mut b = self.lock();
         for stream in 0..2 {
             let rest = std::mem::take(&mut b.partial[stream]);
@@ -253,8 +305,8 @@ impl LogCapture {
             }
         }
         let dropped = std::mem::take(&mut b.dropped);
-        b.bytes = 0;
-        (std::mem::take(&mut b.lines), dropped)
+        let kept = std::mem::take(&mut b.bytes);
+        (std::mem::take(&mut b.lines), kept, dropped)
     }
 
     fn stream(&self, index: usize) -> CaptureStream {
@@ -354,22 +406,25 @@ pub struct StoreState {
     pub limiter: MemoryLimiter,
     /// The plugin's captured output.
     pub logs: LogCapture,
+    /// The monotonic clock (used only if granted), bounded by the call's deadline.
+    pub clock: Clock,
 }
 
 impl StoreState {
-    /// A store state granting nothing, with the given limits.
-    pub fn new(limits: &Limits) -> Self {
+    /// A store state with the given limits, granting what `grants` says and nothing else.
+    /// Fails only if a granted directory cannot be opened.
+    pub fn new(limits: &Limits, grants: &Grants) -> Result<Self, String> {
         let logs = LogCapture::new((limits.log_kib << 10) as usize);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(logs.stream(0))
-            .stderr(logs.stream(1))
-            .build();
-        StoreState {
-            wasi,
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(logs.stream(0)).stderr(logs.stream(1));
+        capability::apply(grants, &mut builder)?;
+        Ok(StoreState {
+            wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory_bytes()),
             logs,
-        }
+            clock: Clock::new(grants.clock),
+        })
     }
 }
 
@@ -390,8 +445,9 @@ impl HasData for HasIo {
 
 /// Adds the WASI interfaces plugins may import — everything but sockets and HTTP — to `linker`.
 ///
-/// With the empty context of [`StoreState::new`] these give no access to anything outside the
-/// sandbox: no preopened directories, no environment variables, no arguments, no stdin.
+/// Linking is not granting: [`capability::check`] refuses a plugin whose imports its grants do
+/// not cover before it is instantiated, and the context of [`StoreState::new`] holds only what
+/// was granted (no preopened directories, environment variables, arguments or stdin otherwise).
 pub fn add_wasi_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
     type T = StoreState;
@@ -400,7 +456,10 @@ pub fn add_wasi_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<(
     sync::io::poll::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     sync::io::streams::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<T, BoundedClock>(l, |t| ClockView {
+        clock: &mut t.clock,
+        table: &mut t.table,
+    })?;
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     sync::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     random::random::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
@@ -429,7 +488,8 @@ mod tests {
         capture.write_stream(0, b"hello\nwor");
         capture.write_stream(0, b"ld\n");
         capture.write_stream(1, b"0123456789abcdef-overflow\n");
-        let (lines, dropped) = capture.drain();
+        let (lines, kept, dropped) = capture.drain();
+        assert_eq!(kept, 12);
         assert_eq!(
             lines,
             vec![

@@ -20,7 +20,7 @@ impl Case {
         self.dir.path().join(name)
     }
     /// `quiver run -i <input> <plugin args…> -o out.parquet`, expecting failure; checks that
-    /// only the input files remain.
+    /// only the input files remain (besides recordings of failing plugin calls).
     fn fails(&self, input: &str, plugin_args: &[&str]) -> String {
         let mut c = quiver();
         c.current_dir(self.dir.path())
@@ -28,6 +28,7 @@ impl Case {
             .args(plugin_args)
             .args(["-o", "out.parquet"]);
         let err = run_err(c);
+        take_recordings(self.dir.path());
         let mut left: Vec<String> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -816,7 +816,9 @@ fn bad_input_dir() -> tempfile::TempDir {
 }
 
 /// Files in `dir` other than the inputs and pipelines: must be none after a failure.
+/// Files a failed run left, besides its inputs and the recordings of failing plugin calls.
 fn leftovers(dir: &Path) -> Vec<String> {
+    take_recordings(dir);
     let mut left: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

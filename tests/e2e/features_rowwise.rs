@@ -170,6 +170,7 @@ fn fails(input: &RecordBatch, name: &str, params: &str, parts: &[&str]) -> Strin
     let mut c = quiver();
     c.current_dir(dir.path()).arg("run").arg(&p);
     let err = run_err(c);
+    take_recordings(dir.path());
     assert_only(dir.path(), &["in.arrow", "pipeline.toml"]);
     for part in parts {
         assert!(err.contains(part), "expected {part:?} in:\n{err}");

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver::abi::{Param, ParamValue};
+use quiver::capability::Grants;
 use quiver::plugin::{Host, Instance, PluginError};
-use quiver::sandbox::Limits;
+use quiver::sandbox::{EngineOptions, Limits};
 
 use crate::support::*;
 
@@ -150,7 +151,8 @@ fn params(pairs: &[(&str, &str)]) -> Vec<Param> {
 
 #[test]
 fn the_host_survives_and_replaces_a_trapped_instance() {
-    let host = Host::new(16, Some(cache_dir())).unwrap();
+    let host = Host::new(EngineOptions::new(16), Some(cache_dir())).unwrap();
+    let none = || Arc::new(Grants::default());
     let limits = Limits {
         timeout_ms: 200,
         memory_mib: 32,
@@ -159,7 +161,7 @@ fn the_host_survives_and_replaces_a_trapped_instance() {
     let batch = int_batch("v", (0..1000).collect());
 
     let spin = host.load(&plugin("spin")).unwrap();
-    let mut spinning = Instance::new(spin, vec![], limits).unwrap();
+    let mut spinning = Instance::new(spin, vec![], limits, none()).unwrap();
     let err = spinning.transform(&batch).unwrap_err();
     assert!(
         matches!(err, PluginError::Timeout { limit_ms: 200, .. }),
@@ -172,7 +174,7 @@ fn the_host_survives_and_replaces_a_trapped_instance() {
     assert_eq!(spinning.metrics().restarts, 2);
 
     let hog = host.load(&plugin("hog")).unwrap();
-    let err = Instance::new(hog, vec![], limits)
+    let err = Instance::new(hog, vec![], limits, none())
         .unwrap()
         .transform(&batch)
         .unwrap_err();
@@ -188,6 +190,7 @@ fn the_host_survives_and_replaces_a_trapped_instance() {
         liar.clone(),
         params(&[("mode", "honest"), ("column", "v")]),
         limits,
+        none(),
     )
     .unwrap();
     let out = honest.transform(&batch).unwrap();
@@ -196,6 +199,7 @@ fn the_host_survives_and_replaces_a_trapped_instance() {
         liar,
         params(&[("mode", "print-then-panic"), ("column", "v")]),
         limits,
+        none(),
     )
     .unwrap();
     for _ in 0..3 {
@@ -206,4 +210,46 @@ fn the_host_survives_and_replaces_a_trapped_instance() {
     }
     assert_eq!(panicking.metrics().restarts, 3);
     let _keep: Arc<_> = honest.plugin().clone();
+}
+
+#[test]
+fn a_failing_call_is_recorded_and_replays_the_same_way() {
+    let dir = input_dir();
+    let (err, _) = run_failing(
+        dir.path(),
+        &["--plugin", "liar", "-p", "mode=error", "-p", "column=k"],
+    );
+    assert!(err.contains("refusing this batch"), "{err}");
+    let recordings: Vec<_> = std::fs::read_dir(dir.path().join("out-replay"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let rec = &recordings[0];
+    assert!(
+        rec.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("00-liar-p0-b0"),
+        "{rec:?}"
+    );
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("call.json")).unwrap()).unwrap();
+    assert_eq!(call["params"]["mode"], "error");
+    assert_eq!(call["sha256"].as_str().unwrap().len(), 64);
+    let mut c = quiver();
+    c.args(["replay"]).arg(rec);
+    let (ok, out, stderr) = run(c);
+    assert!(ok, "{stderr}");
+    assert!(
+        out.contains("replayed liar 0.1.0") && out.contains("on 300 rows"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "this time: plugin `liar`: column `k`: refusing this batch (row 3 of the batch)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("peak memory"), "{out}");
 }

@@ -5,11 +5,13 @@
 #![allow(missing_docs)]
 
 mod bad_input;
+mod capabilities;
 mod chain;
 mod features;
 mod features_categorical;
 mod features_numeric;
 mod features_rowwise;
+mod hostile;
 mod limits;
 mod policies;
 mod properties;

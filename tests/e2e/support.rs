@@ -343,3 +343,31 @@ pub fn int_batch(name: &str, values: Vec<i32>) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int32, false)]));
     RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values)) as ArrayRef]).unwrap()
 }
+
+/// Checks and removes the flight recorder's directories (`*-replay`) that a failing plugin
+/// call leaves on purpose next to the output: each recording must hold `call.json` and
+/// `input.arrow`. Returns how many recordings there were.
+pub fn take_recordings(dir: &Path) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let is_replay = path.is_dir()
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("-replay"));
+        if !is_replay {
+            continue;
+        }
+        for rec in std::fs::read_dir(&path).unwrap() {
+            let rec = rec.unwrap().path();
+            assert!(rec.join("call.json").is_file(), "{rec:?} lacks call.json");
+            assert!(
+                rec.join("input.arrow").is_file(),
+                "{rec:?} lacks input.arrow"
+            );
+            count += 1;
+        }
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+    count
+}

@@ -1,7 +1,30 @@
 //! Test fixture: returns output that contradicts its plan or the contract, in the way the
-//! `mode` parameter says. With `mode = "honest"` it copies its input column unchanged.
+//! `mode` parameter says. With `mode = "honest"` it copies its input column unchanged. Two modes
+//! abuse the host's resources instead: `flood` writes 64 MiB to stdout and stderr and logs
+//! without pause, `huge-string` returns a 256 MiB string in a utf8 column.
+
+use std::io::Write;
 
 use quiver_sdk::prelude::*;
+
+/// Size of the one non-empty string of `huge-string`.
+const HUGE: usize = 256 << 20;
+
+/// Writes 32 Ki lines of 1 KiB to each of stdout and stderr (64 MiB in all), stopping a stream
+/// at its first error, then sends the host 100 000 log messages.
+fn flood() {
+    let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let (mut out_ok, mut err_ok) = (true, true);
+    for _ in 0..32 * 1024 {
+        out_ok = out_ok && out.write_all(&line).is_ok();
+        err_ok = err_ok && err.write_all(&line).is_ok();
+    }
+    let _ = out.flush();
+    for i in 0..100_000 {
+        log(Level::Info, &format!("liar floods the log: message {i}"));
+    }
+}
 
 /// Recurses without end on the Wasm call stack (no locals in linear memory, so it is the
 /// engine's stack limit that stops it); `black_box` keeps the calls from being optimised away.
@@ -33,6 +56,9 @@ impl Plugin for Liar {
         let field = find_field(input, &self.column)?;
         // Declares the column's own nullability, except in the mode that then breaks it.
         let nullable = field.nullable && self.mode != "nulls-in-non-nullable";
+        if self.mode == "huge-string" {
+            expect_type(input, &self.column, &[DataType::Utf8])?;
+        }
         let plan =
             Plan::passthrough(input).compute(&self.column, field.data_type.clone(), nullable);
         Ok(match self.mode.as_str() {
@@ -56,6 +82,15 @@ impl Plugin for Liar {
         };
         match self.mode.as_str() {
             "honest" => {}
+            "flood" => flood(),
+            // Row 0 holds HUGE bytes of 'x', the other rows are empty.
+            "huge-string" => {
+                let len = if rows > 0 { HUGE as i32 } else { 0 };
+                let offsets = std::iter::once(0).chain(std::iter::repeat_n(len, rows as usize));
+                col.offsets = Some(offsets.collect());
+                col.values = Values::Bytes(vec![b'x'; len as usize]);
+                col.validity = None;
+            }
             // Data-dependent failures, for the error policies.
             "fail-on-negative" => {
                 if let Some((row, x)) = negative(&col) {
