@@ -68,6 +68,17 @@ struct Args {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only these parts (repeatable or comma-separated): columnar, per-record (which
+    /// compares against columnar, so runs it too), limits, pipeline. Default: all (the
+    /// pipeline not with --quick).
+    #[arg(long, value_delimiter = ',', value_name = "PART")]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs_part(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 /// Median seconds of `runs` calls of `f`, after one warm-up call.
@@ -683,13 +694,19 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let host = Host::new(EngineOptions::new(64), Host::default_cache_dir())?;
     let mut f = Figures::default();
-    bench_columnar(&args, &host, &mut f)?;
-    bench_per_record(&args, &host, &mut f)?;
-    bench_limit_cost(&args, &host, &mut f)?;
-    if let Some(peer) = &args.peer {
+    if args.runs_part("columnar") || args.runs_part("per-record") {
+        bench_columnar(&args, &host, &mut f)?;
+    }
+    if args.runs_part("per-record") {
+        bench_per_record(&args, &host, &mut f)?;
+    }
+    if args.runs_part("limits") {
+        bench_limit_cost(&args, &host, &mut f)?;
+    }
+    if let (Some(peer), true) = (&args.peer, args.runs_part("columnar")) {
         print_peer(peer, &f)?;
     }
-    if !args.quick {
+    if !args.quick && args.runs_part("pipeline") {
         bench_pipeline(&args, &host, &mut f)?;
     }
     if let Some(path) = &args.json {

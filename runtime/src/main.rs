@@ -392,14 +392,19 @@ fn replay(dir: &Path) -> Result<()> {
     }
     let m = &r.metrics;
     println!(
-        "time {:.2?}; fuel {}; peak memory {:.1} MiB of {} MiB; {} bytes in, {} bytes out; limits {}",
+        "time {:.2?}; fuel {}; peak memory {:.1} MiB of {} MiB",
         r.time,
         m.fuel,
         m.peak_memory as f64 / (1 << 20) as f64,
         c.limits.memory_mib,
-        m.bytes_in,
-        m.bytes_out,
-        serde_json::to_string(&c.limits)?
+    );
+    if r.result.is_ok() {
+        println!("{} bytes in, {} bytes out", m.bytes_in, m.bytes_out);
+    }
+    println!(
+        "limits {}; grants: {}",
+        serde_json::to_string(&c.limits)?,
+        c.grants.summary()
     );
     Ok(())
 }

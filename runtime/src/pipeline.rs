@@ -576,4 +576,47 @@ mod tests {
         assert_eq!(v("c=[\"x\", \"y\"]").as_array().unwrap().len(), 2);
         assert!(parse_cli_param("novalue").is_err());
     }
+
+    #[test]
+    fn grants_resolve_against_the_file_and_follow_deterministic() {
+        let mut p = Pipeline::from_toml(
+            r#"
+            [source]
+            paths = ["in.csv"]
+            [limits]
+            fuel = 1000
+            [[plugin]]
+            name = "geo-enrich"
+            limits = { stack-kib = 2048 }
+            [plugin.grants]
+            dirs = ["ref-data", { path = "scratch", as = "/tmp", write = true }]
+            env = ["TZ"]
+            clock = true
+            random = "deterministic"
+            [[plugin]]
+            name = "filter"
+            [sink]
+            path = "out.parquet"
+            "#,
+        )
+        .unwrap();
+        p.base_dir = PathBuf::from("/jobs/a");
+        p.validate().unwrap();
+        let g = p.grants(&p.plugins[0]);
+        assert_eq!(g.dirs[0].path, PathBuf::from("/jobs/a/ref-data"));
+        assert_eq!(g.dirs[1].guest_path(), "/tmp");
+        assert!(g.dirs[1].write && !g.dirs[0].write);
+        assert_eq!(g.env, vec!["TZ".to_string()]);
+        assert_eq!(g.clock, crate::capability::Access::Real);
+        assert_eq!(p.grants(&p.plugins[1]), Grants::default());
+        p.deterministic = true;
+        assert_eq!(
+            p.grants(&p.plugins[0]).clock,
+            crate::capability::Access::Deterministic
+        );
+        let o = p.engine_options().unwrap();
+        assert!(o.fuel);
+        assert_eq!(o.stack_kib, 2048);
+        assert_eq!(o.max_instances as usize, p.worker_count() * 2 + 8);
+    }
 }

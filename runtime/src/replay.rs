@@ -79,14 +79,17 @@ pub struct Call {
 pub struct Recorder {
     dir: PathBuf,
     made: AtomicUsize,
+    /// Recordings of an earlier run are removed before this run's first one.
+    cleared: std::sync::Once,
 }
 
 impl Recorder {
-    /// A recorder writing under `dir` (created on the first recording).
+    /// A recorder writing under `dir` (emptied and created on the first recording).
     pub fn new(dir: PathBuf) -> Self {
         Recorder {
             dir,
             made: AtomicUsize::new(0),
+            cleared: std::sync::Once::new(),
         }
     }
 
@@ -103,6 +106,17 @@ impl Recorder {
         if self.made.fetch_add(1, Ordering::Relaxed) >= MAX_RECORDINGS {
             return;
         }
+        self.cleared.call_once(|| {
+            // Only a directory of recordings is removed, never anything else at that path.
+            let is_recordings = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .all(|e| e.path().join("call.json").is_file())
+            });
+            if is_recordings {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        });
         let plugin = instance.plugin();
         let dir = self
             .dir

@@ -222,9 +222,9 @@ impl fmt::Display for RunReport {
             if m.log_dropped > 0 {
                 writeln!(
                     f,
-                    "  {:<16} dropped {:.1} KiB of log output over the limit",
+                    "  {:<16} dropped {:.1} MiB of log output over the limit",
                     "",
-                    m.log_dropped as f64 / 1024.0
+                    mib(m.log_dropped)
                 )?;
             }
             if p.grants != "nothing" {

@@ -151,11 +151,53 @@ impl Params {
         }
     }
 
+    /// A text parameter that must be one of `choices` (absent: the empty string, which is
+    /// refused unless it is a choice).
+    pub fn choice<'a>(&'a self, name: &str, choices: &[&str]) -> Result<&'a str, ParamError> {
+        let value = self.text(name).unwrap_or_default();
+        if choices.contains(&value) {
+            Ok(value)
+        } else {
+            Err(Self::invalid(
+                name,
+                format!("`{value}` is not one of {}", choices.join(", ")),
+            ))
+        }
+    }
+
     /// An `invalid` parameter error.
     pub fn invalid(name: &str, reason: impl Into<String>) -> ParamError {
         ParamError::Invalid(InvalidParam {
             name: name.into(),
             reason: reason.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_is_one_of_the_given_values_or_a_named_error() {
+        let specs = [ParamSpec::text("mode", "how")];
+        let given = |v: &str| {
+            vec![Param {
+                name: "mode".into(),
+                value: ParamValue::Text(v.into()),
+            }]
+        };
+        let p = Params::check(&specs, given("fast")).unwrap();
+        assert_eq!(p.choice("mode", &["slow", "fast"]), Ok("fast"));
+        let p = Params::check(&specs, given("warp")).unwrap();
+        match p.choice("mode", &["slow", "fast"]) {
+            Err(ParamError::Invalid(i)) => {
+                assert_eq!(i.name, "mode");
+                assert_eq!(i.reason, "`warp` is not one of slow, fast");
+            }
+            other => panic!("{other:?}"),
+        }
+        let absent = Params::check(&specs, vec![]).unwrap();
+        assert!(absent.choice("mode", &["slow"]).is_err());
     }
 }

@@ -30,16 +30,7 @@ impl Plugin for Clock {
         .param(ParamSpec::text("mode", "spin, sleep or now").required())
     }
     fn init(params: Params) -> Result<Self, ParamError> {
-        let mode = params.text("mode").unwrap_or_default();
-        if !MODES.contains(&mode) {
-            return Err(Params::invalid(
-                "mode",
-                format!(
-                    "unknown mode `{mode}`; expected one of {}",
-                    MODES.join(", ")
-                ),
-            ));
-        }
+        let mode = params.choice("mode", &MODES)?;
         Ok(Clock {
             mode: mode.into(),
             started: Instant::now(),

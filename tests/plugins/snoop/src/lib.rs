@@ -72,16 +72,7 @@ impl Plugin for Snoop {
         .param(ParamSpec::text("name", "environment variable for `env`"))
     }
     fn init(params: Params) -> Result<Self, ParamError> {
-        let mode = params.text("mode").unwrap_or_default();
-        if !MODES.contains(&mode) {
-            return Err(Params::invalid(
-                "mode",
-                format!(
-                    "unknown mode `{mode}`; expected one of {}",
-                    MODES.join(", ")
-                ),
-            ));
-        }
+        let mode = params.choice("mode", &MODES)?;
         let needs = match mode {
             "env" => Some("name"),
             "env-all" => None,
