@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds every plugin crate under plugins/, tests/plugins/ and benches/plugins/ as a wasm32-wasip2 component and
+# Builds every plugin crate under plugins/, tests/plugins/, benches/plugins/ and examples/*/rust/ as a wasm32-wasip2 component and
 # copies it to target/plugins/<name>.wasm. Installs the wasm32-wasip2 target if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ export CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128"
 
 names=()
 args=()
-for manifest in plugins/*/Cargo.toml tests/plugins/*/Cargo.toml benches/plugins/*/Cargo.toml; do
+for manifest in plugins/*/Cargo.toml tests/plugins/*/Cargo.toml benches/plugins/*/Cargo.toml examples/*/rust/Cargo.toml; do
   [ -f "$manifest" ] || continue
   pkg=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
   names+=("$pkg")

@@ -18,6 +18,7 @@
 
 pub mod abi;
 pub mod allocator;
+pub mod authoring;
 pub mod batch;
 pub mod capability;
 pub mod fit;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use quiver::authoring::{self, Lang};
 use quiver::batch::{self, RunOptions};
 use quiver::capability::{self, Need};
 use quiver::pipeline::{self, PartitionSpec, Pipeline, PluginSpec, Scheme, SinkSpec, SourceSpec};
@@ -155,6 +156,39 @@ enum PluginCommand {
         /// A .wasm component, or a plugin name on the search path.
         plugin: String,
     },
+    /// Start a plugin from a template that builds as is and passes its own test.
+    ///
+    ///   quiver plugin new --lang python my-plugin && quiver plugin test my-plugin
+    #[command(verbatim_doc_comment)]
+    New {
+        /// The language: rust, python, js or c.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// The plugin's name (lowercase letters, digits, dashes); also its directory.
+        name: String,
+        /// Where to create the directory (default: the current one).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin directory (with a quiver-plugin.toml) into build/<name>.wasm, installing
+    /// the language's tools into the tools cache ($QUIVER_TOOLS_DIR, default
+    /// ~/.cache/quiver/tools) the first time.
+    Build {
+        /// The plugin directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin, run it on tests/input.* with the [test] params of its
+    /// quiver-plugin.toml, and compare the output with tests/expected.jsonl; prints a diff of
+    /// mismatched rows and the time, memory and fuel of the calls. Fails if they differ.
+    Test {
+        /// The plugin directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Test the component already in build/ instead of building first.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() {
@@ -185,6 +219,22 @@ fn main() {
         Command::Fit(args) => fit(args),
         Command::Replay { dir } => replay(&dir),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
+        Command::Plugin(PluginCommand::New { lang, name, dir }) => {
+            authoring::new_plugin(lang, &name, &dir)
+                .map(|d| {
+                    println!(
+                        "created {} ({} plugin); next: quiver plugin test {}",
+                        d.display(),
+                        lang.name(),
+                        d.display()
+                    )
+                })
+                .map_err(Into::into)
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => authoring::build(&dir)
+            .map(|w| println!("built {}", w.display()))
+            .map_err(Into::into),
+        Command::Plugin(PluginCommand::Test { dir, no_build }) => plugin_test(&dir, no_build),
     };
     if let Err(e) = result {
         eprintln!("error: {}", render_error(&e));
@@ -407,6 +457,50 @@ fn replay(dir: &Path) -> Result<()> {
         c.grants.summary()
     );
     Ok(())
+}
+
+fn plugin_test(dir: &Path, no_build: bool) -> Result<()> {
+    let wasm = if no_build {
+        let m = authoring::Manifest::read(dir)?;
+        dir.join("build").join(format!("{}.wasm", m.name))
+    } else {
+        authoring::build(dir)?
+    };
+    let host = Host::new(
+        EngineOptions {
+            fuel: true,
+            ..EngineOptions::new(4)
+        },
+        Host::default_cache_dir(),
+    )?;
+    let r = authoring::test(dir, &wasm, &host)?;
+    let m = &r.metrics;
+    println!(
+        "{}: {} rows from {} (expected {} in {}); transform {:.2?}, fuel {}, peak memory {:.1} MiB",
+        r.wasm.display(),
+        r.rows,
+        r.input.display(),
+        r.expected_rows,
+        r.expected.display(),
+        r.time,
+        m.fuel,
+        m.peak_memory as f64 / (1 << 20) as f64
+    );
+    if r.passed() {
+        println!("ok: the output equals the expected rows");
+        return Ok(());
+    }
+    for mismatch in r.mismatches.iter().take(20) {
+        println!("  {mismatch}");
+    }
+    if r.mismatches.len() > 20 {
+        println!("  … and {} more", r.mismatches.len() - 20);
+    }
+    bail!(
+        "{} row(s) differ from {}",
+        r.mismatches.len(),
+        r.expected.display()
+    )
 }
 
 fn inspect(plugin: &str) -> Result<()> {

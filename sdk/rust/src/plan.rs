@@ -149,6 +149,33 @@ impl Plan {
         self
     }
 
+    /// Declares a computed output column `name` placed right after the output column `after`
+    /// (at the end if there is none).
+    pub fn computed_after(
+        mut self,
+        after: &str,
+        name: &str,
+        data_type: DataType,
+        nullable: bool,
+    ) -> Self {
+        self = self.drop(name);
+        let at = self
+            .output
+            .iter()
+            .position(|f| f.name == after)
+            .map_or(self.output.len(), |i| i + 1);
+        self.output.insert(
+            at,
+            OutputField {
+                name: name.into(),
+                data_type,
+                nullable,
+                source: OutputSource::Computed,
+            },
+        );
+        self
+    }
+
     /// Removes output column `name`.
     pub fn drop(mut self, name: &str) -> Self {
         self.output.retain(|f| f.name != name);
