@@ -312,6 +312,16 @@ impl Host {
             .map(|(n, _)| n.to_string())
             .collect();
         if !exports.iter().any(|e| e == TRANSFORMER_INTERFACE) {
+            if let Some(other) = exports
+                .iter()
+                .find(|e| e.starts_with("quiver:plugin/transformer@"))
+            {
+                let version = other.rsplit('@').next().unwrap_or_default();
+                return Err(not_plugin(format!(
+                    "was built against version {version} of the Quiver contract (it exports {other}), but this host speaks {}; rebuild it against this host's wit/quiver.wit or run it with a Quiver that speaks {version}",
+                    TRANSFORMER_INTERFACE.rsplit('@').next().unwrap_or_default()
+                )));
+            }
             return Err(not_plugin(format!(
                 "does not export {TRANSFORMER_INTERFACE}, so it is not a Quiver transform plugin (it exports: {})",
                 if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }

@@ -4,6 +4,7 @@
 
 #![allow(missing_docs)]
 
+mod authoring;
 mod bad_input;
 mod capabilities;
 mod chain;
