@@ -19,9 +19,15 @@ trap 'rm -f "$log"' EXIT
   cargo test --release "${plugin_args[@]}" --lib
   # Host, SDK and benchmark crates: unit tests and the end-to-end test binary.
   cargo test --release -p quiver -p quiver-sdk -p quiver-bench
+  # The JavaScript kit's own tests (node's test runner, against a stand-in host).
+  node --import ./sdk/js/tests/register.mjs --test sdk/js/tests/
 } 2>&1 | tee "$log"
 
-passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
-failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+cargo_passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+cargo_failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+node_passed=$(grep -E '^# pass [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
+node_failed=$(grep -E '^# fail [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
+passed=$((cargo_passed + node_passed))
+failed=$((cargo_failed + node_failed))
 echo
 echo "tests: ${passed} passed, ${failed} failed"

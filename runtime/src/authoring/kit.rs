@@ -30,6 +30,8 @@ const KIT: Files = files![
     "sdk/rust/src/params.rs",
     "sdk/rust/src/plan.rs",
     "sdk/rust/src/quantile.rs",
+    "sdk/js/build.sh",
+    "sdk/js/kit/quiver.js",
 ];
 
 /// The Rust SDK's manifest outside the workspace (the workspace's inherits its versions).
@@ -54,12 +56,20 @@ const RUST_TEMPLATE: Files = files![
     "sdk/rust/template/tests/expected.jsonl",
 ];
 
+const JS_TEMPLATE: Files = files![
+    "sdk/js/template/quiver-plugin.toml",
+    "sdk/js/template/plugin.js",
+    "sdk/js/template/tests/input.jsonl",
+    "sdk/js/template/tests/expected.jsonl",
+];
+
 /// The template of `lang`: `(path within the plugin directory, contents)`, with `{{name}}`
 /// (and, for Rust, `{{sdk}}`) still to be replaced.
 pub fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
     let (files, prefix): (Files, &str) = match lang {
         Lang::Rust => (RUST_TEMPLATE, "sdk/rust/template/"),
-        Lang::Python | Lang::Js | Lang::C => (&[], ""),
+        Lang::Js => (JS_TEMPLATE, "sdk/js/template/"),
+        Lang::Python | Lang::C => (&[], ""),
     };
     files
         .iter()
@@ -142,7 +152,8 @@ mod tests {
         assert!(a.join("wit/quiver.wit").is_file());
         assert!(a.join("sdk/rust/src/lib.rs").is_file());
         assert!(a.join("sdk/rust/Cargo.toml").is_file());
-        for lang in [Lang::Rust] {
+        assert!(a.join("sdk/js/build.sh").is_file());
+        for lang in [Lang::Rust, Lang::Js] {
             assert!(
                 template(lang)
                     .iter()
