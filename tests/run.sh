@@ -21,13 +21,17 @@ trap 'rm -f "$log"' EXIT
   cargo test --release -p quiver -p quiver-sdk -p quiver-bench
   # The JavaScript kit's own tests (node's test runner, against a stand-in host).
   node --import ./sdk/js/tests/register.mjs --test sdk/js/tests/
+  # The Python kit's own tests, on the componentize-py the end-to-end tests installed.
+  QUIVER_TOOLS_DIR=target/authoring-tools python3 -m unittest discover -s sdk/python/tests -v
 } 2>&1 | tee "$log"
 
 cargo_passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
 cargo_failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
 node_passed=$(grep -E '^# pass [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
 node_failed=$(grep -E '^# fail [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
-passed=$((cargo_passed + node_passed))
-failed=$((cargo_failed + node_failed))
+py_passed=$(grep -cE '^test[a-z_0-9]* \(.*\) \.\.\. ok$' "$log" || true)
+py_failed=$(grep -cE '^test[a-z_0-9]* \(.*\) \.\.\. (FAIL|ERROR)$' "$log" || true)
+passed=$((cargo_passed + node_passed + py_passed))
+failed=$((cargo_failed + node_failed + py_failed))
 echo
 echo "tests: ${passed} passed, ${failed} failed"

@@ -9,7 +9,7 @@ use crate::support::*;
 
 /// Languages whose kits are exercised. Each test names the language it is about, so a
 /// toolchain that cannot be installed fails by name.
-const LANGS: [&str; 2] = ["rust", "js"];
+const LANGS: [&str; 3] = ["rust", "python", "js"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

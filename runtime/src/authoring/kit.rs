@@ -32,6 +32,8 @@ const KIT: Files = files![
     "sdk/rust/src/quantile.rs",
     "sdk/js/build.sh",
     "sdk/js/kit/quiver.js",
+    "sdk/python/build.sh",
+    "sdk/python/kit/quiver.py",
 ];
 
 /// The Rust SDK's manifest outside the workspace (the workspace's inherits its versions).
@@ -63,13 +65,21 @@ const JS_TEMPLATE: Files = files![
     "sdk/js/template/tests/expected.jsonl",
 ];
 
+const PYTHON_TEMPLATE: Files = files![
+    "sdk/python/template/quiver-plugin.toml",
+    "sdk/python/template/app.py",
+    "sdk/python/template/tests/input.jsonl",
+    "sdk/python/template/tests/expected.jsonl",
+];
+
 /// The template of `lang`: `(path within the plugin directory, contents)`, with `{{name}}`
 /// (and, for Rust, `{{sdk}}`) still to be replaced.
 pub fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
     let (files, prefix): (Files, &str) = match lang {
         Lang::Rust => (RUST_TEMPLATE, "sdk/rust/template/"),
         Lang::Js => (JS_TEMPLATE, "sdk/js/template/"),
-        Lang::Python | Lang::C => (&[], ""),
+        Lang::Python => (PYTHON_TEMPLATE, "sdk/python/template/"),
+        Lang::C => (&[], ""),
     };
     files
         .iter()
@@ -153,7 +163,8 @@ mod tests {
         assert!(a.join("sdk/rust/src/lib.rs").is_file());
         assert!(a.join("sdk/rust/Cargo.toml").is_file());
         assert!(a.join("sdk/js/build.sh").is_file());
-        for lang in [Lang::Rust, Lang::Js] {
+        assert!(a.join("sdk/python/build.sh").is_file());
+        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
             assert!(
                 template(lang)
                     .iter()

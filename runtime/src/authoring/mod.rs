@@ -216,6 +216,12 @@ pub fn build(dir: &Path) -> Result<PathBuf, AuthoringError> {
     match manifest.lang {
         Lang::Rust => build_rust(dir, &out).map_err(fail)?,
         lang => {
+            // One build of a language at a time (across processes), so two builds never
+            // install its toolchain into the same place at once.
+            let tools = tools_dir();
+            let lock_path = tools.join(format!("{}.lock", lang.name()));
+            let lock = std::fs::File::create(&lock_path).map_err(|e| io_err(&lock_path, e))?;
+            lock.lock().map_err(|e| io_err(&lock_path, e))?;
             let script = kits.join(format!("sdk/{}/build.sh", lang.name()));
             let mut c = Command::new("bash");
             c.arg(&script)
