@@ -6,8 +6,10 @@
 #   runtime/fuzz/run.sh                   both targets, 10 minutes each
 #   runtime/fuzz/run.sh plugin_output 3600  one target for an hour
 #
-# Installs cargo-fuzz if it is missing. libFuzzer's instrumentation needs a nightly compiler:
-# the script uses an installed nightly toolchain, or else the stable one with RUSTC_BOOTSTRAP=1.
+# Installs cargo-fuzz if it is missing. cargo-fuzz's sanitizer and build-std options need a
+# nightly compiler (with -s none, as here, its flags are stable ones): the script uses the nightly
+# toolchain if rustup has one installed (`rustup run nightly`, which never installs one), or else
+# the default toolchain with RUSTC_BOOTSTRAP=1, as on a new machine, which has only stable.
 # AddressSanitizer is off (-s none): the host code under test is safe Rust, and the
 # checks that matter (no panic, nothing invalid accepted) are assertions in the targets.
 # Findings go to runtime/fuzz/artifacts/<target>/; turn each into a regression test in
@@ -20,7 +22,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if rustup run nightly cargo --version >/dev/null 2>&1; then
   toolchain=(+nightly)
 else
   export RUSTC_BOOTSTRAP=1
