@@ -24,7 +24,6 @@
 //! sleeps at once) and the random bytes are a fixed sequence, so runs repeat exactly.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -520,9 +519,6 @@ pub struct BoundedClock;
 impl HasData for BoundedClock {
     type Data<'a> = ClockView<'a>;
 }
-
-/// Shared, immutable grants of one plugin.
-pub type SharedGrants = Arc<Grants>;
 
 #[cfg(test)]
 mod tests {

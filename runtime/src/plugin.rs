@@ -665,14 +665,11 @@ impl RawInstance {
                     ),
                 };
             }
+            // A sleep past the deadline is the time limit too, caught before it was waited out.
             let slept = e.downcast_ref::<capability::SleptPastDeadline>().is_some();
-            match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => PluginError::Timeout {
-                    plugin: name,
-                    call,
-                    limit_ms: self.limits.timeout_ms,
-                },
-                _ if slept => PluginError::Timeout {
+            let trap = e.downcast_ref::<Trap>();
+            match trap {
+                _ if slept || trap == Some(&Trap::Interrupt) => PluginError::Timeout {
                     plugin: name,
                     call,
                     limit_ms: self.limits.timeout_ms,
