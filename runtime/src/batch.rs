@@ -159,17 +159,8 @@ impl Chain {
             .collect();
         for spec in &pipeline.plugins {
             let path = pipeline::resolve_plugin(spec, &pipeline.base_dir)?;
-            let plugin = host.load(&path)?;
-            if let Some(expected) = &spec.sha256 {
-                if !expected.eq_ignore_ascii_case(&plugin.sha256) {
-                    return Err(PipelineError::PinMismatch {
-                        path,
-                        expected: expected.clone(),
-                        actual: plugin.sha256.clone(),
-                    }
-                    .into());
-                }
-            }
+            let limits = spec.limits(&pipeline.limits)?;
+            let plugin = host.load_with(&path, &limits, spec.sha256.as_deref())?;
             let params = spec.params()?;
             plugin.check_params(&params)?;
             let grants = pipeline.grants(spec);
@@ -177,7 +168,7 @@ impl Chain {
             plugins.push(Link {
                 plugin,
                 params,
-                limits: spec.limits(&pipeline.limits)?,
+                limits,
                 grants: Arc::new(grants),
             });
         }

@@ -72,16 +72,6 @@ pub enum PipelineError {
     /// A value is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),
-    /// A plugin's content does not match the SHA-256 the pipeline pins it to.
-    #[error("plugin {path}: its SHA-256 is {actual}, but the pipeline pins {expected}; refusing to run it")]
-    PinMismatch {
-        /// The component file.
-        path: PathBuf,
-        /// The pinned hash.
-        expected: String,
-        /// The file's hash.
-        actual: String,
-    },
     /// A plugin could not be found.
     #[error("plugin `{name}` not found; looked in: {looked}")]
     PluginNotFound {

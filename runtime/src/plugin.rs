@@ -45,6 +45,16 @@ pub enum PluginError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file's content does not match the SHA-256 the pipeline pins it to.
+    #[error("plugin {path}: its SHA-256 is {actual}, but the pipeline pins {expected}; refusing to run it")]
+    PinMismatch {
+        /// The component file.
+        path: PathBuf,
+        /// The pinned hash.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
     /// The file is not a component Quiver can run.
     #[error("plugin {path}: {reason}")]
     NotAPlugin {
@@ -280,8 +290,21 @@ impl Host {
         unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(fail)
     }
 
-    /// Loads, checks, compiles (or fetches from the cache) and pre-links a plugin.
+    /// Loads, checks, compiles (or fetches from the cache) and pre-links a plugin, and asks it
+    /// to describe itself under the default limits.
     pub fn load(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
+        self.load_with(path, &Limits::default(), None)
+    }
+
+    /// [`Host::load`] for a pipeline's plugin: refuses the file before compiling it if its
+    /// SHA-256 differs from `pin`, and runs `describe` (the first code of the plugin's to run)
+    /// under the plugin's own `limits`.
+    pub fn load_with(
+        &self,
+        path: &Path,
+        limits: &Limits,
+        pin: Option<&str>,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let started = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             path: path.to_path_buf(),
@@ -301,6 +324,13 @@ impl Host {
             _ => return Err(not_plugin("is not a WebAssembly component".into())),
         }
         let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(expected) = pin.filter(|p| !p.eq_ignore_ascii_case(&sha256)) {
+            return Err(PluginError::PinMismatch {
+                path: path.to_path_buf(),
+                expected: expected.to_string(),
+                actual: sha256,
+            });
+        }
         let component = self.compile(path, &bytes, &sha256)?;
         let ty = component.component_type();
         let imports: Vec<String> = ty
@@ -367,7 +397,7 @@ impl Host {
             },
             load_time: Duration::ZERO,
         };
-        let mut probe = RawInstance::new(&plugin, &Limits::default(), &Grants::default())?;
+        let mut probe = RawInstance::new(&plugin, limits, &Grants::default())?;
         plugin.info = probe.call(&plugin, "describe", |store, f| {
             f.describe.call(store, ()).map(|r| r.0)
         })?;

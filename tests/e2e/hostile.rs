@@ -221,3 +221,39 @@ fn a_smaller_stack_stops_recursion_sooner_and_honest_plugins_still_run() {
     let err = run_ok(c);
     assert!(err.contains("Wasm stack 128 KiB"), "{err}");
 }
+
+/// A component that never finishes instantiating: its core module's start function loops.
+/// No compiler emits this from plugin source, so the test writes it in the component text
+/// format. It exports the transformer interface (as an empty instance) so that it passes the
+/// host's export check and reaches instantiation.
+#[test]
+fn an_endless_start_function_is_stopped_by_the_instantiation_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = format!(
+        r#"(component
+             (core module $m (func $spin (loop $l (br $l))) (start $spin))
+             (core instance (instantiate $m))
+             (instance $empty)
+             (export "{}" (instance $empty)))"#,
+        quiver::plugin::TRANSFORMER_INTERFACE
+    );
+    std::fs::write(dir.path().join("stuck.wasm"), wat::parse_str(&wat).unwrap()).unwrap();
+    write_parquet(&dir.path().join("in.parquet"), &generate(10, 3));
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"stuck.wasm\"\nlimits = { instantiate-ms = 300 }\n[sink]\npath = \"out.parquet\"\n",
+    )
+    .unwrap();
+    let mut c = quiver();
+    c.current_dir(dir.path()).args(["run", "p.toml"]);
+    let started = std::time::Instant::now();
+    let err = run_err(c);
+    let took = started.elapsed();
+    assert!(
+        err.contains("stuck.wasm") && err.contains("300 ms") && err.contains("`instantiate`"),
+        "{err}"
+    );
+    // Stopped by the 300 ms limit, not the default of 10 s.
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert!(!dir.path().join("out.parquet").exists());
+}
