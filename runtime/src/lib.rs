@@ -5,7 +5,8 @@
 //! 1. Ground: [`partition`] (hash and range partitioning, skew — pure logic), [`capability`]
 //!    (what a plugin may be granted, and the import check — pure logic at its core),
 //!    [`sandbox`] (engine configuration, limits, the WASI context), [`io`] (sources, sinks and
-//!    file formats), [`policy`] (error policies and bisection — pure logic).
+//!    file formats), [`policy`] (error policies and bisection — pure logic), [`checkpoint`]
+//!    (the streaming checkpoint protocol — pure logic — and the durable store behind a trait).
 //! 2. [`abi`] — Arrow ↔ WIT batch conversion, column projection and output validation.
 //! 3. [`plugin`] — loading, the compile cache, one instance per (plugin, worker), calls with limits.
 //! 4. [`pipeline`] — the pipeline file and the chain of plugins; [`fit`] — fitted parameters
@@ -21,6 +22,7 @@ pub mod allocator;
 pub mod authoring;
 pub mod batch;
 pub mod capability;
+pub mod checkpoint;
 pub mod fit;
 pub mod io;
 pub mod partition;
