@@ -23,6 +23,9 @@ trap 'rm -f "$log"' EXIT
   node --import ./sdk/js/tests/register.mjs --test sdk/js/tests/
   # The Python kit's own tests, on the componentize-py the end-to-end tests installed.
   QUIVER_TOOLS_DIR=target/authoring-tools python3 -m unittest discover -s sdk/python/tests -v
+  # The C kit's own tests (native unit tests of the kit, and its check plugin), on the tools
+  # the end-to-end tests installed.
+  QUIVER_TOOLS_DIR=target/authoring-tools sdk/c/tests/run.sh
 } 2>&1 | tee "$log"
 
 cargo_passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
@@ -31,7 +34,9 @@ node_passed=$(grep -E '^# pass [0-9]+' "$log" | awk '{s += $3} END {print s + 0}
 node_failed=$(grep -E '^# fail [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
 py_passed=$(grep -cE '^test[a-z_0-9]* \(.*\) \.\.\. ok$' "$log" || true)
 py_failed=$(grep -cE '^test[a-z_0-9]* \(.*\) \.\.\. (FAIL|ERROR)$' "$log" || true)
-passed=$((cargo_passed + node_passed + py_passed))
-failed=$((cargo_failed + node_failed + py_failed))
+c_passed=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | awk '{s += $1} END {print s + 0}')
+c_failed=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | awk '{s += $3} END {print s + 0}')
+passed=$((cargo_passed + node_passed + py_passed + c_passed))
+failed=$((cargo_failed + node_failed + py_failed + c_failed))
 echo
 echo "tests: ${passed} passed, ${failed} failed"

@@ -13,8 +13,14 @@
 //!    memory limiter, output caps) vs an engine that enforces none, and with fuel metering on:
 //!    limits on must be ≤ 5% slower.
 //!
+//! 6. The same transforms written in each language kit (Rust, Python, JavaScript, C), built
+//!    from source: rows/s on a 1M-row batch as a ratio of Rust's, warm instantiation time and
+//!    component size (`languages.rs`).
+//!
 //! Run everything with `benches/run.sh`; `cargo run --release -p quiver-bench -- --help` lists
 //! the options.
+
+mod languages;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -69,8 +75,8 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Run only these parts (repeatable or comma-separated): columnar, per-record (which
-    /// compares against columnar, so runs it too), limits, pipeline. Default: all (the
-    /// pipeline not with --quick).
+    /// compares against columnar, so runs it too), limits, pipeline, languages. Default: all
+    /// (the pipeline not with --quick).
     #[arg(long, value_delimiter = ',', value_name = "PART")]
     only: Vec<String>,
 }
@@ -709,6 +715,9 @@ fn main() -> Result<()> {
     }
     if !args.quick && args.runs_part("pipeline") {
         bench_pipeline(&args, &host, &mut f)?;
+    }
+    if args.runs_part("languages") {
+        languages::bench_languages(&args, &host)?;
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&f)?)?;

@@ -9,7 +9,7 @@ use crate::support::*;
 
 /// Languages whose kits are exercised. Each test names the language it is about, so a
 /// toolchain that cannot be installed fails by name.
-const LANGS: [&str; 3] = ["rust", "python", "js"];
+const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

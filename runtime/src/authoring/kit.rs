@@ -34,6 +34,9 @@ const KIT: Files = files![
     "sdk/js/kit/quiver.js",
     "sdk/python/build.sh",
     "sdk/python/kit/quiver.py",
+    "sdk/c/build.sh",
+    "sdk/c/kit/quiver.h",
+    "sdk/c/kit/quiver.c",
 ];
 
 /// The Rust SDK's manifest outside the workspace (the workspace's inherits its versions).
@@ -72,6 +75,13 @@ const PYTHON_TEMPLATE: Files = files![
     "sdk/python/template/tests/expected.jsonl",
 ];
 
+const C_TEMPLATE: Files = files![
+    "sdk/c/template/quiver-plugin.toml",
+    "sdk/c/template/plugin.c",
+    "sdk/c/template/tests/input.jsonl",
+    "sdk/c/template/tests/expected.jsonl",
+];
+
 /// The template of `lang`: `(path within the plugin directory, contents)`, with `{{name}}`
 /// (and, for Rust, `{{sdk}}`) still to be replaced.
 pub fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
@@ -79,7 +89,7 @@ pub fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
         Lang::Rust => (RUST_TEMPLATE, "sdk/rust/template/"),
         Lang::Js => (JS_TEMPLATE, "sdk/js/template/"),
         Lang::Python => (PYTHON_TEMPLATE, "sdk/python/template/"),
-        Lang::C => (&[], ""),
+        Lang::C => (C_TEMPLATE, "sdk/c/template/"),
     };
     files
         .iter()
@@ -164,7 +174,8 @@ mod tests {
         assert!(a.join("sdk/rust/Cargo.toml").is_file());
         assert!(a.join("sdk/js/build.sh").is_file());
         assert!(a.join("sdk/python/build.sh").is_file());
-        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
+        assert!(a.join("sdk/c/kit/quiver.h").is_file());
+        for lang in [Lang::Rust, Lang::Js, Lang::Python, Lang::C] {
             assert!(
                 template(lang)
                     .iter()

@@ -54,9 +54,12 @@ elif "$cc" -std=gnu17 -O1 -w -I "$sdk/kit" -I "$gen" "$here/kit_test.c" "$gen/tr
     line=$(echo "$out" | tail -1)
     p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
     f=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
-    echo "unit tests: $line"
-    passed=$((passed + ${p:-0}))
-    failed=$((failed + ${f:-1}))
+    # One test of many checks (the formatter alone is compared with libc 20,000 times).
+    if [ -n "$p" ] && [ "${f:-1}" = 0 ]; then
+        ok "native unit tests ($p checks)"
+    else
+        bad "native unit tests: $line"
+    fi
 else
     cat "$work/kit_test.log"
     bad "compile native unit tests"
@@ -93,7 +96,7 @@ run() { # name wasm input expected params...
 }
 if [ -x "$QUIVER" ]; then
     run c-template-test "$work/tpl/build/c-template-test.wasm" "$sdk/template/tests/input.jsonl" \
-        "$sdk/template/tests/expected.jsonl" column=value
+        "$sdk/template/tests/expected.jsonl" column=x factor=2.5
     run kit-check "$work/kc/build/kit-check.wasm" "$here/kit-check/tests/input.jsonl" \
         "$here/kit-check/tests/expected.jsonl" threshold=1.5 'suffix=!' 'rename={ n = "name" }'
     run email-normalize "$work/email/build/email-normalize.wasm" \
