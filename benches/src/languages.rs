@@ -18,6 +18,9 @@ use crate::{emails, instance, median_secs, text, Args};
 
 const LANGS: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C];
 
+/// Builds one language's component of a transform; returns its path.
+type Build = fn(&Path, Lang) -> Result<PathBuf>;
+
 /// One language's figures for one transform.
 struct Measured {
     rows_per_s: f64,
@@ -105,12 +108,7 @@ pub fn bench_languages(args: &Args, host: &Host) -> Result<()> {
             vec![x],
         )?
     };
-    let cases: [(
-        &str,
-        Vec<Param>,
-        &RecordBatch,
-        fn(&Path, Lang) -> Result<PathBuf>,
-    ); 2] = [
+    let cases: [(&str, Vec<Param>, &RecordBatch, Build); 2] = [
         (
             "email-normalize (examples/email-normalize, utf8 in, utf8 + bool out)",
             vec![text("column", "email")],
