@@ -119,7 +119,7 @@ enum Done {
 
 /// What error policies did with one input batch.
 #[derive(Default)]
-struct Incidents {
+pub(crate) struct Incidents {
     /// Rows plugins failed on (dead-letter policy), already annotated for the dataset.
     dead: Vec<(usize, RecordBatch)>,
     /// (plugin position, rows) of batches dropped by the skip policy.
@@ -317,7 +317,7 @@ fn dead_letter_rows(
 }
 
 /// Runs the chain over one batch.
-fn run_chain(
+pub(crate) fn run_chain(
     instances: &mut [Instance],
     context: &WorkerContext<'_>,
     batch: RecordBatch,
@@ -333,9 +333,9 @@ fn run_chain(
 }
 
 /// What every worker shares: the plugins' policies and the flight recorder.
-struct WorkerContext<'a> {
-    policies: &'a [(ErrorPolicy, u32)],
-    recorder: &'a Recorder,
+pub(crate) struct WorkerContext<'a> {
+    pub(crate) policies: &'a [(ErrorPolicy, u32)],
+    pub(crate) recorder: &'a Recorder,
 }
 
 impl WorkerContext<'_> {

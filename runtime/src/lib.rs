@@ -12,7 +12,9 @@
 //! 4. [`pipeline`] — the pipeline file and the chain of plugins; [`fit`] — fitted parameters
 //!    (fit → transform) and how fitting is split into passes.
 //! 5. [`batch`] — batch mode: fit and run a pipeline over bounded input on parallel workers;
-//!    [`report`] — what a run reports; [`replay`] — the flight recorder of failing calls.
+//!    [`report`] — what a run reports; [`replay`] — the flight recorder of failing calls;
+//!    [`stream`] — streaming mode: a growing input, micro-batches and exactly-once output
+//!    through checkpoints.
 //!
 //! The `quiver` binary only parses arguments and prints; everything it does is reachable from
 //! this library.
@@ -32,3 +34,4 @@ pub mod policy;
 pub mod replay;
 pub mod report;
 pub mod sandbox;
+pub mod stream;

@@ -11,6 +11,7 @@ use quiver::capability::{self, Need};
 use quiver::pipeline::{self, PartitionSpec, Pipeline, PluginSpec, Scheme, SinkSpec, SourceSpec};
 use quiver::plugin::Host;
 use quiver::sandbox::EngineOptions;
+use quiver::stream;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -141,6 +142,19 @@ struct RunArgs {
     /// this input.
     #[arg(long, value_name = "FILE")]
     fitted: Option<PathBuf>,
+    /// Streaming mode: follow the input (one JSON-lines file) as it grows, in micro-batches,
+    /// with checkpoints that make the output exactly-once; runs until SIGINT or SIGTERM, which
+    /// take a final checkpoint. Settings in the pipeline's [stream] table. A restart resumes
+    /// from the last checkpoint.
+    #[arg(long)]
+    stream: bool,
+    /// With --stream: start from the beginning of the input, forgetting the job's checkpoints.
+    #[arg(long, requires = "stream", conflicts_with = "from_offset")]
+    from_beginning: bool,
+    /// With --stream: start from this byte offset of the input (the start of a line),
+    /// forgetting the job's checkpoints.
+    #[arg(long, requires = "stream", value_name = "BYTES")]
+    from_offset: Option<u64>,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
@@ -363,6 +377,9 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     }
     p.deterministic |= args.deterministic;
     let host = host_for(&p, args.cache_dir.clone())?;
+    if args.stream {
+        return run_stream(&p, &host, &args);
+    }
     let options = RunOptions {
         progress: std::io::stderr().is_terminal(),
         fitted: args.fitted.clone(),
@@ -373,6 +390,26 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
         let json = serde_json::to_string_pretty(&report.json())?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// `quiver run --stream`: until SIGINT or SIGTERM, which end it with a final checkpoint.
+fn run_stream(p: &Pipeline, host: &Host, args: &RunArgs) -> Result<()> {
+    let options = stream::StreamOptions {
+        status: std::io::stderr().is_terminal(),
+        start: match (args.from_beginning, args.from_offset) {
+            (true, _) => stream::Start::Beginning,
+            (_, Some(o)) => stream::Start::Offset(o),
+            _ => stream::Start::Resume,
+        },
+        ..Default::default()
+    };
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, options.stop.clone())
+            .context("installing the stop signal handlers")?;
+    }
+    let report = stream::run(p, host, &options)?;
+    eprint!("{report}");
     Ok(())
 }
 

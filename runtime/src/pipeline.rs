@@ -111,9 +111,31 @@ pub struct Pipeline {
     /// Where rows that plugins with `on-error = "dead-letter"` failed on are written.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterSpec>,
+    /// Settings for streaming mode (`quiver run --stream`).
+    #[serde(default)]
+    pub stream: Option<StreamSpec>,
     /// Directory relative paths are resolved against (the pipeline file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[stream]` of a pipeline file: settings that apply when it runs in streaming mode.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StreamSpec {
+    /// A micro-batch closes at this many rows (default 10000).
+    pub batch_rows: Option<usize>,
+    /// … or this long after its first row arrived (default 200 ms).
+    pub batch_ms: Option<u64>,
+    /// Time between checkpoints (default 1000 ms).
+    pub checkpoint_ms: Option<u64>,
+    /// Where checkpoints are kept (default `<sink>-checkpoints` next to the output).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// The job's name, which names its checkpoints and temporary files (default: the output
+    /// directory's name).
+    pub job: Option<String>,
+    /// How often the source is polled for new lines when it has none (default 10 ms).
+    pub poll_ms: Option<u64>,
 }
 
 /// `[source]`.

@@ -16,4 +16,5 @@ mod hostile;
 mod limits;
 mod policies;
 mod properties;
+mod stream;
 mod support;

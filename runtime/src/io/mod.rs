@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 pub use format::{Format, UnknownFormatName, FORMAT_NAMES};
+pub(crate) use sink::FileWriter;
 pub use sink::{create, Sink, SinkOptions, SinkSummary, HIVE_DEFAULT_PARTITION};
 pub use source::{open, Batches, Source, SourceBatch, SourceOptions};
 

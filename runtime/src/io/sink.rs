@@ -572,7 +572,8 @@ fn escape_path_part(value: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // File writers
 
-enum FileWriter {
+/// One output file being written, in any format.
+pub(crate) enum FileWriter {
     // ArrowWriter buffers internally, so it gets the file directly.
     Parquet(ArrowWriter<File>),
     Csv {
@@ -585,7 +586,7 @@ enum FileWriter {
 }
 
 impl FileWriter {
-    fn new(file: File, format: Format, schema: &SchemaRef) -> Result<Self, String> {
+    pub(crate) fn new(file: File, format: Format, schema: &SchemaRef) -> Result<Self, String> {
         Ok(match format {
             Format::Parquet => {
                 let mut props = WriterProperties::builder()
@@ -628,7 +629,7 @@ impl FileWriter {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         match self {
             FileWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
             FileWriter::Csv { writer, empty, .. } => {
@@ -641,7 +642,7 @@ impl FileWriter {
     }
 
     /// Writes footers and trailers, flushes, and returns the file for syncing.
-    fn finish(self) -> Result<File, String> {
+    pub(crate) fn finish(self) -> Result<File, String> {
         let buffered = match self {
             FileWriter::Parquet(w) => return w.into_inner().map_err(|e| e.to_string()),
             FileWriter::Csv {
