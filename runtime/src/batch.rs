@@ -123,9 +123,9 @@ pub(crate) struct Incidents {
     /// Rows plugins failed on (dead-letter policy), already annotated for the dataset.
     dead: Vec<(usize, RecordBatch)>,
     /// (plugin position, rows) of batches dropped by the skip policy.
-    skipped: Vec<(usize, u64)>,
+    pub(crate) skipped: Vec<(usize, u64)>,
     /// Plugin positions of each retry.
-    retries: Vec<usize>,
+    pub(crate) retries: Vec<usize>,
 }
 
 /// One plugin of a chain: loaded, with checked parameters, its limits and grants.

@@ -155,6 +155,14 @@ struct RunArgs {
     /// forgetting the job's checkpoints.
     #[arg(long, requires = "stream", value_name = "BYTES")]
     from_offset: Option<u64>,
+    /// With --stream: stop at the end of the input, with a final checkpoint, instead of
+    /// waiting for more (a catch-up run).
+    #[arg(long, requires = "stream")]
+    stop_at_end: bool,
+    /// With --stream: serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9898;
+    /// port 0 picks a free one and prints it).
+    #[arg(long, requires = "stream", value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
@@ -378,6 +386,9 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     p.deterministic |= args.deterministic;
     let host = host_for(&p, args.cache_dir.clone())?;
     if args.stream {
+        if let Some(addr) = &args.metrics_addr {
+            p.stream.get_or_insert_with(Default::default).metrics_addr = Some(addr.clone());
+        }
         return run_stream(&p, &host, &args);
     }
     let options = RunOptions {
@@ -402,10 +413,14 @@ fn run_stream(p: &Pipeline, host: &Host, args: &RunArgs) -> Result<()> {
             (_, Some(o)) => stream::Start::Offset(o),
             _ => stream::Start::Resume,
         },
+        stop_at_end: args.stop_at_end,
         ..Default::default()
     };
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, options.stop.clone())
+        // The first signal asks for a final checkpoint; a second one exits at once (what is
+        // not committed is redone by the next run).
+        signal_hook::flag::register_conditional_shutdown(signal, 130, options.stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, options.stop.clone()))
             .context("installing the stop signal handlers")?;
     }
     let report = stream::run(p, host, &options)?;

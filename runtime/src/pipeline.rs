@@ -136,6 +136,9 @@ pub struct StreamSpec {
     pub job: Option<String>,
     /// How often the source is polled for new lines when it has none (default 10 ms).
     pub poll_ms: Option<u64>,
+    /// Serve Prometheus metrics on this address (`host:port`; port 0 picks one), at
+    /// `/metrics`. Default: none.
+    pub metrics_addr: Option<String>,
 }
 
 /// `[source]`.

@@ -270,3 +270,53 @@ fn a_malformed_line_is_named_and_a_damaged_checkpoint_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains("already holds output"), "{err}");
 }
+
+#[test]
+fn the_metrics_endpoint_reports_rows_checkpoints_and_plugin_time() {
+    use std::io::{BufRead, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..3000).map(line).collect();
+    std::fs::write(dir.path().join("in.jsonl"), text).unwrap();
+    pipeline(dir.path());
+    let mut child = start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {first:?}"))
+        .to_string();
+    wait_for_rows(dir.path(), 3000);
+    // Committed output is visible before the metrics of the same checkpoint are published.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    let value = |name: &str| -> f64 {
+        page.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or_else(|| panic!("{name} missing:\n{page}"))
+    };
+    assert_eq!(value("quiver_stream_rows_in_total{job=\"out\"}"), 3000.0);
+    assert_eq!(value("quiver_stream_rows_out_total{job=\"out\"}"), 3000.0);
+    assert_eq!(value("quiver_stream_lag_bytes{job=\"out\"}"), 0.0);
+    assert!(value("quiver_stream_checkpoints_total{job=\"out\"}") >= 1.0);
+    assert!(value("quiver_stream_checkpoint_size_bytes{job=\"out\"}") > 0.0);
+    assert!(
+        value("quiver_plugin_seconds_total{job=\"out\",plugin=\"scale\",position=\"0\"}") > 0.0
+    );
+    assert!(value("quiver_plugin_calls_total{job=\"out\",plugin=\"scale\",position=\"0\"}") >= 1.0);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+}

@@ -84,6 +84,11 @@ pub trait CheckpointStore {
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     dir: PathBuf,
+    /// The last manifest this store committed or read per job, so that a commit does not read
+    /// its predecessor back from disk.
+    last: std::collections::HashMap<String, Manifest>,
+    /// Commits since the last garbage collection, per job.
+    since_gc: std::collections::HashMap<String, usize>,
 }
 
 const MAGIC: &str = "quiver-checkpoint 1";
@@ -172,7 +177,11 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest, StoreError> {
 impl LocalStore {
     /// A store in `dir` (created when first written).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LocalStore { dir: dir.into() }
+        LocalStore {
+            dir: dir.into(),
+            last: Default::default(),
+            since_gc: Default::default(),
+        }
     }
 
     fn job_dir(&self, job: &str) -> PathBuf {
@@ -310,7 +319,11 @@ impl CheckpointStore for LocalStore {
                 current,
             });
         }
-        if let Some(last) = self.latest(job)? {
+        let last = match self.last.get(job) {
+            Some(m) => Some(m.clone()),
+            None => self.latest(job)?,
+        };
+        if let Some(last) = last {
             if last == *manifest {
                 return Ok(());
             }
@@ -323,7 +336,15 @@ impl CheckpointStore for LocalStore {
             }
         }
         write_durably(&self.manifest_path(job, manifest.epoch), &encode(manifest))?;
-        self.collect_garbage(job)
+        self.last.insert(job.clone(), manifest.clone());
+        // Old checkpoints are removed every KEEP commits, so a commit costs one file write.
+        let since = self.since_gc.entry(job.clone()).or_default();
+        *since += 1;
+        if *since >= KEEP {
+            *since = 0;
+            self.collect_garbage(job)?;
+        }
+        Ok(())
     }
 
     fn latest(&self, job: &str) -> Result<Option<Manifest>, StoreError> {

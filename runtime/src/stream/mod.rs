@@ -16,6 +16,7 @@
 //! A stop request (SIGINT or SIGTERM in the binary) ends the current micro-batch and takes a
 //! final checkpoint.
 
+pub mod metrics;
 pub mod tail;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ pub struct StreamOptions {
     pub status: bool,
     /// Where to start.
     pub start: Start,
+    /// Stop at the end of the input (once a poll finds no new line), with a final checkpoint,
+    /// instead of waiting for more.
+    pub stop_at_end: bool,
 }
 
 /// What a streaming run did.
@@ -79,6 +83,8 @@ pub struct StreamReport {
     pub rows_out: u64,
     /// Checkpoints committed by this run.
     pub checkpoints: u64,
+    /// Batches dropped by plugins under the `skip` policy.
+    pub skipped_batches: u64,
     /// How long it ran.
     pub elapsed: Duration,
 }
@@ -151,6 +157,7 @@ struct Settings {
     batch_age: Duration,
     checkpoint_every: Duration,
     poll: Duration,
+    metrics_addr: Option<String>,
 }
 
 impl Settings {
@@ -234,6 +241,7 @@ impl Settings {
             batch_age: Duration::from_millis(spec.batch_ms.unwrap_or(200)),
             checkpoint_every: Duration::from_millis(spec.checkpoint_ms.unwrap_or(1000)),
             poll: Duration::from_millis(spec.poll_ms.unwrap_or(10).max(1)),
+            metrics_addr: spec.metrics_addr,
         })
     }
 }
@@ -321,8 +329,8 @@ impl EpochFile {
         })
     }
 
-    /// Closes and fsyncs the file.
-    fn close(self, s: &Settings) -> Result<PendingFile, StreamError> {
+    /// Writes the file's footer and hands it over, to be fsynced by the committer.
+    fn close(self, s: &Settings) -> Result<(std::fs::File, PendingFile), StreamError> {
         let path = s.sink_dir.join(&self.temp);
         let file = self.writer.finish().map_err(|message| IoError::Malformed {
             path: path.clone(),
@@ -330,11 +338,88 @@ impl EpochFile {
             column: None,
             message,
         })?;
-        file.sync_all().map_err(io_err(&path, "cannot sync"))?;
-        Ok(PendingFile {
-            temp: self.temp,
-            fin: self.fin,
+        Ok((
+            file,
+            PendingFile {
+                temp: self.temp,
+                fin: self.fin,
+            },
+        ))
+    }
+}
+
+/// A checkpoint taken at a barrier, for the committer to make durable.
+struct Barrier {
+    position: Position,
+    file: Option<(std::fs::File, PendingFile)>,
+}
+
+/// A committed checkpoint: its epoch, how long the commit took, and the bytes it made visible.
+struct Committed {
+    epoch: Epoch,
+    seconds: f64,
+    bytes: u64,
+}
+
+/// The committer: makes each barrier's file durable, stores its manifest (the commit point)
+/// and renames the file, in barrier order, while the driver goes on with the next epoch.
+/// Runs until the driver hangs up; stops at the first error.
+fn commit_barriers(
+    sink_dir: &Path,
+    mut store: LocalStore,
+    mut coordinator: Coordinator,
+    barriers: std::sync::mpsc::Receiver<Barrier>,
+    done: std::sync::mpsc::Sender<Result<Committed, StreamError>>,
+) {
+    let commit = |b: Barrier,
+                  store: &mut LocalStore,
+                  coordinator: &mut Coordinator|
+     -> Result<Committed, StreamError> {
+        let started = Instant::now();
+        let epoch = coordinator.start(
+            [(
+                "input".to_string(),
+                SourceOffset(serde_json::to_value(b.position).expect("a position serializes")),
+            )]
+            .into(),
+        )?;
+        let mut pending = Vec::new();
+        let mut bytes = 0;
+        if let Some((file, p)) = b.file {
+            let path = sink_dir.join(&p.temp);
+            file.sync_all().map_err(io_err(&path, "cannot sync"))?;
+            bytes = file.metadata().map_or(0, |m| m.len());
+            pending.push(p);
+        }
+        // The temporary file's name must be durable before a manifest names it.
+        sync_dir(sink_dir)?;
+        let manifest = coordinator
+            .ack(
+                0,
+                epoch,
+                TaskSnapshot {
+                    pending,
+                    state: None,
+                },
+            )?
+            .expect("one task: its acknowledgement completes the checkpoint");
+        store.commit(&manifest)?;
+        // The renames need no fsync: after a crash, recovery redoes them.
+        for action in coordinator.stored(&manifest) {
+            apply(sink_dir, &action)?;
+        }
+        Ok(Committed {
+            epoch,
+            seconds: started.elapsed().as_secs_f64(),
+            bytes,
         })
+    };
+    for b in barriers {
+        let result = commit(b, &mut store, &mut coordinator);
+        let failed = result.is_err();
+        if done.send(result).is_err() || failed {
+            return;
+        }
     }
 }
 
@@ -466,8 +551,35 @@ pub fn run(
         recorder: &recorder,
     };
 
+    let metrics = match &s.metrics_addr {
+        Some(addr) => {
+            let (bound, shared) = metrics::serve(addr)
+                .map_err(|e| StreamError::Setup(format!("cannot serve metrics on {addr}: {e}")))?;
+            // On stderr so that whoever started the run (or a test) learns the port.
+            eprintln!("metrics: http://{bound}/metrics");
+            Some(shared)
+        }
+        None => None,
+    };
+    let mut snapshot = metrics::Snapshot {
+        job: s.job.clone(),
+        last_epoch: recovery.committed,
+        ..Default::default()
+    };
     let mut tail = Tail::open(&s.input, from)?;
-    let mut coordinator = Coordinator::new(&s.job, generation, [0], recovery.committed);
+    let coordinator = Coordinator::new(&s.job, generation, [0], recovery.committed);
+    // At most one barrier waits while another commits: the driver blocks beyond that.
+    let (barrier_tx, barrier_rx) = std::sync::mpsc::sync_channel::<Barrier>(0);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let committer = {
+        let sink_dir = s.sink_dir.clone();
+        std::thread::Builder::new()
+            .name("quiver-commit".into())
+            .spawn(move || commit_barriers(&sink_dir, store, coordinator, barrier_rx, done_tx))
+            .map_err(|e| StreamError::Setup(format!("cannot start the committer: {e}")))?
+    };
+    let mut barrier_tx = Some(barrier_tx);
+    let mut next_epoch = recovery.committed + 1;
     let mut report = StreamReport {
         job: s.job.clone(),
         resumed_from: recovery.committed,
@@ -481,8 +593,9 @@ pub fn run(
     let mut batch_number = 0u64;
     let mut pending_lines = tail::Lines::default();
     let mut batch_started: Option<Instant> = None;
+    let mut at_end = false;
     loop {
-        let stopping = options.stop.load(Ordering::Relaxed);
+        let stopping = at_end || options.stop.load(Ordering::Relaxed);
         let room = s.batch_rows - pending_lines.count;
         let lines = if stopping {
             tail::Lines::default()
@@ -490,6 +603,7 @@ pub fn run(
             tail.poll(room)?
         };
         let idle = lines.count == 0;
+        at_end |= idle && options.stop_at_end;
         if !idle {
             report.rows_in += lines.count as u64;
             if pending_lines.count == 0 {
@@ -516,59 +630,61 @@ pub fn run(
                     &mut incidents,
                 )?;
                 batch_number += 1;
+                report.skipped_batches += incidents.skipped.len() as u64;
+                snapshot.retries += incidents.retries.len() as u64;
                 for out in outputs.iter().filter(|b| b.num_rows() > 0) {
                     if file.is_none() {
-                        file = Some(EpochFile::create(
-                            &s,
-                            coordinator.committed() + 1,
-                            &out_schema,
-                        )?);
+                        file = Some(EpochFile::create(&s, next_epoch, &out_schema)?);
                     }
                     file.as_mut().expect("opened above").write(&s, out)?;
                     report.rows_out += out.num_rows() as u64;
                 }
             }
         }
+        // Commits finished by the committer (or its error).
+        while let Ok(result) = done_rx.try_recv() {
+            let c = result?;
+            report.checkpoints += 1;
+            report.last_checkpoint = c.epoch;
+            snapshot.last_checkpoint_seconds = c.seconds;
+            snapshot.last_checkpoint_bytes = c.bytes;
+        }
         if (due || stopping) && pending_lines.count == 0 {
             let position = tail.position();
             if position != committed_pos || file.is_some() {
-                let epoch = coordinator.start(
-                    [(
-                        "input".to_string(),
-                        SourceOffset(
-                            serde_json::to_value(position).expect("a position serializes"),
-                        ),
-                    )]
-                    .into(),
-                )?;
-                let pending: Vec<PendingFile> = file
-                    .take()
-                    .map(|f| f.close(&s))
-                    .transpose()?
-                    .into_iter()
-                    .collect();
-                // The temporary file's name must be durable before a manifest names it.
-                sync_dir(&s.sink_dir)?;
-                let manifest = coordinator
-                    .ack(
-                        0,
-                        epoch,
-                        TaskSnapshot {
-                            pending,
-                            state: None,
-                        },
-                    )?
-                    .expect("one task: its acknowledgement completes the checkpoint");
-                store.commit(&manifest)?;
-                for action in coordinator.stored(&manifest) {
-                    apply(&s.sink_dir, &action)?;
+                let barrier = Barrier {
+                    position,
+                    file: file.take().map(|f| f.close(&s)).transpose()?,
+                };
+                let sent = barrier_tx
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(barrier).is_ok());
+                if !sent {
+                    // The committer stopped on an error: report it.
+                    break;
                 }
-                sync_dir(&s.sink_dir)?;
+                next_epoch += 1;
                 committed_pos = position;
-                report.checkpoints += 1;
-                report.last_checkpoint = epoch;
             }
             last_checkpoint = Instant::now();
+        }
+        if let Some(shared) = &metrics {
+            if !idle || due || stopping {
+                snapshot.rows_in = report.rows_in;
+                snapshot.rows_out = report.rows_out;
+                snapshot.lag_bytes = tail.lag_bytes();
+                snapshot.checkpoints = report.checkpoints;
+                snapshot.last_epoch = report.last_checkpoint;
+                snapshot.skipped_batches = report.skipped_batches;
+                snapshot.plugins = instances
+                    .iter()
+                    .map(|i| (i.plugin().name.clone(), i.metrics()))
+                    .collect();
+                let text = metrics::render(&snapshot);
+                if let Ok(mut t) = shared.lock() {
+                    *t = text;
+                }
+            }
         }
         if stopping && pending_lines.count == 0 && file.is_none() {
             break;
@@ -589,6 +705,14 @@ pub fn run(
         if idle && !stopping {
             std::thread::sleep(s.poll);
         }
+    }
+    // Wait for the last commits.
+    drop(barrier_tx.take());
+    let _ = committer.join();
+    for result in done_rx {
+        let c = result?;
+        report.checkpoints += 1;
+        report.last_checkpoint = c.epoch;
     }
     if options.status {
         eprintln!();

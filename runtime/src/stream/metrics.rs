@@ -1,0 +1,252 @@
+//! The Prometheus endpoint of a streaming run: `GET /metrics` on the address in `[stream]
+//! metrics-addr` (or `--metrics-addr`).
+//!
+//! The driver renders a [`Snapshot`] to the text exposition format after every micro-batch and
+//! checkpoint ([`render`] is pure); a small server thread answers each request with the latest
+//! text, so scraping never waits for or slows the pipeline.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::plugin::Metrics;
+
+/// What a streaming run exposes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The job.
+    pub job: String,
+    /// Lines read from the source.
+    pub rows_in: u64,
+    /// Rows written to the sink.
+    pub rows_out: u64,
+    /// Bytes of input not read yet.
+    pub lag_bytes: u64,
+    /// Checkpoints committed by this run.
+    pub checkpoints: u64,
+    /// The last committed epoch.
+    pub last_epoch: u64,
+    /// How long the last checkpoint took (close, fsync, manifest, rename), in seconds.
+    pub last_checkpoint_seconds: f64,
+    /// Bytes of output the last checkpoint committed.
+    pub last_checkpoint_bytes: u64,
+    /// Batches a plugin dropped under the `skip` policy.
+    pub skipped_batches: u64,
+    /// Retried plugin calls.
+    pub retries: u64,
+    /// Each plugin's name and figures, in chain order.
+    pub plugins: Vec<(String, Metrics)>,
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The snapshot in Prometheus' text exposition format (version 0.0.4).
+pub fn render(s: &Snapshot) -> String {
+    let job = label(&s.job);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{job=\"{job}\"{labels}}} {value}\n"));
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    metric(
+        "quiver_stream_rows_in_total",
+        "counter",
+        "Lines read from the source.",
+        &one(s.rows_in as f64),
+    );
+    metric(
+        "quiver_stream_rows_out_total",
+        "counter",
+        "Rows written to the sink.",
+        &one(s.rows_out as f64),
+    );
+    metric(
+        "quiver_stream_lag_bytes",
+        "gauge",
+        "Bytes of input not read yet.",
+        &one(s.lag_bytes as f64),
+    );
+    metric(
+        "quiver_stream_checkpoints_total",
+        "counter",
+        "Checkpoints committed by this run.",
+        &one(s.checkpoints as f64),
+    );
+    metric(
+        "quiver_stream_last_checkpoint_epoch",
+        "gauge",
+        "The last committed checkpoint.",
+        &one(s.last_epoch as f64),
+    );
+    metric(
+        "quiver_stream_checkpoint_duration_seconds",
+        "gauge",
+        "How long the last checkpoint took.",
+        &one(s.last_checkpoint_seconds),
+    );
+    metric(
+        "quiver_stream_checkpoint_size_bytes",
+        "gauge",
+        "Bytes of output the last checkpoint committed.",
+        &one(s.last_checkpoint_bytes as f64),
+    );
+    metric(
+        "quiver_stream_errors_total",
+        "counter",
+        "Plugin failures handled by the error policy, by kind.",
+        &[
+            (",kind=\"skipped_batch\"".into(), s.skipped_batches as f64),
+            (",kind=\"retry\"".into(), s.retries as f64),
+        ],
+    );
+    let per_plugin = |f: &dyn Fn(&Metrics) -> f64| -> Vec<(String, f64)> {
+        s.plugins
+            .iter()
+            .enumerate()
+            .map(|(i, (name, m))| {
+                (
+                    format!(",plugin=\"{}\",position=\"{i}\"", label(name)),
+                    f(m),
+                )
+            })
+            .collect()
+    };
+    metric(
+        "quiver_plugin_seconds_total",
+        "counter",
+        "Time inside each plugin's transform calls.",
+        &per_plugin(&|m| m.time.as_secs_f64()),
+    );
+    metric(
+        "quiver_plugin_calls_total",
+        "counter",
+        "Transform calls of each plugin.",
+        &per_plugin(&|m| m.calls as f64),
+    );
+    metric(
+        "quiver_plugin_rows_out_total",
+        "counter",
+        "Rows each plugin produced.",
+        &per_plugin(&|m| m.rows_out as f64),
+    );
+    out
+}
+
+/// The text the server answers with; the driver replaces it.
+pub type Shared = Arc<Mutex<String>>;
+
+/// Starts the endpoint on `addr`; returns the address it is bound to (useful with port 0)
+/// and the text to keep up to date.
+pub fn serve(addr: &str) -> std::io::Result<(SocketAddr, Shared)> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let shared: Shared = Arc::new(Mutex::new(String::new()));
+    let text = shared.clone();
+    std::thread::Builder::new()
+        .name("quiver-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                // One slow client must not hold the others up for long.
+                let _ = answer(conn, &text);
+            }
+        })?;
+    Ok((bound, shared))
+}
+
+fn answer(mut conn: TcpStream, text: &Shared) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let first = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if first.starts_with(b"GET /metrics ") || first == b"GET /metrics" {
+        ("200 OK", text.lock().map(|t| t.clone()).unwrap_or_default())
+    } else {
+        (
+            "404 Not Found",
+            "only GET /metrics is served here\n".to_string(),
+        )
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_endpoint_serves_the_latest_snapshot_in_the_text_format() {
+        let (addr, shared) = serve("127.0.0.1:0").unwrap();
+        let mut s = Snapshot {
+            job: "j\"1".into(),
+            rows_in: 10,
+            rows_out: 7,
+            skipped_batches: 2,
+            plugins: vec![(
+                "scale".into(),
+                Metrics {
+                    calls: 3,
+                    time: Duration::from_millis(1500),
+                    ..Metrics::default()
+                },
+            )],
+            ..Snapshot::default()
+        };
+        *shared.lock().unwrap() = render(&s);
+        let page = get(addr, "/metrics");
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(
+            page.contains("quiver_stream_rows_in_total{job=\"j\\\"1\"} 10\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("quiver_stream_errors_total{job=\"j\\\"1\",kind=\"skipped_batch\"} 2\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "quiver_plugin_seconds_total{job=\"j\\\"1\",plugin=\"scale\",position=\"0\"} 1.5\n"
+            ),
+            "{page}"
+        );
+        // Every sample line is `name{labels} number`, after its HELP and TYPE lines.
+        for l in page.split("\r\n\r\n").nth(1).unwrap().lines() {
+            if !l.starts_with('#') {
+                let (_, v) = l.rsplit_once(' ').unwrap();
+                v.parse::<f64>().unwrap();
+            }
+        }
+        s.rows_in = 11;
+        *shared.lock().unwrap() = render(&s);
+        assert!(get(addr, "/metrics").contains("quiver_stream_rows_in_total{job=\"j\\\"1\"} 11\n"));
+        assert!(get(addr, "/other").starts_with("HTTP/1.1 404"));
+    }
+}
