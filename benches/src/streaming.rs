@@ -278,7 +278,7 @@ pub fn bench_streaming(args: &Args, host: &Host) -> Result<()> {
 
     // 3. Peak memory over a large input, in a separate process.
     let gib: f64 = args.stream_gib;
-    let big = dir.join("big.jsonl");
+    let big = dir.join(format!("big-{gib}gib.jsonl"));
     let want = (gib * (1u64 << 30) as f64) as u64;
     if std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0) < want {
         let mut w = BufWriter::with_capacity(8 << 20, std::fs::File::create(&big)?);
