@@ -40,14 +40,14 @@ fn row(i: u64, t_us: u64) -> String {
     )
 }
 
-/// A pipeline file over `input` into `out`, checkpointing every `checkpoint_ms`.
-fn pipeline(
+/// A pipeline file's text over `input` into `out`, checkpointing every `checkpoint_ms`.
+fn pipeline_text(
     args: &Args,
     input: &Path,
     out: &Path,
     checkpoint_ms: u64,
     batch_ms: u64,
-) -> Result<Pipeline> {
+) -> Result<String> {
     let plugins = std::path::absolute(&args.plugins)?;
     let text = format!(
         r#"
@@ -75,6 +75,18 @@ poll-ms = 1
         out = out.display(),
         p = plugins.display()
     );
+    Ok(text)
+}
+
+/// [`pipeline_text`], parsed.
+fn pipeline(
+    args: &Args,
+    input: &Path,
+    out: &Path,
+    checkpoint_ms: u64,
+    batch_ms: u64,
+) -> Result<Pipeline> {
+    let text = pipeline_text(args, input, out, checkpoint_ms, batch_ms)?;
     let mut p = Pipeline::from_toml(&text).map_err(anyhow::Error::msg)?;
     p.base_dir = PathBuf::from(".");
     Ok(p)
@@ -299,9 +311,8 @@ pub fn bench_streaming(args: &Args, host: &Host) -> Result<()> {
             std::fs::remove_dir_all(&d)?;
         }
     }
-    let p = pipeline(args, &big, &out, 1000, 200)?;
     let pfile = dir.join("big.toml");
-    std::fs::write(&pfile, pipeline_toml(&p)?)?;
+    std::fs::write(&pfile, pipeline_text(args, &big, &out, 1000, 200)?)?;
     let quiver = std::env::current_exe()?.with_file_name("quiver");
     let t = Instant::now();
     let child = std::process::Command::new(&quiver)
@@ -320,25 +331,4 @@ pub fn bench_streaming(args: &Args, host: &Host) -> Result<()> {
         peak as f64 / (1u64 << 20) as f64
     );
     Ok(())
-}
-
-/// The pipeline file text of the big run (the same settings as `p`).
-fn pipeline_toml(p: &Pipeline) -> Result<String> {
-    let input = &p.source.paths[0];
-    let out = p.sink.path.display();
-    let plugins: Vec<String> = p
-        .plugins
-        .iter()
-        .map(|s| {
-            format!(
-                "[[plugin]]\npath = \"{}\"\nparams = {}\n",
-                s.path.as_ref().expect("paths").display(),
-                toml::Value::Table(s.params.clone())
-            )
-        })
-        .collect();
-    Ok(format!(
-        "[source]\npaths = [\"{input}\"]\n{}[sink]\npath = \"{out}\"\nformat = \"jsonl\"\n[stream]\nbatch-rows = 10000\ncheckpoint-ms = 1000\n",
-        plugins.concat()
-    ))
 }

@@ -289,8 +289,8 @@ fn the_metrics_endpoint_reports_rows_checkpoints_and_plugin_time() {
         .unwrap_or_else(|| panic!("no metrics address in {first:?}"))
         .to_string();
     wait_for_rows(dir.path(), 3000);
-    // Committed output is visible before the metrics of the same checkpoint are published.
-    std::thread::sleep(Duration::from_millis(100));
+    // The metrics are rendered every 100 ms, after the output they count is committed.
+    std::thread::sleep(Duration::from_millis(400));
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();

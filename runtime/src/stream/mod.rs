@@ -289,6 +289,15 @@ fn listing(dir: &Path, job: &str) -> Result<(Vec<String>, Vec<String>), StreamEr
     Ok((temps, finals))
 }
 
+/// An encoder failure on an epoch's file, named by its final name as batch mode does.
+fn write_err(s: &Settings, fin: &str, reason: String) -> IoError {
+    IoError::Write {
+        path: s.sink_dir.join(fin),
+        format: s.format,
+        reason,
+    }
+}
+
 /// The epoch's output file, open under its temporary name.
 struct EpochFile {
     temp: String,
@@ -303,41 +312,24 @@ impl EpochFile {
         let path = s.sink_dir.join(&temp);
         // A file of this name can only be left from a run that crashed before committing.
         let file = std::fs::File::create(&path).map_err(io_err(&path, "cannot create"))?;
+        let fin = names::final_name(0, epoch, 0, ext);
         let writer =
-            FileWriter::new(file, s.format, schema).map_err(|reason| IoError::Malformed {
-                path: path.clone(),
-                line: None,
-                column: None,
-                message: reason,
-            })?;
-        Ok(EpochFile {
-            fin: names::final_name(0, epoch, 0, ext),
-            temp,
-            writer,
-        })
+            FileWriter::new(file, s.format, schema).map_err(|reason| write_err(s, &fin, reason))?;
+        Ok(EpochFile { fin, temp, writer })
     }
 
     fn write(&mut self, s: &Settings, batch: &RecordBatch) -> Result<(), StreamError> {
-        self.writer.write(batch).map_err(|message| {
-            IoError::Malformed {
-                path: s.sink_dir.join(&self.temp),
-                line: None,
-                column: None,
-                message,
-            }
-            .into()
-        })
+        self.writer
+            .write(batch)
+            .map_err(|reason| write_err(s, &self.fin, reason).into())
     }
 
     /// Writes the file's footer and hands it over, to be fsynced by the committer.
     fn close(self, s: &Settings) -> Result<(std::fs::File, PendingFile), StreamError> {
-        let path = s.sink_dir.join(&self.temp);
-        let file = self.writer.finish().map_err(|message| IoError::Malformed {
-            path: path.clone(),
-            line: None,
-            column: None,
-            message,
-        })?;
+        let file = self
+            .writer
+            .finish()
+            .map_err(|reason| write_err(s, &self.fin, reason))?;
         Ok((
             file,
             PendingFile {
@@ -590,6 +582,7 @@ pub fn run(
     let mut committed_pos = tail.position();
     let mut last_checkpoint = Instant::now();
     let mut last_status = Instant::now();
+    let mut last_render = Instant::now();
     let mut batch_number = 0u64;
     let mut pending_lines = tail::Lines::default();
     let mut batch_started: Option<Instant> = None;
@@ -668,8 +661,10 @@ pub fn run(
             }
             last_checkpoint = Instant::now();
         }
+        // Rendered at most every 100 ms: scrapes are seconds apart, and this is the hot loop.
         if let Some(shared) = &metrics {
-            if !idle || due || stopping {
+            if last_render.elapsed() >= Duration::from_millis(100) || stopping {
+                last_render = Instant::now();
                 snapshot.rows_in = report.rows_in;
                 snapshot.rows_out = report.rows_out;
                 snapshot.lag_bytes = tail.lag_bytes();

@@ -83,8 +83,8 @@ fn find_by_identity(dir: &Path, id: (u64, u64)) -> Option<PathBuf> {
 const READ_CHUNK: usize = 4 << 20;
 
 impl Tail {
-    /// Opens `path` at `from` (a position from a checkpoint), or at its start. Waits for the
-    /// file to exist only if it has never been read (`from` is `None`).
+    /// Opens `path` at `from` (a position from a checkpoint), or at its start. The file must
+    /// exist.
     pub fn open(path: &Path, from: Option<Position>) -> Result<Tail, IoError> {
         let Some(pos) = from else {
             let file = File::open(path).map_err(io_err(path, "cannot open"))?;
