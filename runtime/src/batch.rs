@@ -121,7 +121,7 @@ enum Done {
 #[derive(Default)]
 pub(crate) struct Incidents {
     /// Rows plugins failed on (dead-letter policy), already annotated for the dataset.
-    dead: Vec<(usize, RecordBatch)>,
+    pub(crate) dead: Vec<(usize, RecordBatch)>,
     /// (plugin position, rows) of batches dropped by the skip policy.
     pub(crate) skipped: Vec<(usize, u64)>,
     /// Plugin positions of each retry.
@@ -273,7 +273,7 @@ fn transform_all(
 }
 
 /// Failing rows with the columns that say what happened.
-fn dead_letter_rows(
+pub(crate) fn dead_letter_rows(
     rows: &RecordBatch,
     error: &str,
     plugin: &str,
@@ -324,8 +324,24 @@ pub(crate) fn run_chain(
     origin: (usize, u64),
     incidents: &mut Incidents,
 ) -> Result<Vec<RecordBatch>, PluginError> {
+    run_chain_with(instances, context, batch, origin, incidents, |_, _, _| {
+        Ok(())
+    })
+}
+
+/// Runs the chain over one batch, calling `before` with each plugin and the batches it is
+/// about to transform (streaming refits running statistics there).
+pub(crate) fn run_chain_with(
+    instances: &mut [Instance],
+    context: &WorkerContext<'_>,
+    batch: RecordBatch,
+    origin: (usize, u64),
+    incidents: &mut Incidents,
+    mut before: impl FnMut(usize, &mut Instance, &[RecordBatch]) -> Result<(), PluginError>,
+) -> Result<Vec<RecordBatch>, PluginError> {
     let mut batches = vec![batch];
     for (position, instance) in instances.iter_mut().enumerate() {
+        before(position, instance, &batches)?;
         let step = context.step(position, origin);
         batches = transform_all(instance, &step, batches, incidents)?;
     }

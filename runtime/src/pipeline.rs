@@ -127,7 +127,8 @@ pub struct StreamSpec {
     pub batch_rows: Option<usize>,
     /// … or this long after its first row arrived (default 200 ms).
     pub batch_ms: Option<u64>,
-    /// Time between checkpoints (default 1000 ms).
+    /// Time between checkpoints (default 1000 ms); 0 turns periodic checkpoints off (one is
+    /// still taken when the run stops).
     pub checkpoint_ms: Option<u64>,
     /// Where checkpoints are kept (default `<sink>-checkpoints` next to the output).
     pub checkpoint_dir: Option<PathBuf>,
@@ -139,13 +140,31 @@ pub struct StreamSpec {
     /// Serve Prometheus metrics on this address (`host:port`; port 0 picks one), at
     /// `/metrics`. Default: none.
     pub metrics_addr: Option<String>,
+    /// Take rows from an HTTP ingest endpoint on this address (`host:port`) instead of
+    /// `[source] paths`: `POST /ingest` with JSON lines or an Arrow IPC stream. Rows are in a
+    /// write-ahead log on disk before the request is answered.
+    pub listen: Option<String>,
+    /// The HTTP ingest's write-ahead log (default `<checkpoint-dir>/<job>.wal.jsonl`).
+    pub wal: Option<PathBuf>,
+    /// What to do with an input line that does not parse: `fail` (default), `skip`, or
+    /// `dead-letter`.
+    #[serde(default)]
+    pub on_malformed: crate::stream::decode::OnMalformed,
+    /// An event-time window aggregation after the plugin chain (`[stream.window]`).
+    pub window: Option<crate::stream::window::WindowSpec>,
+    /// What to do with events behind the watermark (late for their window): `drop`
+    /// (default) or `dead-letter`.
+    #[serde(default)]
+    pub on_late: crate::stream::LatePolicy,
 }
 
 /// `[source]`.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SourceSpec {
-    /// Files, glob patterns or directories.
+    /// Files, glob patterns or directories. In streaming mode: one growing file, a directory
+    /// files arrive in, or `-` for standard input.
+    #[serde(default)]
     pub paths: Vec<String>,
     /// The format, if not implied by the extension.
     pub format: Option<Format>,

@@ -31,6 +31,8 @@ use crate::sandbox::{self, EngineOptions, Limits, LogSource, StoreState};
 pub const TRANSFORMER_INTERFACE: &str = "quiver:plugin/transformer@0.1.0";
 /// Name of the interface a plugin fitted on the data (fit → transform) also exports.
 pub const AGGREGATE_INTERFACE: &str = "quiver:plugin/aggregate@0.1.0";
+/// Name of the interface a plugin that keeps state across batches also exports.
+pub const STATE_INTERFACE: &str = "quiver:plugin/state@0.1.0";
 /// Name of the interface the host offers to plugins.
 pub const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
 
@@ -146,6 +148,15 @@ pub enum PluginError {
         /// What is wrong.
         source: AbiError,
     },
+    /// An instance that keeps state across batches failed: its state is gone, and going on
+    /// would give wrong results.
+    #[error("plugin `{plugin}` keeps state across batches, and its instance failed ({cause}); its state is lost, so the run stops (a streaming run resumes from its last checkpoint)")]
+    StateLost {
+        /// The plugin.
+        plugin: String,
+        /// The failure that lost it.
+        cause: String,
+    },
     /// The engine failed outside of a plugin call.
     #[error("plugin {plugin}: {message}")]
     Engine {
@@ -166,6 +177,7 @@ impl PluginError {
                 | PluginError::NotAPlugin { .. }
                 | PluginError::Engine { .. }
                 | PluginError::Capability { .. }
+                | PluginError::StateLost { .. }
         )
     }
 }
@@ -379,6 +391,7 @@ impl Host {
             .get_export_index(None, TRANSFORMER_INTERFACE)
             .expect("checked above");
         let aggregate = component.get_export_index(None, AGGREGATE_INTERFACE);
+        let state = component.get_export_index(None, STATE_INTERFACE);
         let mut plugin = Plugin {
             path: path.to_path_buf(),
             name: path.display().to_string(),
@@ -389,6 +402,7 @@ impl Host {
             options: self.options,
             iface,
             aggregate,
+            state,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -431,6 +445,7 @@ pub struct Plugin {
     options: EngineOptions,
     iface: ComponentExportIndex,
     aggregate: Option<ComponentExportIndex>,
+    state: Option<ComponentExportIndex>,
 }
 
 impl Plugin {
@@ -446,6 +461,12 @@ impl Plugin {
     /// fit for a given schema: see [`Instance::fit_reads`]).
     pub fn is_aggregate(&self) -> bool {
         self.aggregate.is_some()
+    }
+
+    /// Whether the component exports the `state` interface (it may still keep no state as
+    /// configured: see [`Instance::snapshot`]).
+    pub fn has_state_interface(&self) -> bool {
+        self.state.is_some()
     }
 
     /// Checks parameters against the plugin's declared specs (unknown names, kinds, required
@@ -506,6 +527,16 @@ struct Funcs {
     prepare: Call<Vec<WitField>, WitPlan>,
     transform: Call<BatchIn<'static>, Vec<OutputBatch>>,
     aggregate: Option<AggregateFuncs>,
+    state: Option<StateFuncs>,
+}
+
+/// `snapshot`: no argument, maybe a state.
+type Snapshot = TypedFunc<(), (Result<Option<Vec<u8>>, WitPluginError>,)>;
+
+/// The `state` interface's functions.
+struct StateFuncs {
+    snapshot: Snapshot,
+    restore: Call<Vec<u8>, ()>,
 }
 
 /// The `aggregate` interface's functions.
@@ -631,6 +662,16 @@ impl RawInstance {
                 })
             }
         };
+        let state = match &plugin.state {
+            None => None,
+            Some(iface) => {
+                let s = (iface, STATE_INTERFACE);
+                Some(StateFuncs {
+                    snapshot: lookup.typed(s, "snapshot")?,
+                    restore: lookup.typed(s, "restore")?,
+                })
+            }
+        };
         Ok(RawInstance {
             store,
             funcs: Funcs {
@@ -639,6 +680,7 @@ impl RawInstance {
                 prepare,
                 transform,
                 aggregate,
+                state,
             },
             limits: *limits,
             options,
@@ -831,6 +873,11 @@ pub struct Instance {
     plan: Option<(SchemaRef, abi::Plan)>,
     /// Fitted parameters given by `set_fitted`, re-applied to a replacement instance.
     fitted: Option<String>,
+    /// Whether the instance holds state across batches (its `snapshot` gave some, or it was
+    /// restored): then a replacement instance would silently start from nothing.
+    stateful: bool,
+    /// Why the instance was dropped, if it was stateful.
+    lost: Option<String>,
     metrics: Metrics,
 }
 
@@ -853,6 +900,8 @@ impl Instance {
             raw: None,
             plan: None,
             fitted: None,
+            stateful: false,
+            lost: None,
             metrics: Metrics::default(),
         };
         instance.live()?;
@@ -896,6 +945,12 @@ impl Instance {
 
     /// The live instance, creating (and initialising) one if there is none.
     fn live(&mut self) -> Result<&mut RawInstance, PluginError> {
+        if let Some(cause) = &self.lost {
+            return Err(PluginError::StateLost {
+                plugin: self.plugin.name.clone(),
+                cause: cause.clone(),
+            });
+        }
         if self.raw.is_none() {
             let mut raw = RawInstance::new(&self.plugin, &self.limits, &self.grants)?;
             let params = self.params.clone();
@@ -1049,7 +1104,61 @@ impl Instance {
             }
             self.metrics.restarts += 1;
             self.plan = None;
+            if self.stateful {
+                self.lost = Some(e.to_string());
+            }
         }
+    }
+
+    /// One call of the `state` interface (`None` if the plugin does not export it).
+    fn state_call<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(
+            &mut Store<StoreState>,
+            &StateFuncs,
+        ) -> wasmtime::Result<Result<R, WitPluginError>>,
+    ) -> Result<Option<R>, PluginError> {
+        let plugin = self.plugin.clone();
+        if !plugin.has_state_interface() {
+            return Ok(None);
+        }
+        let raw = self.live()?;
+        let result = raw.call(&plugin, call, |s, funcs| {
+            f(s, funcs.state.as_ref().expect("checked above"))
+        });
+        match result {
+            Ok(r) => r.map(Some).map_err(|e| failed(&plugin.name, &e)),
+            Err(e) => {
+                self.discard_after(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The plugin's state after the batches so far, for a checkpoint; `None` if it keeps
+    /// none (it does not export `state`, or its `snapshot` says so).
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, PluginError> {
+        let state = self
+            .state_call("snapshot", |s, f| f.snapshot.call(s, ()).map(|r| r.0))?
+            .flatten();
+        self.stateful |= state.is_some();
+        Ok(state)
+    }
+
+    /// Gives the instance back the state a checkpoint saved.
+    pub fn restore(&mut self, state: Vec<u8>) -> Result<(), PluginError> {
+        let restored =
+            self.state_call("restore", |s, f| f.restore.call(s, (state,)).map(|r| r.0))?;
+        if restored.is_none() {
+            return Err(PluginError::Failed {
+                plugin: self.plugin.name.clone(),
+                message: format!("the checkpoint holds state for this plugin, but it does not export {STATE_INTERFACE} (was it replaced by another build?)"),
+            });
+        }
+        self.stateful = true;
+        self.plan = None;
+        Ok(())
     }
 
     /// The checked plan for `schema` (asking the plugin once per schema).

@@ -17,4 +17,6 @@ mod limits;
 mod policies;
 mod properties;
 mod stream;
+mod stream_sources;
+mod stream_windows;
 mod support;

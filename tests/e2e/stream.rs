@@ -9,15 +9,19 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// A pipeline that scales `x` (x → (x − 1) / 4) and streams to `out/` as JSON lines, with small
-/// micro-batches and frequent checkpoints so that kills land in every phase.
-fn pipeline(dir: &Path) -> PathBuf {
+/// A pipeline that scales `x` (x → (x − 1) / 4), numbers each row within its key (the
+/// `running-count` plugin, whose counts are checkpointed state) and streams to `out/` as JSON
+/// lines, with small micro-batches and frequent checkpoints so that kills land in every phase.
+pub(crate) fn pipeline(dir: &Path) -> PathBuf {
     let text = r#"
 [source]
 paths = ["in.jsonl"]
 [[plugin]]
 name = "scale"
 params = { columns = ["x"], a = 1.0, b = 4.0 }
+[[plugin]]
+name = "running-count"
+params = { key = "key", output = "n" }
 [sink]
 path = "out"
 format = "jsonl"
@@ -32,7 +36,7 @@ poll-ms = 5
     p
 }
 
-fn line(seq: u64) -> String {
+pub(crate) fn line(seq: u64) -> String {
     format!(
         "{{\"seq\": {seq}, \"key\": \"k{}\", \"x\": {}.5}}\n",
         seq % 7,
@@ -40,7 +44,7 @@ fn line(seq: u64) -> String {
     )
 }
 
-fn start(dir: &Path, extra: &[&str]) -> Child {
+pub(crate) fn start(dir: &Path, extra: &[&str]) -> Child {
     let mut c = quiver();
     c.current_dir(dir)
         .args(["run", "p.toml", "--stream"])
@@ -50,8 +54,8 @@ fn start(dir: &Path, extra: &[&str]) -> Child {
     c.spawn().expect("starting quiver")
 }
 
-/// Every output row: (seq, x), from the committed files only.
-fn output_rows(dir: &Path) -> Vec<(u64, f64)> {
+/// Every output row: (seq, x, n), from the committed files only.
+pub(crate) fn output_rows(dir: &Path) -> Vec<(u64, f64, i64)> {
     let out = dir.join("out");
     let Ok(entries) = std::fs::read_dir(&out) else {
         return Vec::new();
@@ -64,14 +68,18 @@ fn output_rows(dir: &Path) -> Vec<(u64, f64)> {
         }
         for l in std::fs::read_to_string(e.path()).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            rows.push((v["seq"].as_u64().unwrap(), v["x"].as_f64().unwrap()));
+            rows.push((
+                v["seq"].as_u64().unwrap(),
+                v["x"].as_f64().unwrap(),
+                v["n"].as_i64().unwrap(),
+            ));
         }
     }
     rows
 }
 
 /// Sends SIGTERM and waits for a clean exit; returns stderr.
-fn stop(child: Child) -> String {
+pub(crate) fn stop(child: Child) -> String {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -84,7 +92,7 @@ fn stop(child: Child) -> String {
 }
 
 /// Waits until the output holds `rows` rows (or more), for at most a minute.
-fn wait_for_rows(dir: &Path, rows: usize) {
+pub(crate) fn wait_for_rows(dir: &Path, rows: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while output_rows(dir).len() < rows {
         assert!(
@@ -161,9 +169,11 @@ fn twenty_kill_9s_while_data_flows_lose_and_repeat_no_row() {
     let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(seqs.len() as u64, TOTAL, "rows were lost or repeated");
     assert_eq!(seqs, (0..TOTAL).collect::<Vec<_>>());
-    for (seq, x) in rows {
+    // The reference running count: rows of key k{seq % 7} up to and including this one.
+    for (seq, x, n) in rows {
         let want = ((seq * 3) as f64 + 0.5 - 1.0) / 4.0;
         assert_eq!(x, want, "row {seq}");
+        assert_eq!(n, (seq / 7 + 1) as i64, "running count of row {seq}");
     }
     // Nothing uncommitted is left behind.
     let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("out"))

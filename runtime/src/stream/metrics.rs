@@ -35,6 +35,14 @@ pub struct Snapshot {
     pub skipped_batches: u64,
     /// Retried plugin calls.
     pub retries: u64,
+    /// Input lines that did not parse.
+    pub malformed: u64,
+    /// Events behind the watermark.
+    pub late: u64,
+    /// Rows written to the dead letters.
+    pub dead_letters: u64,
+    /// Windows open (waiting for the watermark).
+    pub open_windows: u64,
     /// Each plugin's name and figures, in chain order.
     pub plugins: Vec<(String, Metrics)>,
 }
@@ -106,7 +114,21 @@ pub fn render(s: &Snapshot) -> String {
         &[
             (",kind=\"skipped_batch\"".into(), s.skipped_batches as f64),
             (",kind=\"retry\"".into(), s.retries as f64),
+            (",kind=\"malformed_line\"".into(), s.malformed as f64),
+            (",kind=\"late_event\"".into(), s.late as f64),
         ],
+    );
+    metric(
+        "quiver_stream_dead_letters_total",
+        "counter",
+        "Rows written to the dead letters.",
+        &one(s.dead_letters as f64),
+    );
+    metric(
+        "quiver_stream_open_windows",
+        "gauge",
+        "Event-time windows waiting for the watermark.",
+        &one(s.open_windows as f64),
     );
     let per_plugin = |f: &dyn Fn(&Metrics) -> f64| -> Vec<(String, f64)> {
         s.plugins

@@ -210,6 +210,19 @@ impl Tail {
         Ok(Lines::default())
     }
 
+    /// For a file known to be complete: its last line even without a newline (after
+    /// [`Tail::poll`] found nothing more), else `None`.
+    pub fn last_line(&mut self) -> Option<Lines> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        self.partial.push(b'\n');
+        let lines = self.take_lines(1);
+        // The newline was not in the file: the offset stays at the file's end.
+        self.pos.offset -= 1;
+        lines
+    }
+
     /// Moves up to `max` complete lines out of `partial`.
     fn take_lines(&mut self, max: usize) -> Option<Lines> {
         let mut end = 0;

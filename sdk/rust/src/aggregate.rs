@@ -61,7 +61,7 @@ pub fn merge_columnwise<S>(
 /// encoding is refused instead of misread.
 const STATE_HEADER: &[u8; 4] = b"QST1";
 
-fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, PluginError> {
+pub(crate) fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, PluginError> {
     let mut out = STATE_HEADER.to_vec();
     let body = postcard::to_allocvec(state)
         .map_err(|e| PluginError::new(format!("cannot encode the state: {e}")))?;
@@ -69,7 +69,7 @@ fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, PluginError> {
     Ok(out)
 }
 
-fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, PluginError> {
+pub(crate) fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, PluginError> {
     let body = bytes.strip_prefix(STATE_HEADER.as_slice()).ok_or_else(|| {
         PluginError::new("the state was not made by this SDK version (bad header)")
     })?;

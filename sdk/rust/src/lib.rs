@@ -33,15 +33,15 @@
 
 use std::cell::UnsafeCell;
 
-/// Bindings of the `feature` world: the shared types, the host import, and both exports.
-/// Every SDK plugin is a `feature` component; a plain transform answers `fit-reads` with no
-/// columns, which tells the host there is nothing to fit.
+/// Bindings of the `stateful` world: the shared types, the host import, and the three exports.
+/// Every SDK plugin is a `stateful` component: a plain transform answers `fit-reads` with no
+/// columns (nothing to fit) and `snapshot` with `none` (no state), which tells the host so.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "quiver:plugin/feature",
+        world: "quiver:plugin/stateful",
         pub_export_macro: true,
         default_bindings_module: "quiver_sdk::bindings",
         export_macro_name: "export",
@@ -56,6 +56,7 @@ mod column;
 mod params;
 mod plan;
 pub mod quantile;
+mod state;
 
 pub use aggregate::{merge_columnwise, Aggregate, FitCalls, Unfitted};
 pub use bindings::quiver::plugin::host::Level;
@@ -68,6 +69,7 @@ pub use bitmap::{count_set_bits, get_bit, BitmapBuilder};
 pub use column::{Native, StringColumnBuilder};
 pub use params::Params;
 pub use plan::{expect_numeric, expect_type, find_field, NUMERIC};
+pub use state::{State, StateCalls, Stateless};
 
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
@@ -75,7 +77,7 @@ pub mod prelude {
         expect_numeric, expect_type, find_field, get_bit, log, merge_columnwise, Aggregate, Batch,
         BitmapBuilder, Column, DataType, Field, Level, Native, OutputBatch, OutputField,
         OutputSource, ParamError, ParamSpec, ParamValue, Params, Plan, Plugin, PluginError,
-        PluginInfo, StringColumnBuilder, Values, NUMERIC,
+        PluginInfo, State, StringColumnBuilder, Values, NUMERIC,
     };
 }
 
@@ -218,7 +220,20 @@ impl<T: Plugin> Default for Slot<T> {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        $crate::__export!($plugin, $crate::Unfitted<$plugin>);
+        $crate::__export!(
+            $plugin,
+            $crate::Unfitted<$plugin>,
+            $crate::Stateless<$plugin>
+        );
+    };
+}
+
+/// Exports a [`Plugin`] that is also a [`State`]: it keeps state across batches, which the
+/// host saves in streaming checkpoints.
+#[macro_export]
+macro_rules! export_stateful {
+    ($plugin:ty) => {
+        $crate::__export!($plugin, $crate::Unfitted<$plugin>, $plugin);
     };
 }
 
@@ -226,15 +241,16 @@ macro_rules! export_plugin {
 #[macro_export]
 macro_rules! export_feature {
     ($plugin:ty) => {
-        $crate::__export!($plugin, $plugin);
+        $crate::__export!($plugin, $plugin, $crate::Stateless<$plugin>);
     };
 }
 
-/// Both interfaces, delegating to a [`Slot`]; `$agg` is the plugin itself or [`Unfitted`].
+/// The three interfaces, delegating to a [`Slot`]; `$agg` is the plugin itself or
+/// [`Unfitted`], `$state` the plugin itself or [`Stateless`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export {
-    ($plugin:ty, $agg:ty) => {
+    ($plugin:ty, $agg:ty, $state:ty) => {
         const _: () = {
             static SLOT: $crate::Slot<$plugin> = $crate::Slot::new();
             struct QuiverExport;
@@ -271,6 +287,14 @@ macro_rules! __export {
                 }
                 fn set_fitted(fitted: String) -> Result<(), $crate::PluginError> {
                     <$agg as $crate::FitCalls<$plugin>>::set_fitted(&SLOT, fitted)
+                }
+            }
+            impl $crate::bindings::exports::quiver::plugin::state::Guest for QuiverExport {
+                fn snapshot() -> Result<Option<Vec<u8>>, $crate::PluginError> {
+                    <$state as $crate::StateCalls<$plugin>>::snapshot(&SLOT)
+                }
+                fn restore(state: Vec<u8>) -> Result<(), $crate::PluginError> {
+                    <$state as $crate::StateCalls<$plugin>>::restore(&SLOT, state)
                 }
             }
     $crate::bindings::export!(QuiverExport with_types_in $crate::bindings);

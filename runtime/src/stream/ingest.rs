@@ -1,0 +1,1179 @@
+//! HTTP ingest endpoint for a streaming run: clients POST rows, the server makes them durable in
+//! a local write-ahead log (WAL) of JSON lines, and only then answers `200`. The streaming driver
+//! follows the log by byte offset like any other growing JSON-lines file, so the stream can be
+//! replayed from it.
+//!
+//! # Requests
+//! - `POST /ingest` with JSON lines (`application/x-ndjson`, `application/jsonl`,
+//!   `application/json`, `text/plain` or no content type): every non-empty line must be a JSON
+//!   object. Lines are appended as sent, each ending in `\n`; empty lines are dropped.
+//! - `POST /ingest` with `application/vnd.apache.arrow.stream`: an Arrow IPC stream, whose rows
+//!   are appended as JSON lines.
+//! - `GET /health`: `200 ok`.
+//!
+//! A `200` carries `{"accepted": N, "offset": END}`, END being the log's length after the append.
+//! Errors are plain text: `400` (a bad row or stream; nothing of the request is appended),
+//! `404`, `405`, `413` (body over the limit), `415` (unknown content type), `500` (the log could
+//! not be written) and `503` with `Retry-After: 1` (backpressure, below).
+//!
+//! # Durability
+//! A request is validated whole before anything is written, then its bytes go to the log in one
+//! `write_all` and are `fdatasync`ed before the answer: an acknowledged row survives `kill -9`
+//! and power loss. A crash between the write and the answer can leave rows that were never
+//! acknowledged; a client that retries then sends them twice (at-least-once). A crash in the
+//! middle of a write leaves a torn last line, which the next start cuts off. The log is locked
+//! while a server runs, as a second writer would break both guarantees.
+//!
+//! # Backpressure
+//! The driver reports how far it has read ([`IngestServer::set_read_offset`]); while the log
+//! holds more than `max_unread_bytes` past that, requests get `503` and nothing is appended, so
+//! a stalled driver cannot let the log grow without bound.
+//!
+//! # Limits
+//! One thread serves requests one at a time (appends are serialized anyway), and the HTTP layer
+//! has no socket timeouts: a client that sends its body slowly, or less of it than it declared,
+//! holds the others up meanwhile. A request holds its body (at most `max_body_bytes`) and its
+//! rows as JSON lines in memory. A request declaring a body over 256 MiB is abandoned
+//! unanswered, as the HTTP layer cannot drop it safely.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::panic;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::json::LineDelimitedWriter;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+/// Content types whose body is JSON lines; no content type at all counts too.
+const JSON_LINES_TYPES: [&str; 4] = [
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json",
+    "text/plain",
+];
+
+/// Content type of an Arrow IPC stream body.
+const ARROW_STREAM_TYPE: &str = "application/vnd.apache.arrow.stream";
+
+/// Rows of an Arrow batch turned into JSON at a time, so the output size is checked often: a
+/// dictionary-encoded column can make the JSON far larger than the body.
+const ARROW_SLICE_ROWS: usize = 256;
+
+/// How much of an oversized body is still read and thrown away so the client gets the `413`
+/// rather than a connection reset.
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// Requests declaring a body longer than this are abandoned unanswered, whatever
+/// `max_body_bytes` says: the HTTP layer drains an unread body through one buffer of the
+/// declared size when a request is dropped, and failing to allocate that aborts the process.
+const UNDRAINABLE_BODY_BYTES: usize = 256 << 20;
+
+/// Settings of an [`IngestServer`].
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Address to listen on, e.g. `127.0.0.1:0` (port 0 picks a free port, see
+    /// [`IngestServer::local_addr`]).
+    pub addr: String,
+    /// The write-ahead log: created if missing (with its parent directories), appended to
+    /// otherwise.
+    pub wal: PathBuf,
+    /// Request bodies larger than this get `413`. Bodies declared over 256 MiB are never read,
+    /// whatever this says (see the module docs).
+    pub max_body_bytes: u64,
+    /// Backpressure: while the log holds more than this many bytes that the driver has not read
+    /// yet, requests get `503` with `Retry-After: 1` and nothing is appended. An Arrow body whose
+    /// rows would take more than both this and `max_body_bytes` as JSON lines gets `413`.
+    pub max_unread_bytes: u64,
+}
+
+/// Why an [`IngestServer`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The address could not be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The log (or its directory) could not be created, opened or repaired.
+    #[error("{}: cannot open the write-ahead log: {source}", .path.display())]
+    Wal {
+        /// The log.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another ingest server holds the log.
+    #[error("{}: the write-ahead log is in use by another ingest server", .path.display())]
+    WalLocked {
+        /// The log.
+        path: PathBuf,
+    },
+    /// The server thread could not be started.
+    #[error("cannot start the ingest server thread for {addr}: {source}")]
+    Spawn {
+        /// The address listened on.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// State shared between the server thread and its handle.
+#[derive(Debug, Default)]
+struct Shared {
+    read_offset: AtomicU64,
+    rows_accepted: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A running ingest endpoint; see the module docs for the protocol.
+pub struct IngestServer {
+    addr: SocketAddr,
+    wal: PathBuf,
+    http: Arc<Server>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for IngestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestServer")
+            .field("addr", &self.addr)
+            .field("wal", &self.wal)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngestServer {
+    /// Opens (and if need be repairs) the log, binds the address and starts the server thread;
+    /// returns at once.
+    pub fn start(config: IngestConfig) -> Result<IngestServer, IngestError> {
+        let wal = Wal::open(&config.wal)?;
+        let http = Server::http(config.addr.as_str()).map_err(|source| IngestError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let addr = http
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| IngestError::Bind {
+                addr: config.addr.clone(),
+                source: "not an IP address".into(),
+            })?;
+        let http = Arc::new(http);
+        let shared = Arc::new(Shared::default());
+        tracing::info!(
+            %addr,
+            wal = %config.wal.display(),
+            wal_bytes = wal.len,
+            "ingest server listening"
+        );
+        let worker = Worker {
+            wal,
+            shared: shared.clone(),
+            max_body_bytes: config.max_body_bytes,
+            max_unread_bytes: config.max_unread_bytes,
+        };
+        let thread_http = http.clone();
+        let thread = thread::Builder::new()
+            .name("quiver-ingest".into())
+            .spawn(move || worker.serve(&thread_http))
+            .map_err(|source| IngestError::Spawn { addr, source })?;
+        Ok(IngestServer {
+            addr,
+            wal: config.wal,
+            http,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server is bound to (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The driver reports how far it has read the log (a byte offset), for backpressure.
+    pub fn set_read_offset(&self, offset: u64) {
+        self.shared.read_offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// Rows acknowledged since the server started.
+    pub fn rows_accepted(&self) -> u64 {
+        self.shared.rows_accepted.load(Ordering::Relaxed)
+    }
+
+    /// Stops the server thread and waits for it; requests already queued are answered first.
+    /// Dropping the server does the same.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.shared.stop.store(true, Ordering::Release);
+            // Wakes the thread if it is waiting for a request.
+            self.http.unblock();
+            if thread.join().is_err() {
+                tracing::error!(addr = %self.addr, "ingest server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for IngestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The log, as the server thread writes it.
+struct Wal {
+    path: PathBuf,
+    /// Opened for appending (and reading, for the repair at start), and locked.
+    file: File,
+    /// Its length: everything in it is whole lines.
+    len: u64,
+    /// Why appending is no longer safe, once a failed write could not be undone or an fsync
+    /// failed (after which the kernel may have dropped the data while a later fsync succeeds).
+    broken: Option<String>,
+}
+
+impl Wal {
+    fn open(path: &Path) -> Result<Wal, IngestError> {
+        let wal_err = |source| IngestError::Wal {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dirs: Vec<&Path> = dir
+            .ancestors()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .collect();
+        // Directories created below the first existing one must reach the disk too.
+        let existing = dirs.iter().position(|d| d.is_dir()).unwrap_or(0);
+        fs::create_dir_all(dir).map_err(wal_err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(wal_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(IngestError::WalLocked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(wal_err(e)),
+        }
+        // A newly created log is only durable once its directory entry is.
+        for d in &dirs[..=existing] {
+            File::open(d).and_then(|d| d.sync_all()).map_err(wal_err)?;
+        }
+        let len = cut_torn_tail(&mut file, path).map_err(wal_err)?;
+        Ok(Wal {
+            path: path.to_path_buf(),
+            file,
+            len,
+            broken: None,
+        })
+    }
+
+    /// Appends `bytes` (whole lines) with one write and fsyncs; returns the new length.
+    fn append(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        if let Some(refusal) = self.refusal() {
+            return Err(refusal);
+        }
+        if let Err(e) = self.file.write_all(bytes) {
+            let mut msg = format!(
+                "{}: cannot append to the write-ahead log: {e}",
+                self.path.display()
+            );
+            // A partial write must not stay: the next append would glue onto the torn line.
+            if let Err(undo) = self.undo() {
+                msg.push_str(&format!("; cutting it back failed too: {undo}"));
+                self.broken = Some(msg.clone());
+            }
+            return Err(msg);
+        }
+        if let Err(e) = self.file.sync_data() {
+            let mut msg = format!(
+                "{}: cannot fsync the write-ahead log: {e}",
+                self.path.display()
+            );
+            // The rows were not acknowledged, so keep them out of the log if possible.
+            if let Err(undo) = self.undo() {
+                msg.push_str(&format!("; cutting it back failed too: {undo}"));
+            }
+            self.broken = Some(msg.clone());
+            return Err(msg);
+        }
+        self.len += bytes.len() as u64;
+        Ok(self.len)
+    }
+
+    /// Why nothing can be appended any more, if so.
+    fn refusal(&self) -> Option<String> {
+        let why = self.broken.as_ref()?;
+        Some(format!(
+            "{}: the write-ahead log failed earlier ({why}); restart the ingest server",
+            self.path.display()
+        ))
+    }
+
+    /// Cuts the log back to its last known good length.
+    fn undo(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_all()
+    }
+}
+
+/// If the log does not end in `\n`, cuts it back to just after its last `\n`: the rest is a line
+/// torn by a crash during an append, which was therefore never acknowledged. Returns the length.
+fn cut_torn_tail(file: &mut File, path: &Path) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut end = len;
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        file.sync_all()?;
+        tracing::warn!(
+            wal = %path.display(),
+            dropped_bytes = len - keep,
+            "cut a torn last line off the write-ahead log (an append interrupted by a crash, never acknowledged)"
+        );
+    }
+    Ok(keep)
+}
+
+/// How a request body is read.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    JsonLines,
+    ArrowStream,
+}
+
+/// A refusal: the status and the text to answer with.
+type Refusal = (u16, String);
+
+/// The server thread's state.
+struct Worker {
+    wal: Wal,
+    shared: Arc<Shared>,
+    max_body_bytes: u64,
+    max_unread_bytes: u64,
+}
+
+impl Worker {
+    fn serve(mut self, http: &Server) {
+        // Requests queued before `unblock`'s marker are still answered: the queue is in order.
+        loop {
+            match http.recv() {
+                Ok(request) if request.body_length() > Some(UNDRAINABLE_BODY_BYTES) => {
+                    abandon(request);
+                }
+                Ok(mut request) => {
+                    let response = self.handle(&mut request);
+                    if let Err(e) = request.respond(response) {
+                        tracing::debug!(error = %e, "could not send an ingest answer");
+                    }
+                }
+                // `unblock` (stopping) also lands here.
+                Err(e) => {
+                    if self.shared.stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    tracing::warn!(error = %e, "ingest server could not take a connection");
+                    // Keeps a persistent accept failure (e.g. out of file descriptors) from
+                    // spinning.
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, request: &mut Request) -> Response<Cursor<Vec<u8>>> {
+        let path = request.url().split('?').next().unwrap_or_default();
+        let method = request.method().clone();
+        let result = match (path, method) {
+            ("/ingest", Method::Post) => self.ingest(request),
+            ("/ingest", _) => return not_allowed("POST"),
+            ("/health", Method::Get | Method::Head) => return Response::from_string("ok"),
+            ("/health", _) => return not_allowed("GET, HEAD"),
+            _ => Err((404, "not found: POST rows to /ingest\n".to_string())),
+        };
+        match result {
+            Ok((rows, offset)) => {
+                let body = serde_json::json!({ "accepted": rows, "offset": offset });
+                Response::from_string(body.to_string())
+                    .with_header(header("Content-Type", "application/json"))
+            }
+            Err((status, text)) => {
+                let response = Response::from_string(text).with_status_code(status);
+                if status == 503 {
+                    response.with_header(header("Retry-After", "1"))
+                } else {
+                    response
+                }
+            }
+        }
+    }
+
+    /// Handles `POST /ingest`; returns the rows accepted and the log's new length.
+    fn ingest(&mut self, request: &mut Request) -> Result<(u64, u64), Refusal> {
+        let format = body_format(request)?;
+        let limit = self.max_body_bytes;
+        // Refused before reading anything when the client says how much it sends.
+        if let Some(len) = request.body_length() {
+            if len as u64 > limit {
+                return Err(too_large(limit));
+            }
+        }
+        if let Some(refusal) = self.wal.refusal() {
+            return Err((500, format!("{refusal}\n")));
+        }
+        let read = self.shared.read_offset.load(Ordering::Relaxed);
+        let unread = self.wal.len.saturating_sub(read);
+        if unread > self.max_unread_bytes {
+            return Err((
+                503,
+                format!(
+                    "the stream is behind by {unread} bytes (more than {}); retry later\n",
+                    self.max_unread_bytes
+                ),
+            ));
+        }
+        let body = read_body(request.as_reader(), limit)?;
+        let (lines, rows) = match format {
+            Format::JsonLines => json_lines(&body)?,
+            Format::ArrowStream => {
+                arrow_lines(&body, self.max_body_bytes.max(self.max_unread_bytes))?
+            }
+        };
+        if rows == 0 {
+            return Ok((0, self.wal.len));
+        }
+        match self.wal.append(&lines) {
+            Ok(offset) => {
+                self.shared.rows_accepted.fetch_add(rows, Ordering::Relaxed);
+                Ok((rows, offset))
+            }
+            Err(msg) => {
+                tracing::error!("{msg}");
+                Err((500, format!("{msg}\n")))
+            }
+        }
+    }
+}
+
+/// Gives up on a request whose body is too large to ever drop (see [`UNDRAINABLE_BODY_BYTES`]).
+/// Leaking it (its connection, and the HTTP layer's thread serving that connection) is the
+/// lesser harm; the client gets no answer.
+fn abandon(request: Request) {
+    tracing::warn!(
+        remote = ?request.remote_addr(),
+        declared_bytes = request.body_length(),
+        "abandoned an ingest request declaring a body too large to drain"
+    );
+    std::mem::forget(request);
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+fn not_allowed(allow: &str) -> Response<Cursor<Vec<u8>>> {
+    Response::from_string(format!("method not allowed; use {allow}\n"))
+        .with_status_code(405)
+        .with_header(header("Allow", allow))
+}
+
+fn too_large(limit: u64) -> Refusal {
+    (
+        413,
+        format!("the request body is larger than {limit} bytes\n"),
+    )
+}
+
+fn body_format(request: &Request) -> Result<Format, Refusal> {
+    let content_type = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .map(|h| {
+            // Parameters such as `charset` do not change how the body is read.
+            let value = h.value.as_str();
+            value
+                .split(';')
+                .next()
+                .unwrap_or(value)
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if content_type.is_empty() || JSON_LINES_TYPES.contains(&content_type.as_str()) {
+        Ok(Format::JsonLines)
+    } else if content_type == ARROW_STREAM_TYPE {
+        Ok(Format::ArrowStream)
+    } else {
+        Err((
+            415,
+            format!(
+                "unsupported content type {content_type:?}; send JSON lines ({}) or {ARROW_STREAM_TYPE}\n",
+                JSON_LINES_TYPES.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Reads the body, refusing it past `limit` bytes (a chunked body has no length up front).
+fn read_body(reader: &mut dyn Read, limit: u64) -> Result<Vec<u8>, Refusal> {
+    let mut body = Vec::new();
+    let mut capped = reader.take(limit.saturating_add(1));
+    capped
+        .read_to_end(&mut body)
+        .map_err(|e| (400, format!("cannot read the request body: {e}\n")))?;
+    if body.len() as u64 > limit {
+        let _ = io::copy(&mut capped.into_inner().take(DRAIN_LIMIT), &mut io::sink());
+        return Err(too_large(limit));
+    }
+    Ok(body)
+}
+
+/// Checks that every non-empty line is a JSON object; returns those lines, each ending in
+/// `\n`, and how many there are.
+fn json_lines(body: &[u8]) -> Result<(Vec<u8>, u64), Refusal> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    let mut rows = 0;
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let problem = match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(_)) => None,
+            Ok(other) => Some(format!("expected a JSON object, found {}", kind(&other))),
+            Err(e) => Some(parse_problem(&e)),
+        };
+        if let Some(problem) = problem {
+            return Err((
+                400,
+                format!(
+                    "line {} of the request: {problem}; nothing from this request was written\n",
+                    i + 1
+                ),
+            ));
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        rows += 1;
+    }
+    Ok((out, rows))
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The parse error with its column; its "line 1" would only confuse, as a row is one line.
+fn parse_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!("column {}: {message}", e.column()),
+        None => text,
+    }
+}
+
+/// Decodes an Arrow IPC stream into JSON lines; refuses it once they pass `max_json` bytes.
+fn arrow_lines(body: &[u8], max_json: u64) -> Result<(Vec<u8>, u64), Refusal> {
+    // The body comes from the network: a decoder bug it triggers must cost this request, not
+    // the server thread.
+    panic::catch_unwind(|| arrow_to_json(body, max_json)).unwrap_or_else(|_| {
+        Err((
+            400,
+            "the Arrow IPC stream is malformed (its decoder failed)\n".to_string(),
+        ))
+    })
+}
+
+fn arrow_to_json(body: &[u8], max_json: u64) -> Result<(Vec<u8>, u64), Refusal> {
+    let bad_stream = |e: ArrowError| (400, format!("cannot decode the Arrow IPC stream: {e}\n"));
+    let bad_rows = |e: ArrowError| (400, format!("cannot turn the Arrow rows into JSON: {e}\n"));
+    let reader = StreamReader::try_new(body, None).map_err(bad_stream)?;
+    let mut writer = LineDelimitedWriter::new(Vec::new());
+    let mut rows = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(bad_stream)?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let len = ARROW_SLICE_ROWS.min(batch.num_rows() - start);
+            writer.write(&batch.slice(start, len)).map_err(bad_rows)?;
+            if writer.get_ref().len() as u64 > max_json {
+                return Err((
+                    413,
+                    format!(
+                        "the Arrow rows take more than {max_json} bytes as JSON lines; send fewer rows per request\n"
+                    ),
+                ));
+            }
+            start += len;
+        }
+        rows += batch.num_rows() as u64;
+    }
+    writer.finish().map_err(bad_rows)?;
+    Ok((writer.into_inner(), rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+    use std::net::TcpStream;
+    use std::sync::atomic::AtomicUsize;
+
+    use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow::compute::concat_batches;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::writer::StreamWriter;
+
+    /// A fresh directory per test, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "ingest-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config(wal: &Path) -> IngestConfig {
+        IngestConfig {
+            addr: "127.0.0.1:0".into(),
+            wal: wal.to_path_buf(),
+            max_body_bytes: 1 << 20,
+            max_unread_bytes: 1 << 30,
+        }
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// The `(accepted, offset)` of a `200`.
+        fn accepted(&self) -> (u64, u64) {
+            assert_eq!(self.status, 200, "{}", self.body);
+            let v: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+            (
+                v["accepted"].as_u64().unwrap(),
+                v["offset"].as_u64().unwrap(),
+            )
+        }
+    }
+
+    /// Sends one request over a fresh connection; `extra` holds raw header lines.
+    fn send(addr: SocketAddr, method: &str, path: &str, extra: &[&str], body: &[u8]) -> Answer {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if !extra.iter().any(|h| h.starts_with("Transfer-Encoding")) {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        for h in extra {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        Answer {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    fn post(addr: SocketAddr, content_type: Option<&str>, body: &[u8]) -> Answer {
+        let ct = content_type.map(|ct| format!("Content-Type: {ct}"));
+        let extra: Vec<&str> = ct.iter().map(String::as_str).collect();
+        send(addr, "POST", "/ingest", &extra, body)
+    }
+
+    fn ndjson(addr: SocketAddr, body: &str) -> Answer {
+        post(addr, Some("application/x-ndjson"), body.as_bytes())
+    }
+
+    #[test]
+    fn json_lines_are_appended_byte_for_byte_in_request_order() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+
+        let first = "{\"a\":1}\n{\"a\": 2, \"s\": \"x y\"}\n";
+        let (n, off) = ndjson(addr, first).accepted();
+        assert_eq!((n, off), (2, first.len() as u64));
+        assert_eq!(fs::read(&wal).unwrap().len() as u64, off);
+
+        // No final newline: one is added.
+        let (n, off) = post(addr, None, b"{\"b\":[1,2]}").accepted();
+        assert_eq!(n, 1);
+        assert_eq!(fs::read(&wal).unwrap().len() as u64, off);
+
+        // Empty lines are dropped; other content types also mean JSON lines.
+        let (n, off) = post(
+            addr,
+            Some("application/jsonl; charset=utf-8"),
+            b"\n{\"c\":3}\n\n  \n{\"c\":4}\n",
+        )
+        .accepted();
+        assert_eq!(n, 2);
+        let (n, off2) = post(addr, Some("text/plain"), b"{\"d\":null}\n").accepted();
+        assert_eq!(n, 1);
+        assert!(off2 > off);
+        let (n, same) = post(addr, Some("application/json"), b"\n\n").accepted();
+        assert_eq!((n, same), (0, off2));
+
+        let expected =
+            format!("{first}{{\"b\":[1,2]}}\n{{\"c\":3}}\n{{\"c\":4}}\n{{\"d\":null}}\n");
+        assert_eq!(fs::read_to_string(&wal).unwrap(), expected);
+        assert_eq!(off2, expected.len() as u64);
+        assert_eq!(server.rows_accepted(), 6);
+        server.stop();
+    }
+
+    #[test]
+    fn a_bad_line_is_refused_naming_it_and_nothing_of_the_request_is_written() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+        ndjson(addr, "{\"ok\":1}\n").accepted();
+        let before = fs::read(&wal).unwrap();
+
+        let a = ndjson(addr, "{\"a\":1}\n\n{\"a\":2,}\n{\"a\":3}\n");
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("line 3"), "{}", a.body);
+        assert!(a.body.contains("column"), "{}", a.body);
+
+        let a = ndjson(addr, "{\"a\":1}\n[1,2]\n");
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("line 2"), "{}", a.body);
+        assert!(a.body.contains("an array"), "{}", a.body);
+
+        assert_eq!(fs::read(&wal).unwrap(), before);
+        assert_eq!(server.rows_accepted(), 1);
+    }
+
+    fn sample_batches() -> (Arc<Schema>, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = |ids: Vec<Option<i64>>, xs: Vec<Option<f64>>, names: Vec<Option<&str>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Float64Array::from(xs)),
+                    Arc::new(StringArray::from(names)),
+                ],
+            )
+            .unwrap()
+        };
+        let batches = vec![
+            batch(
+                vec![Some(1), None, Some(-7)],
+                vec![Some(1.5), Some(-0.25), None],
+                vec![Some("a"), None, Some("quote \" and\nnewline")],
+            ),
+            batch(vec![Some(i64::MAX)], vec![Some(1e-300)], vec![Some("ü")]),
+        ];
+        (schema, batches)
+    }
+
+    fn ipc(schema: &Schema, batches: &[RecordBatch]) -> Vec<u8> {
+        let mut writer = StreamWriter::try_new(Vec::new(), schema).unwrap();
+        for b in batches {
+            writer.write(b).unwrap();
+        }
+        writer.finish().unwrap();
+        writer.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_arrow_stream_is_appended_as_json_lines_that_read_back_to_the_same_rows() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+        let (schema, batches) = sample_batches();
+
+        let (n, off) = post(addr, Some(ARROW_STREAM_TYPE), &ipc(&schema, &batches)).accepted();
+        assert_eq!(n, 4);
+        let text = fs::read_to_string(&wal).unwrap();
+        assert_eq!(off, text.len() as u64);
+        assert_eq!(text.lines().count(), 4);
+
+        let reader = arrow::json::ReaderBuilder::new(schema.clone())
+            .build(io::BufReader::new(text.as_bytes()))
+            .unwrap();
+        let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let got = concat_batches(&schema, &read).unwrap();
+        let want = concat_batches(&schema, &batches).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got.column(0).null_count(), 1);
+
+        // Garbage is refused and appends nothing.
+        let a = post(addr, Some(ARROW_STREAM_TYPE), b"definitely not arrow");
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("Arrow IPC"), "{}", a.body);
+        let mut cut = ipc(&schema, &batches);
+        cut.truncate(cut.len() - 30);
+        assert_eq!(post(addr, Some(ARROW_STREAM_TYPE), &cut).status, 400);
+        assert_eq!(fs::read_to_string(&wal).unwrap(), text);
+    }
+
+    #[test]
+    fn wrong_paths_methods_content_types_and_sizes_are_refused() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(IngestConfig {
+            max_body_bytes: 2000,
+            ..config(&wal)
+        })
+        .unwrap();
+        let addr = server.local_addr();
+
+        let a = send(addr, "GET", "/health", &[], b"");
+        assert_eq!((a.status, a.body.as_str()), (200, "ok"));
+        assert_eq!(send(addr, "POST", "/nope", &[], b"{}").status, 404);
+        assert_eq!(send(addr, "GET", "/", &[], b"").status, 404);
+
+        let a = send(addr, "GET", "/ingest", &[], b"");
+        assert_eq!(a.status, 405);
+        assert_eq!(a.header("Allow"), Some("POST"));
+        assert_eq!(send(addr, "PUT", "/ingest", &[], b"{}").status, 405);
+
+        let a = post(addr, Some("text/csv"), b"a,b\n1,2\n");
+        assert_eq!(a.status, 415);
+        assert!(a.body.contains("text/csv"), "{}", a.body);
+
+        // Over the limit by Content-Length ...
+        let row = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(100));
+        let big = row.repeat(30);
+        assert_eq!(ndjson(addr, &big).status, 413);
+        // ... and by what arrives when there is none (chunked).
+        let chunked = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+        let a = send(
+            addr,
+            "POST",
+            "/ingest",
+            &["Transfer-Encoding: chunked"],
+            chunked.as_bytes(),
+        );
+        assert_eq!(a.status, 413);
+        // A chunked body within the limit is fine.
+        let small = format!("{:x}\r\n{row}\r\n0\r\n\r\n", row.len());
+        let a = send(
+            addr,
+            "POST",
+            "/ingest",
+            &["Transfer-Encoding: chunked"],
+            small.as_bytes(),
+        );
+        assert_eq!(a.accepted().0, 1);
+
+        assert_eq!(fs::read_to_string(&wal).unwrap(), row);
+    }
+
+    #[test]
+    fn arrow_rows_that_swell_past_the_limits_as_json_are_refused() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(IngestConfig {
+            max_body_bytes: 4000,
+            max_unread_bytes: 4000,
+            ..config(&wal)
+        })
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "a_rather_long_column_name",
+            DataType::Int64,
+            false,
+        )]));
+        let column = Int64Array::from((0..300).collect::<Vec<i64>>());
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
+        let body = ipc(&schema, &[batch]);
+        assert!(body.len() < 4000);
+        let a = post(server.local_addr(), Some(ARROW_STREAM_TYPE), &body);
+        assert_eq!(a.status, 413, "{}", a.body);
+        assert_eq!(fs::read(&wal).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_request_declaring_an_absurd_body_does_not_bring_the_server_down() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(
+            b"POST /ingest HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000000000000\r\n\r\n{}",
+        )
+        .unwrap();
+        drop(conn);
+        // Had the request been dropped, draining its body would have aborted this process.
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(ndjson(addr, "{\"a\":1}\n").accepted().0, 1);
+    }
+
+    #[test]
+    fn backpressure_refuses_until_the_driver_catches_up() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(IngestConfig {
+            max_unread_bytes: 50,
+            ..config(&wal)
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let rows = format!("{{\"v\":\"{}\"}}\n", "x".repeat(60));
+
+        let (_, off) = ndjson(addr, &rows).accepted();
+        let a = ndjson(addr, "{\"v\":2}\n");
+        assert_eq!(a.status, 503);
+        assert_eq!(a.header("Retry-After"), Some("1"));
+        assert!(
+            a.body.contains(&format!("behind by {off} bytes")),
+            "{}",
+            a.body
+        );
+        assert_eq!(fs::read(&wal).unwrap().len() as u64, off);
+
+        // Still behind by more than the limit.
+        server.set_read_offset(5);
+        assert_eq!(ndjson(addr, "{\"v\":2}\n").status, 503);
+        server.set_read_offset(off);
+        let (n, off2) = ndjson(addr, "{\"v\":2}\n").accepted();
+        assert_eq!((n, off2), (1, off + 8));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_on_start() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("deep").join("er").join("wal.jsonl");
+        fs::create_dir_all(wal.parent().unwrap()).unwrap();
+        fs::write(&wal, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let server = IngestServer::start(config(&wal)).unwrap();
+        assert_eq!(fs::read_to_string(&wal).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        let (_, off) = ndjson(server.local_addr(), "{\"a\":3}\n").accepted();
+        assert_eq!(
+            fs::read_to_string(&wal).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+        assert_eq!(off, 24);
+        server.stop();
+
+        // A log with no whole line at all, longer than one read-back chunk, is emptied.
+        fs::write(&wal, "y".repeat(200_000)).unwrap();
+        drop(IngestServer::start(config(&wal)).unwrap());
+        assert_eq!(fs::read(&wal).unwrap().len(), 0);
+
+        // A whole line longer than one chunk, then a torn one.
+        let long = format!("{{\"z\":\"{}\"}}\n", "z".repeat(100_000));
+        fs::write(&wal, format!("{long}{}", "w".repeat(70_000))).unwrap();
+        drop(IngestServer::start(config(&wal)).unwrap());
+        assert_eq!(fs::read_to_string(&wal).unwrap(), long);
+
+        // A missing log and its directories are created.
+        let fresh = dir.0.join("new").join("dir").join("wal.jsonl");
+        let server = IngestServer::start(config(&fresh)).unwrap();
+        assert_eq!(fs::read(&fresh).unwrap().len(), 0);
+        ndjson(server.local_addr(), "{}\n").accepted();
+        assert_eq!(fs::read_to_string(&fresh).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn a_second_server_on_the_same_log_is_refused() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let first = IngestServer::start(config(&wal)).unwrap();
+        let err = IngestServer::start(config(&wal)).unwrap_err();
+        assert!(matches!(err, IngestError::WalLocked { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&wal.display().to_string()),
+            "{err}"
+        );
+        first.stop();
+        IngestServer::start(config(&wal)).unwrap().stop();
+
+        let err = IngestServer::start(IngestConfig {
+            addr: "256.0.0.1:0".into(),
+            ..config(&wal)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("256.0.0.1:0"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_answers_500_naming_the_log() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let server = IngestServer::start(config(full)).unwrap();
+        let addr = server.local_addr();
+        let a = ndjson(addr, "{\"a\":1}\n");
+        assert_eq!(a.status, 500);
+        assert!(a.body.contains("/dev/full"), "{}", a.body);
+        assert!(a.body.contains("os error"), "{}", a.body);
+        // The device cannot be cut back, so the log stays refused until a restart.
+        let a = ndjson(addr, "{\"a\":1}\n");
+        assert_eq!(a.status, 500);
+        assert!(a.body.contains("failed earlier"), "{}", a.body);
+        assert_eq!(server.rows_accepted(), 0);
+    }
+
+    #[test]
+    fn concurrent_clients_each_get_every_acknowledged_row_written_exactly_once() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal.jsonl");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+
+        let clients: Vec<_> = (0..4)
+            .map(|t| {
+                thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..50 {
+                        // Some rows long enough that the body is read past the first packet.
+                        let pad = "p".repeat((i % 3) * 700);
+                        let body: String = (0..1 + i % 3)
+                            .map(|k| {
+                                format!("{{\"t\":{t},\"i\":{i},\"k\":{k},\"pad\":\"{pad}\"}}\n")
+                            })
+                            .collect();
+                        let (n, off) = ndjson(addr, &body).accepted();
+                        assert_eq!(n as usize, 1 + i % 3);
+                        acked.push((body, off));
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let acked: Vec<(String, u64)> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+
+        let text = fs::read_to_string(&wal).unwrap();
+        // Each request's lines sit together, ending at the offset its answer gave.
+        for (body, off) in &acked {
+            let end = *off as usize;
+            assert_eq!(&text[end - body.len()..end], body);
+        }
+        let mut seen = HashMap::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let key = (
+                v["t"].as_u64().unwrap(),
+                v["i"].as_u64().unwrap(),
+                v["k"].as_u64().unwrap(),
+            );
+            *seen.entry(key).or_insert(0) += 1;
+        }
+        let rows: usize = (0..50).map(|i| 1 + i % 3).sum::<usize>() * 4;
+        assert_eq!(seen.len(), rows);
+        assert!(seen.values().all(|&n| n == 1));
+        assert_eq!(server.rows_accepted(), rows as u64);
+        assert_eq!(acked.iter().map(|(_, o)| *o).max(), Some(text.len() as u64));
+    }
+}

@@ -1,0 +1,440 @@
+//! Streaming sources and sinks through the real binary: a directory files arrive in, HTTP
+//! ingest, stdin to stdout, a CSV tail; malformed lines sent to dead letters; fitted plugins
+//! keeping running statistics across restarts.
+
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::stream::{line, output_rows, start, stop, wait_for_rows};
+use crate::support::*;
+
+/// A pipeline like the kill test's (scale x, running count per key, JSON lines to `out/`)
+/// with `source` and `stream` as given.
+fn pipeline_with(dir: &Path, source: &str, sink: &str, stream: &str) {
+    let text = format!(
+        r#"
+[source]
+{source}
+[[plugin]]
+name = "scale"
+params = {{ columns = ["x"], a = 1.0, b = 4.0 }}
+[[plugin]]
+name = "running-count"
+params = {{ key = "key", output = "n" }}
+[sink]
+{sink}
+format = "jsonl"
+[stream]
+batch-rows = 300
+batch-ms = 20
+checkpoint-ms = 60
+poll-ms = 5
+{stream}
+"#
+    );
+    std::fs::write(dir.join("p.toml"), text).unwrap();
+}
+
+/// Checks that `rows` are rows `0..total` exactly once, each transformed, with its running
+/// count per key.
+fn assert_exactly_once(mut rows: Vec<(u64, f64, i64)>, total: u64) {
+    rows.sort_by_key(|r| r.0);
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs.len() as u64, total, "rows were lost or repeated");
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
+    for (seq, x, n) in rows {
+        assert_eq!(x, ((seq * 3) as f64 + 0.5 - 1.0) / 4.0, "row {seq}");
+        assert_eq!(n, (seq / 7 + 1) as i64, "running count of row {seq}");
+    }
+}
+
+/// A pseudo-random pause between `lo` and `hi` ms (fixed seed: a failure can be replayed).
+fn pause(state: &mut u64, lo: u64, hi: u64) -> Duration {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    Duration::from_millis(lo + (*state >> 33) % (hi - lo))
+}
+
+#[test]
+fn a_directory_source_reads_each_arriving_file_once_in_arrival_order_across_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    pipeline_with(dir.path(), r#"paths = ["inbox"]"#, r#"path = "out""#, "");
+    const FILES: u64 = 40;
+    const PER_FILE: u64 = 250;
+    fn arrive(inbox: &Path, f: u64) {
+        let text: String = (f * PER_FILE..(f + 1) * PER_FILE).map(line).collect();
+        // Written under a hidden name and renamed in, as files should arrive.
+        let hidden = inbox.join(format!(".f{f:03}.jsonl"));
+        std::fs::write(&hidden, text).unwrap();
+        // Names that do not sort in arrival order: order must come from arrival.
+        std::fs::rename(&hidden, inbox.join(format!("{:03}.jsonl", (f * 37) % 101))).unwrap();
+    }
+    arrive(&inbox, 0);
+    let writer = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || {
+            for f in 1..FILES {
+                std::thread::sleep(Duration::from_millis(40));
+                arrive(&inbox, f);
+            }
+        })
+    };
+    let mut state = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..6 {
+        let mut child = start(dir.path(), &[]);
+        std::thread::sleep(pause(&mut state, 80, 300));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    writer.join().unwrap();
+    let child = start(dir.path(), &[]);
+    wait_for_rows(dir.path(), (FILES * PER_FILE) as usize);
+    stop(child);
+    assert_exactly_once(output_rows(dir.path()), FILES * PER_FILE);
+    // Arrival order: the committed files, in epoch order, hold the rows in sequence.
+    let mut parts: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    parts.sort();
+    let seqs: Vec<u64> = parts
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "files were not read in arrival order"
+    );
+}
+
+/// Starts `quiver run p.toml --stream` and reads stderr until it names the ingest address.
+fn start_ingest(dir: &Path) -> (Child, String) {
+    let mut child = start(dir, &[]);
+    let stderr = child.stderr.take().unwrap();
+    match ingest_address(stderr) {
+        Ok(addr) => (child, addr),
+        Err(seen) => {
+            let status = child.wait().unwrap();
+            panic!("quiver ended ({status}) before naming its ingest address: {seen}");
+        }
+    }
+}
+
+/// The address in the `ingest: http://ADDR/ingest` line, or what was said instead; keeps
+/// draining stderr afterwards so the child never blocks on it.
+fn ingest_address(stderr: std::process::ChildStderr) -> Result<String, String> {
+    let mut stderr = std::io::BufReader::new(stderr);
+    let mut seen = String::new();
+    loop {
+        let mut l = String::new();
+        if stderr.read_line(&mut l).unwrap() == 0 {
+            return Err(seen);
+        }
+        if let Some(addr) = l
+            .trim()
+            .strip_prefix("ingest: http://")
+            .and_then(|a| a.strip_suffix("/ingest"))
+        {
+            let addr = addr.to_string();
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return Ok(addr);
+        }
+        seen.push_str(&l);
+    }
+}
+
+/// POSTs `body` to `addr`; the status code, or `None` if the connection failed.
+fn post(addr: &str, content_type: &str, body: &[u8]) -> Option<u16> {
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!(
+        "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).ok()?;
+    conn.write_all(body).ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_with(
+        dir.path(),
+        "",
+        r#"path = "out""#,
+        r#"listen = "127.0.0.1:0""#,
+    );
+    let (mut child, mut addr) = start_ingest(dir.path());
+    let mut acknowledged = Vec::new();
+    let mut unacknowledged = Vec::new();
+    let mut state = 0x51_7cc1_b727_220a;
+    let mut kills = 0;
+    const REQUESTS: u64 = 120;
+    const ROWS: u64 = 50;
+    for r in 0..REQUESTS {
+        let seqs = r * ROWS..(r + 1) * ROWS;
+        let body: String = seqs.clone().map(line).collect();
+        match post(&addr, "application/x-ndjson", body.as_bytes()) {
+            Some(200) => acknowledged.extend(seqs),
+            _ => unacknowledged.extend(seqs),
+        }
+        if r % 20 == 15 {
+            // While the driver is somewhere in reading, transforming or committing.
+            std::thread::sleep(pause(&mut state, 1, 60));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+            (child, addr) = start_ingest(dir.path());
+        }
+    }
+    assert_eq!(kills, 6);
+    assert!(acknowledged.len() as u64 > REQUESTS * ROWS / 2);
+    wait_for_rows(dir.path(), acknowledged.len());
+    std::thread::sleep(Duration::from_millis(300));
+    stop(child);
+    let mut rows = output_rows(dir.path());
+    rows.sort_by_key(|r| r.0);
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    let mut unique = seqs.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), seqs.len(), "a row came out twice");
+    for s in &acknowledged {
+        assert!(
+            seqs.binary_search(s).is_ok(),
+            "acknowledged row {s} is missing"
+        );
+    }
+    for s in &seqs {
+        assert!(
+            acknowledged.contains(s) || unacknowledged.contains(s),
+            "row {s} was never sent"
+        );
+    }
+    for (seq, x, _) in rows {
+        assert_eq!(x, ((seq * 3) as f64 + 0.5 - 1.0) / 4.0, "row {seq}");
+    }
+}
+
+#[test]
+fn stdin_streams_to_stdout_until_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_with(dir.path(), r#"paths = ["-"]"#, r#"path = "-""#, "");
+    let mut child = quiver()
+        .current_dir(dir.path())
+        .args(["run", "p.toml", "--stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for chunk in (0..3000u64).collect::<Vec<_>>().chunks(100) {
+            let text: String = chunk.iter().map(|&s| line(s)).collect();
+            stdin.write_all(text.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        // Dropping stdin closes it: the run ends with a final checkpoint.
+    });
+    feeder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let rows: Vec<(u64, f64, i64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["seq"].as_u64().unwrap(),
+                v["x"].as_f64().unwrap(),
+                v["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_exactly_once(rows, 3000);
+    assert!(err.contains("3000 rows in, 3000 rows out"), "{err}");
+}
+
+#[test]
+fn a_csv_tail_sends_a_malformed_record_to_the_dead_letters_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_with(
+        dir.path(),
+        r#"paths = ["in.csv"]"#,
+        r#"path = "out""#,
+        r#"on-malformed = "dead-letter""#,
+    );
+    // Past the first 1000 lines, from which the schema is inferred.
+    let mut text = String::from("seq,key,x\n");
+    let mut good = Vec::new();
+    for seq in 0..1500u64 {
+        if seq == 1200 {
+            text.push_str("1200,k3,not-a-number\n");
+            continue;
+        }
+        text.push_str(&format!("{seq},k{},{}.5\n", seq % 7, seq * 3));
+        good.push(seq);
+    }
+    std::fs::write(dir.path().join("in.csv"), text).unwrap();
+    let out = start(dir.path(), &["--stop-at-end"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 malformed lines") && err.contains("1 dead letters"),
+        "{err}"
+    );
+    let rows = output_rows(dir.path());
+    let mut seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    seqs.sort();
+    assert_eq!(seqs, good);
+    // The dead letter names the file and line (the header is line 1, row 1200 is line 1202).
+    let dead = files_below(&dir.path().join("out/_dead-letter"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let text = std::fs::read_to_string(&dead[0]).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        letter["_source"].as_str().unwrap().ends_with("in.csv:1202"),
+        "{letter}"
+    );
+    assert_eq!(letter["_line"], "1200,k3,not-a-number");
+    assert!(
+        letter["_error"].as_str().unwrap().contains("not-a-number"),
+        "{letter}"
+    );
+}
+
+/// (mean, population std) of `xs`.
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn a_fitted_plugin_keeps_running_statistics_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // One micro-batch per run (no periodic checkpoint, no time limit), so the reference is
+    // exact: the first run is scaled with the statistics of its rows, the second with those of
+    // both runs' rows, carried over in the checkpoint.
+    let text = r#"
+[source]
+paths = ["in.jsonl"]
+[[plugin]]
+name = "standard-scaler"
+params = { columns = ["x"] }
+[sink]
+path = "out"
+format = "jsonl"
+[stream]
+batch-rows = 100000
+batch-ms = 600000
+checkpoint-ms = 0
+"#;
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    let first: Vec<f64> = (0..800).map(|i| ((i * 37) % 101) as f64 * 0.5).collect();
+    let second: Vec<f64> = (0..300).map(|i| 100.0 + ((i * 13) % 29) as f64).collect();
+    let write = |xs: &[f64], from: usize| -> String {
+        xs.iter()
+            .enumerate()
+            .map(|(i, x)| format!("{{\"seq\": {}, \"x\": {x}}}\n", from + i))
+            .collect()
+    };
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, write(&first, 0)).unwrap();
+    run_ok({
+        let mut c = quiver();
+        c.current_dir(dir.path())
+            .args(["run", "p.toml", "--stream", "--stop-at-end"]);
+        c
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    f.write_all(write(&second, first.len()).as_bytes()).unwrap();
+    drop(f);
+    let err = run_ok({
+        let mut c = quiver();
+        c.current_dir(dir.path())
+            .args(["run", "p.toml", "--stream", "--stop-at-end"]);
+        c
+    });
+    assert!(err.contains("resumed after checkpoint 1"), "{err}");
+    let mut scaled = std::collections::BTreeMap::new();
+    for p in files_below(&dir.path().join("out")) {
+        for l in std::fs::read_to_string(p).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            scaled.insert(
+                v["seq"].as_u64().unwrap() as usize,
+                v["x"].as_f64().unwrap(),
+            );
+        }
+    }
+    assert_eq!(scaled.len(), first.len() + second.len());
+    let (m1, s1) = mean_std(&first);
+    let all: Vec<f64> = first.iter().chain(&second).copied().collect();
+    let (m2, s2) = mean_std(&all);
+    for (seq, got) in scaled {
+        let (x, m, s) = if seq < first.len() {
+            (first[seq], m1, s1)
+        } else {
+            (second[seq - first.len()], m2, s2)
+        };
+        let want = (x - m) / s;
+        assert!((got - want).abs() < 1e-9, "row {seq}: {got} != {want}");
+    }
+}
+
+#[test]
+fn a_stateful_plugin_refuses_a_checkpoint_from_another_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_with(dir.path(), r#"paths = ["in.jsonl"]"#, r#"path = "out""#, "");
+    let text: String = (0..100).map(line).collect();
+    std::fs::write(dir.path().join("in.jsonl"), text).unwrap();
+    run_ok({
+        let mut c = quiver();
+        c.current_dir(dir.path())
+            .args(["run", "p.toml", "--stream", "--stop-at-end"]);
+        c
+    });
+    // The same job with one plugin less: its saved state no longer lines up.
+    let p = std::fs::read_to_string(dir.path().join("p.toml")).unwrap();
+    let fewer = p.replace(
+        "[[plugin]]\nname = \"scale\"\nparams = { columns = [\"x\"], a = 1.0, b = 4.0 }\n",
+        "",
+    );
+    assert_ne!(p, fewer);
+    std::fs::write(dir.path().join("p.toml"), fewer).unwrap();
+    let err = run_err({
+        let mut c = quiver();
+        c.current_dir(dir.path())
+            .args(["run", "p.toml", "--stream", "--stop-at-end"]);
+        c
+    });
+    assert!(
+        err.contains("chain of 2 plugins, but the pipeline has 1"),
+        "{err}"
+    );
+}
