@@ -394,7 +394,7 @@ fn partitioning(
     }))
 }
 
-fn boundaries_from_toml(values: &[toml::Value]) -> Result<RangeBoundaries, RunError> {
+pub(crate) fn boundaries_from_toml(values: &[toml::Value]) -> Result<RangeBoundaries, RunError> {
     let bad = || {
         PipelineError::Invalid(
             "[partition] boundaries must be all integers, all numbers or all strings".into(),

@@ -438,3 +438,61 @@ fn a_stateful_plugin_refuses_a_checkpoint_from_another_chain() {
         "{err}"
     );
 }
+
+#[test]
+fn three_partitions_keep_exact_running_counts_per_key_across_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    // Partitioned by the counting key, so each key's count lives in one task's state.
+    pipeline_with(
+        dir.path(),
+        r#"paths = ["in.jsonl"]"#,
+        r#"path = "out""#,
+        "[partition]\nby = [\"key\"]\ncount = 3",
+    );
+    const TOTAL: u64 = 15_000;
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, line(0)).unwrap();
+    let writer = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(input)
+                .unwrap();
+            for chunk in (1..TOTAL).collect::<Vec<_>>().chunks(50) {
+                let text: String = chunk.iter().map(|&s| line(s)).collect();
+                f.write_all(text.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        })
+    };
+    let mut state = 0x0dd_b1a5_e5ba_d5ee;
+    for _ in 0..8 {
+        let mut child = start(dir.path(), &[]);
+        std::thread::sleep(pause(&mut state, 80, 300));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    writer.join().unwrap();
+    let child = start(dir.path(), &[]);
+    wait_for_rows(dir.path(), TOTAL as usize);
+    stop(child);
+    assert_exactly_once(output_rows(dir.path()), TOTAL);
+    // Every partition wrote files of its own, and each key stayed in one partition.
+    let mut partition_of_key = std::collections::BTreeMap::new();
+    for p in files_below(&dir.path().join("out")) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let partition: u32 = name[5..10].parse().unwrap();
+        for l in std::fs::read_to_string(&p).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let key = v["key"].as_str().unwrap().to_string();
+            let seen = partition_of_key.entry(key.clone()).or_insert(partition);
+            assert_eq!(*seen, partition, "key {key} in two partitions");
+        }
+    }
+    let used: std::collections::BTreeSet<u32> = partition_of_key.values().copied().collect();
+    assert!(
+        used.len() > 1,
+        "all 7 keys landed in one partition: {used:?}"
+    );
+}

@@ -28,37 +28,42 @@
 //! A stop request (SIGINT or SIGTERM in the binary) ends the current micro-batch and takes a
 //! final checkpoint.
 
+mod commit;
 pub mod decode;
 pub mod ingest;
 pub mod metrics;
+mod output;
 pub mod source;
 pub mod tail;
+mod task;
 pub mod window;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::batch::{Chain, RunError, WorkerContext};
 use crate::checkpoint::store::{sync_dir, write_durably};
 use crate::checkpoint::{
-    self, names, Action, CheckpointStore, Coordinator, Epoch, LocalStore, PendingFile,
-    ProtocolError, SourceOffset, StoreError, TaskSnapshot,
+    self, names, CheckpointStore, Coordinator, Epoch, LocalStore, ProtocolError, SourceOffset,
+    StoreError,
 };
-use crate::io::{self, FileWriter, Format, IoError, SourceOptions};
+use crate::io::{self, Format, IoError, SourceOptions};
+use crate::partition::Partitioning;
 use crate::pipeline::Pipeline;
-use crate::plugin::{Host, Instance, PluginError};
+use crate::plugin::{Host, PluginError};
 use crate::replay::Recorder;
-use decode::{BadLine, Decoder, OnMalformed};
+use commit::{commit_barriers, Barrier, Committed, TaskBarrier};
+use decode::{Decoder, OnMalformed};
+use output::{apply, listing, DEAD_LETTER_DIR};
 use source::{Source, SourceKind};
 use tail::Lines;
-use window::{WindowOperator, WindowSpec};
+use task::{FromWorker, Task, ToWorker, WorkerSettings};
+use window::WindowSpec;
 
 /// What to do with an event behind the watermark (`[stream] on-late`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -226,10 +231,6 @@ struct Settings {
     on_late: LatePolicy,
 }
 
-/// The directory of a sink's dead letters, relative to the sink's directory: inside it, so
-/// that they commit with the same protocol; `_` makes dataset readers skip it.
-const DEAD_LETTER_DIR: &str = "_dead-letter";
-
 impl Settings {
     fn new(p: &Pipeline) -> Result<Settings, StreamError> {
         let spec = p.stream.clone().unwrap_or_default();
@@ -385,238 +386,6 @@ impl Settings {
     }
 }
 
-/// Performs one checkpoint action in the output directory (idempotent).
-fn apply(dir: &Path, action: &Action) -> Result<(), StreamError> {
-    match action {
-        Action::Rename { temp, fin } => {
-            let (t, f) = (dir.join(temp), dir.join(fin));
-            match std::fs::rename(&t, &f) {
-                Ok(()) => Ok(()),
-                // Renamed before a crash: done.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.exists() => Ok(()),
-                Err(e) => Err(io_err(&t, "cannot commit")(e).into()),
-            }
-        }
-        Action::Delete(temp) => {
-            let t = dir.join(temp);
-            match std::fs::remove_file(&t) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(io_err(&t, "cannot delete an uncommitted file")(e).into())
-                }
-                _ => Ok(()),
-            }
-        }
-    }
-}
-
-/// Names (relative to `dir`) of this job's temporary files and of final files, in `dir` and
-/// its dead-letter directory.
-fn listing(dir: &Path, job: &str) -> Result<(Vec<String>, Vec<String>), StreamError> {
-    let mut temps = Vec::new();
-    let mut finals = Vec::new();
-    for sub in ["", DEAD_LETTER_DIR] {
-        let d = dir.join(sub);
-        let entries = match std::fs::read_dir(&d) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sub.is_empty() => continue,
-            r => r.map_err(io_err(&d, "cannot list"))?,
-        };
-        for entry in entries {
-            let name = entry
-                .map_err(io_err(&d, "cannot list"))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            let rel = if sub.is_empty() {
-                name.clone()
-            } else {
-                format!("{sub}/{name}")
-            };
-            if names::parse_temp(&name).is_some_and(|t| t.job == job) {
-                temps.push(rel);
-            } else if name.starts_with("part-") {
-                finals.push(rel);
-            }
-        }
-    }
-    Ok((temps, finals))
-}
-
-/// A file of one epoch, open under its temporary name in the sink's directory.
-struct EpochFile {
-    temp: String,
-    fin: String,
-    path: PathBuf,
-    format: Format,
-    writer: FileWriter,
-}
-
-impl EpochFile {
-    fn create(
-        dir: &Path,
-        job: &str,
-        epoch: Epoch,
-        format: Format,
-        schema: &SchemaRef,
-    ) -> Result<EpochFile, StreamError> {
-        let ext = format.extension();
-        let temp = names::temp_name(job, 0, epoch, 0, ext);
-        let fin = names::final_name(0, epoch, 0, ext);
-        let path = dir.join(&temp);
-        // A file of this name can only be left from a run that crashed before committing.
-        let file = std::fs::File::create(&path).map_err(io_err(&path, "cannot create"))?;
-        let final_path = dir.join(&fin);
-        let writer = FileWriter::new(file, format, schema).map_err(|reason| IoError::Write {
-            path: final_path.clone(),
-            format,
-            reason,
-        })?;
-        Ok(EpochFile {
-            temp,
-            fin,
-            path: final_path,
-            format,
-            writer,
-        })
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), StreamError> {
-        self.writer
-            .write(batch)
-            .map_err(|reason| self.error(reason))
-    }
-
-    fn error(&self, reason: String) -> StreamError {
-        IoError::Write {
-            path: self.path.clone(),
-            format: self.format,
-            reason,
-        }
-        .into()
-    }
-
-    /// Writes the file's footer and hands it over, to be fsynced by the committer.
-    fn close(self) -> Result<(std::fs::File, PendingFile), StreamError> {
-        let path = self.path;
-        let format = self.format;
-        let file = self.writer.finish().map_err(|reason| IoError::Write {
-            path,
-            format,
-            reason,
-        })?;
-        Ok((
-            file,
-            PendingFile {
-                temp: self.temp,
-                fin: self.fin,
-            },
-        ))
-    }
-}
-
-/// An epoch's output and dead-letter files, opened at their first row.
-#[derive(Default)]
-struct EpochFiles {
-    output: Option<EpochFile>,
-    dead: Option<DeadFile>,
-}
-
-impl EpochFiles {
-    fn is_empty(&self) -> bool {
-        self.output.is_none() && self.dead.is_none()
-    }
-
-    /// Closes both, for the committer.
-    fn close(&mut self, dir: &Path) -> Result<Vec<(std::fs::File, PendingFile)>, StreamError> {
-        let mut out = Vec::new();
-        if let Some(f) = self.output.take() {
-            out.push(f.close()?);
-        }
-        if let Some(f) = self.dead.take() {
-            out.push(f.close(dir)?);
-        }
-        Ok(out)
-    }
-}
-
-/// A checkpoint taken at a barrier, for the committer to make durable.
-struct Barrier {
-    position: Option<serde_json::Value>,
-    files: Vec<(std::fs::File, PendingFile)>,
-    state: Option<Vec<u8>>,
-}
-
-/// A committed checkpoint: its epoch, how long the commit took, and the bytes it made visible.
-struct Committed {
-    epoch: Epoch,
-    seconds: f64,
-    bytes: u64,
-}
-
-/// The committer: makes each barrier's files and state durable, stores its manifest (the
-/// commit point) and renames the files, in barrier order, while the driver goes on with the
-/// next epoch. Runs until the driver hangs up; stops at the first error.
-fn commit_barriers(
-    job: &str,
-    sink_dir: Option<&Path>,
-    mut store: LocalStore,
-    mut coordinator: Coordinator,
-    barriers: std::sync::mpsc::Receiver<Barrier>,
-    done: std::sync::mpsc::Sender<Result<Committed, StreamError>>,
-) {
-    let commit = |b: Barrier,
-                  store: &mut LocalStore,
-                  coordinator: &mut Coordinator|
-     -> Result<Committed, StreamError> {
-        let started = Instant::now();
-        let sources = b
-            .position
-            .map(|p| ("input".to_string(), SourceOffset(p)))
-            .into_iter()
-            .collect();
-        let epoch = coordinator.start(sources)?;
-        let mut pending = Vec::new();
-        let mut bytes = 0;
-        let dir = sink_dir.unwrap_or(Path::new("."));
-        for (file, p) in b.files {
-            let path = dir.join(&p.temp);
-            file.sync_all().map_err(io_err(&path, "cannot sync"))?;
-            bytes += file.metadata().map_or(0, |m| m.len());
-            pending.push(p);
-        }
-        if let Some(dir) = sink_dir {
-            // The temporary files' names must be durable before a manifest names them.
-            sync_dir(dir)?;
-            if pending.iter().any(|p| p.temp.starts_with(DEAD_LETTER_DIR)) {
-                sync_dir(&dir.join(DEAD_LETTER_DIR))?;
-            }
-        }
-        let state = match &b.state {
-            Some(bytes) => Some(store.put_state(job, epoch, 0, bytes)?),
-            None => None,
-        };
-        let manifest = coordinator
-            .ack(0, epoch, TaskSnapshot { pending, state })?
-            .expect("one task: its acknowledgement completes the checkpoint");
-        store.commit(&manifest)?;
-        // The renames need no fsync: after a crash, recovery redoes them.
-        for action in coordinator.stored(&manifest) {
-            apply(dir, &action)?;
-        }
-        Ok(Committed {
-            epoch,
-            seconds: started.elapsed().as_secs_f64(),
-            bytes,
-        })
-    };
-    for b in barriers {
-        let result = commit(b, &mut store, &mut coordinator);
-        let failed = result.is_err();
-        if done.send(result).is_err() || failed {
-            return;
-        }
-    }
-}
-
 /// The input's schema (and for CSV its header line): inferred as batch mode does, from the
 /// first lines the job ever saw, which are kept with its checkpoints so that every restart
 /// reads with the same schema. Returns the lines read from `source` to infer it, which are
@@ -663,224 +432,6 @@ fn input_decoder(
         Decoder::new(schema, s.in_format, header, s.csv_delimiter),
         first,
     ))
-}
-
-/// Everything a task saves at a checkpoint, in one blob.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TaskState {
-    /// Per plugin in chain order: its SHA-256 and, if it keeps state, the state.
-    plugins: Vec<(String, Option<Vec<u8>>)>,
-    /// Per plugin: the merged running statistics of a fitted plugin.
-    fits: Vec<Option<Vec<u8>>>,
-    /// The window operator's open windows.
-    window: Option<Vec<u8>>,
-}
-
-/// The chain of one task with what it keeps between micro-batches.
-struct Task {
-    instances: Vec<Instance>,
-    /// Per plugin: `None` until the first batch reaches it; then whether it is fitted as it
-    /// goes, with its merged statistics so far.
-    fits: Vec<Option<Option<Vec<u8>>>>,
-    window: Option<WindowOperator>,
-    /// Window state restored from a checkpoint, until the first batch gives its schema.
-    window_saved: Option<Vec<u8>>,
-}
-
-impl Task {
-    /// The task's state blob (`None` if it keeps no state).
-    fn snapshot(&mut self) -> Result<Option<Vec<u8>>, StreamError> {
-        let mut state = TaskState::default();
-        let mut any = false;
-        for i in &mut self.instances {
-            let s = i.snapshot()?;
-            any |= s.is_some();
-            state.plugins.push((i.plugin().sha256.clone(), s));
-        }
-        state.fits = self.fits.iter().map(|f| f.clone().flatten()).collect();
-        any |= state.fits.iter().any(Option::is_some);
-        state.window = match &self.window {
-            Some(w) => Some(w.snapshot()),
-            None => self.window_saved.clone(),
-        };
-        any |= state.window.is_some();
-        if !any {
-            return Ok(None);
-        }
-        Ok(Some(
-            postcard::to_allocvec(&state).expect("the task state serializes"),
-        ))
-    }
-
-    /// Restores a blob saved by [`Task::snapshot`].
-    fn restore(&mut self, bytes: &[u8], from: &Path) -> Result<(), StreamError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: from.to_path_buf(),
-            reason,
-        };
-        let state: TaskState = postcard::from_bytes(bytes)
-            .map_err(|e| corrupt(format!("the task state does not decode: {e}")))?;
-        if state.plugins.len() != self.instances.len() {
-            return Err(StreamError::Setup(format!(
-                "the checkpoint holds state for a chain of {} plugins, but the pipeline has {}; start over with --from-beginning",
-                state.plugins.len(),
-                self.instances.len()
-            )));
-        }
-        let chain = self.instances.iter_mut().zip(state.plugins).zip(state.fits);
-        for (n, ((inst, (sha, saved)), fit)) in chain.enumerate() {
-            if (saved.is_some() || fit.is_some()) && sha != inst.plugin().sha256 {
-                return Err(StreamError::Setup(format!(
-                    "plugin {} (`{}`) is another build than the one whose state the checkpoint holds (SHA-256 {} there, {} now); its state may not fit: start over with --from-beginning",
-                    inst.plugin().name,
-                    inst.plugin().path.display(),
-                    &sha[..12.min(sha.len())],
-                    &inst.plugin().sha256[..12]
-                )));
-            }
-            if let Some(saved) = saved {
-                inst.restore(saved)?;
-            }
-            if let Some(fit) = fit {
-                let fitted = inst.finish(fit.clone())?;
-                inst.set_fitted(fitted)?;
-                self.fits[n] = Some(Some(fit));
-            }
-        }
-        self.window_saved = state.window;
-        Ok(())
-    }
-}
-
-/// Folds `batches` into the running statistics of the plugin at `position` (if it is fitted)
-/// and refits it, before it transforms them.
-fn fit_running(
-    fits: &mut [Option<Option<Vec<u8>>>],
-    position: usize,
-    instance: &mut Instance,
-    batches: &[RecordBatch],
-) -> Result<(), PluginError> {
-    for b in batches.iter().filter(|b| b.num_rows() > 0) {
-        if fits[position].is_none() {
-            let fitted = !instance.fit_reads(b.schema_ref())?.is_empty();
-            fits[position] = Some(fitted.then(Vec::new));
-        }
-        let Some(Some(merged)) = &mut fits[position] else {
-            return Ok(());
-        };
-        let partial = instance.partial(b)?;
-        let next = if merged.is_empty() {
-            partial
-        } else {
-            instance.merge(vec![std::mem::take(merged), partial])?
-        };
-        let fitted = instance.finish(next.clone())?;
-        instance.set_fitted(fitted)?;
-        *merged = next;
-    }
-    Ok(())
-}
-
-/// Writes `batch` as JSON lines, for stdout and dead letters.
-fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut out = Vec::new();
-    let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
-}
-
-/// Dead letters of one micro-batch, as one batch of JSON text lines (rows of any schema, with
-/// why they are there).
-struct DeadLetters(Vec<String>);
-
-impl DeadLetters {
-    fn lines(&mut self, bad: &[BadLine]) {
-        for b in bad {
-            self.0.push(
-                serde_json::json!({
-                    "_error": b.message,
-                    "_source": format!("{}:{}", b.path.display(), b.line),
-                    "_line": b.text,
-                })
-                .to_string(),
-            );
-        }
-    }
-
-    fn rows(&mut self, rows: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
-        let text = json_lines(rows)?;
-        self.0
-            .extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
-        Ok(())
-    }
-
-    /// Appends the lines to the epoch's dead-letter file (opened at its first line).
-    fn write(
-        self,
-        files: &mut EpochFiles,
-        dir: &Path,
-        job: &str,
-        epoch: Epoch,
-    ) -> Result<u64, StreamError> {
-        if self.0.is_empty() {
-            return Ok(0);
-        }
-        if files.dead.is_none() {
-            files.dead = Some(DeadFile::create(dir, job, epoch)?);
-        }
-        let dead = files.dead.as_mut().expect("opened above");
-        for line in &self.0 {
-            dead.file
-                .write_all(line.as_bytes())
-                .and_then(|_| dead.file.write_all(b"\n"))
-                .map_err(io_err(&dir.join(&dead.temp), "cannot write"))?;
-        }
-        Ok(self.0.len() as u64)
-    }
-}
-
-/// An epoch's dead letters: JSON lines of any shape, under a temporary name until it commits.
-struct DeadFile {
-    temp: String,
-    fin: String,
-    file: std::io::BufWriter<std::fs::File>,
-}
-
-impl DeadFile {
-    fn create(dir: &Path, job: &str, epoch: Epoch) -> Result<DeadFile, StreamError> {
-        let sub = dir.join(DEAD_LETTER_DIR);
-        std::fs::create_dir_all(&sub).map_err(io_err(&sub, "cannot create"))?;
-        let ext = Format::Jsonl.extension();
-        let temp = format!(
-            "{DEAD_LETTER_DIR}/{}",
-            names::temp_name(job, 0, epoch, 0, ext)
-        );
-        let fin = format!("{DEAD_LETTER_DIR}/{}", names::final_name(0, epoch, 0, ext));
-        let path = dir.join(&temp);
-        let file = std::fs::File::create(&path).map_err(io_err(&path, "cannot create"))?;
-        Ok(DeadFile {
-            temp,
-            fin,
-            file: std::io::BufWriter::new(file),
-        })
-    }
-
-    fn close(self, dir: &Path) -> Result<(std::fs::File, PendingFile), StreamError> {
-        let path = dir.join(&self.temp);
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| io_err(&path, "cannot write")(e.into_error()))?;
-        Ok((
-            file,
-            PendingFile {
-                temp: self.temp,
-                fin: self.fin,
-            },
-        ))
-    }
 }
 
 /// Runs `pipeline` in streaming mode until `options.stop` is set (or the input ends, with
@@ -953,21 +504,33 @@ pub fn run(
 
     let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
     let chain = Chain::load(pipeline, host)?;
-    let instances = chain.instantiate()?;
-    let mut task = Task {
-        fits: vec![None; instances.len()],
-        instances,
-        window: None,
-        window_saved: None,
-    };
-    if let Some(state) = recovery.state.get(&0) {
-        let bytes = store.get_state(&s.job, state)?;
-        task.restore(&bytes, &s.store_dir.join(&s.job))?;
+    let partitioning = stream_partitioning(pipeline)?;
+    let partitions = partitioning.as_ref().map_or(1, |p| p.partitions()) as u32;
+    let mut tasks = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let instances = chain.instantiate()?;
+        let mut task = Task {
+            fits: vec![None; instances.len()],
+            instances,
+            partitions,
+            window: None,
+            window_saved: None,
+        };
+        if let Some(state) = recovery.state.get(&p) {
+            let bytes = store.get_state(&s.job, state)?;
+            task.restore(&bytes, &s.store_dir.join(&s.job))?;
+        }
+        // Asked once now so that a plugin keeping state is known to from the first batch on
+        // (an instance that then fails cannot be replaced by a blank one).
+        for i in &mut task.instances {
+            i.snapshot()?;
+        }
+        tasks.push(task);
     }
-    // Asked once now so that a plugin keeping state is known to from the first batch on (an
-    // instance that then fails cannot be replaced by a blank one).
-    for i in &mut task.instances {
-        i.snapshot()?;
+    if let Some(t) = recovery.state.keys().find(|t| **t >= partitions) {
+        return Err(StreamError::Setup(format!(
+            "the checkpoint holds state of partition {t}, but the pipeline now makes {partitions} partitions; keep the partition count, or start over with --from-beginning"
+        )));
     }
     let recorder = Recorder::new(pipeline.replay_dir());
     let context = WorkerContext {
@@ -990,7 +553,7 @@ pub fn run(
         last_epoch: recovery.committed,
         ..Default::default()
     };
-    let coordinator = Coordinator::new(&s.job, generation, [0], recovery.committed);
+    let coordinator = Coordinator::new(&s.job, generation, 0..partitions, recovery.committed);
     // At most one barrier waits while another commits: the driver blocks beyond that.
     let (barrier_tx, barrier_rx) = std::sync::mpsc::sync_channel::<Barrier>(0);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -1011,244 +574,363 @@ pub fn run(
             })
             .map_err(|e| StreamError::Setup(format!("cannot start the committer: {e}")))?
     };
-    let mut barrier_tx = Some(barrier_tx);
-    let mut next_epoch = recovery.committed + 1;
     let mut report = StreamReport {
         job: s.job.clone(),
         resumed_from: recovery.committed,
         last_checkpoint: recovery.committed,
         ..Default::default()
     };
-    let sink_dir = s.sink_dir().map(Path::to_path_buf);
-    let mut stdout = std::io::stdout().lock();
-    let mut files = EpochFiles::default();
-    // Whether anything happened since the last barrier (rows read, or state changed).
-    let mut dirty = false;
-    let mut last_checkpoint = Instant::now();
-    let mut last_status = Instant::now();
-    let mut last_render = Instant::now();
-    let mut batch_number = 0u64;
-    let mut pending: Vec<Lines> = Vec::new();
-    let mut pending_rows = 0;
-    if let Some(lines) = first_lines {
-        report.rows_in += lines.count as u64;
-        pending_rows = lines.count;
-        pending.push(lines);
-    }
-    let mut batch_started: Option<Instant> = (pending_rows > 0).then(Instant::now);
-    let mut at_end = false;
-    loop {
-        let stopping = at_end || options.stop.load(Ordering::Relaxed);
-        let lines = if stopping {
-            Lines::default()
-        } else {
-            source.poll(s.batch_rows - pending_rows)?
+    let stdout = std::sync::Mutex::new(std::io::stdout());
+    let worker_settings = WorkerSettings {
+        job: &s.job,
+        sink_dir: s.sink_dir(),
+        format: s.format,
+        window: s.window.as_ref(),
+        on_late: s.on_late,
+        stdout: &stdout,
+    };
+    let driven = std::thread::scope(|scope| -> Result<(), StreamError> {
+        let (from_tx, from_rx) = std::sync::mpsc::channel::<FromWorker>();
+        let mut to_workers = Vec::with_capacity(tasks.len());
+        for (id, task) in tasks.iter_mut().enumerate() {
+            // Two micro-batches queued per worker at most: backpressure up to the source.
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let from = from_tx.clone();
+            let (ws, context) = (&worker_settings, &context);
+            std::thread::Builder::new()
+                .name(format!("quiver-task-{id}"))
+                .spawn_scoped(scope, move || {
+                    task::work(id as u32, task, ws, context, rx, from)
+                })
+                .map_err(|e| StreamError::Setup(format!("cannot start a worker: {e}")))?;
+            to_workers.push(tx);
+        }
+        drop(from_tx);
+        let mut driver = Driver {
+            s: &s,
+            options,
+            source: &mut source,
+            decoder: &decoder,
+            partitioning: partitioning.as_ref(),
+            to_workers,
+            from_workers: from_rx,
+            barrier_tx: Some(barrier_tx),
+            done_rx: &done_rx,
+            report: &mut report,
+            snapshot: &mut snapshot,
+            plugin_figures: vec![Vec::new(); partitions as usize],
+            open_windows: vec![0; partitions as usize],
+            metrics: metrics.as_ref(),
+            started,
         };
-        let idle = lines.count == 0;
-        at_end |= idle && (options.stop_at_end || source.ended());
-        if !idle {
-            report.rows_in += lines.count as u64;
-            if pending_rows == 0 {
-                batch_started = Some(Instant::now());
-            }
-            pending_rows += lines.count;
-            pending.push(lines);
-            dirty = true;
-        }
-        let due = s
-            .checkpoint_every
-            .is_some_and(|every| last_checkpoint.elapsed() >= every);
-        let full = pending_rows >= s.batch_rows
-            || batch_started.is_some_and(|t| t.elapsed() >= s.batch_age);
-        if pending_rows > 0 && (full || due || stopping) {
-            let chunks = std::mem::take(&mut pending);
-            pending_rows = 0;
-            batch_started = None;
-            let mut dead = DeadLetters(Vec::new());
-            let (batch, bad) = decoder.decode(&chunks, s.on_malformed)?;
-            report.malformed += bad.len() as u64;
-            for b in &bad {
-                tracing::warn!("{}:{}: {}", b.path.display(), b.line, b.message);
-            }
-            if s.on_malformed == OnMalformed::DeadLetter {
-                dead.lines(&bad);
-            }
-            if let Some(batch) = batch {
-                let mut incidents = crate::batch::Incidents::default();
-                let fits = &mut task.fits;
-                let outputs = crate::batch::run_chain_with(
-                    &mut task.instances,
-                    &context,
-                    batch,
-                    (0, batch_number),
-                    &mut incidents,
-                    |position, instance, batches| fit_running(fits, position, instance, batches),
-                )?;
-                batch_number += 1;
-                report.skipped_batches += incidents.skipped.len() as u64;
-                snapshot.retries += incidents.retries.len() as u64;
-                for (_, rows) in &incidents.dead {
-                    dead.rows(rows)
-                        .map_err(|e| StreamError::Setup(e.to_string()))?;
-                }
-                let outputs = match &s.window {
-                    None => outputs,
-                    Some(spec) => {
-                        let mut closed = Vec::new();
-                        for out in outputs.iter().filter(|b| b.num_rows() > 0) {
-                            if task.window.is_none() {
-                                task.window = Some(match task.window_saved.take() {
-                                    Some(saved) => {
-                                        WindowOperator::restore(spec.clone(), out.schema(), &saved)?
-                                    }
-                                    None => WindowOperator::new(spec.clone(), out.schema())?,
-                                });
-                            }
-                            let op = task.window.as_mut().expect("made above");
-                            let pushed = op.push(out)?;
-                            let late = pushed.late.num_rows() as u64;
-                            report.late += late;
-                            if late > 0 && s.on_late == LatePolicy::DeadLetter {
-                                let why = format!(
-                                    "late event: behind the watermark {}",
-                                    op.watermark().map_or("-".into(), |w| w.to_string())
-                                );
-                                let rows = crate::batch::dead_letter_rows(
-                                    &pushed.late,
-                                    &why,
-                                    "window",
-                                    (0, batch_number - 1),
-                                )
-                                .map_err(|e| StreamError::Setup(e.to_string()))?;
-                                dead.rows(&rows)
-                                    .map_err(|e| StreamError::Setup(e.to_string()))?;
-                            }
-                            closed.push(pushed.closed);
-                        }
-                        closed
-                    }
-                };
-                for out in outputs.iter().filter(|b| b.num_rows() > 0) {
-                    match &sink_dir {
-                        Some(dir) => {
-                            if files.output.is_none() {
-                                files.output = Some(EpochFile::create(
-                                    dir,
-                                    &s.job,
-                                    next_epoch,
-                                    s.format,
-                                    out.schema_ref(),
-                                )?);
-                            }
-                            files.output.as_mut().expect("opened above").write(out)?;
-                        }
-                        None => {
-                            let text = json_lines(out).map_err(|e| IoError::Write {
-                                path: "<stdout>".into(),
-                                format: Format::Jsonl,
-                                reason: e.to_string(),
-                            })?;
-                            stdout
-                                .write_all(&text)
-                                .and_then(|_| stdout.flush())
-                                .map_err(io_err(Path::new("<stdout>"), "cannot write"))?;
-                        }
-                    }
-                    report.rows_out += out.num_rows() as u64;
-                }
-            }
-            if let Some(dir) = &sink_dir {
-                report.dead_letters += dead.write(&mut files, dir, &s.job, next_epoch)?;
-            }
-        }
-        // Commits finished by the committer (or its error).
-        while let Ok(result) = done_rx.try_recv() {
-            let c = result?;
-            report.checkpoints += 1;
-            report.last_checkpoint = c.epoch;
-            snapshot.last_checkpoint_seconds = c.seconds;
-            snapshot.last_checkpoint_bytes = c.bytes;
-        }
-        if (due || stopping) && pending_rows == 0 {
-            if dirty || !files.is_empty() {
-                let barrier = Barrier {
-                    position: source.position(),
-                    files: match &sink_dir {
-                        Some(dir) => files.close(dir)?,
-                        None => Vec::new(),
-                    },
-                    state: task.snapshot()?,
-                };
-                let sent = barrier_tx
-                    .as_ref()
-                    .is_some_and(|tx| tx.send(barrier).is_ok());
-                if !sent {
-                    // The committer stopped on an error: report it.
-                    break;
-                }
-                next_epoch += 1;
-                dirty = false;
-            }
-            last_checkpoint = Instant::now();
-        }
-        // Rendered at most every 100 ms: scrapes are seconds apart, and this is the hot loop.
-        if let Some(shared) = &metrics {
-            if last_render.elapsed() >= Duration::from_millis(100) || stopping {
-                last_render = Instant::now();
-                snapshot.rows_in = report.rows_in;
-                snapshot.rows_out = report.rows_out;
-                snapshot.lag_bytes = source.lag_bytes();
-                snapshot.checkpoints = report.checkpoints;
-                snapshot.last_epoch = report.last_checkpoint;
-                snapshot.skipped_batches = report.skipped_batches;
-                snapshot.malformed = report.malformed;
-                snapshot.late = report.late;
-                snapshot.dead_letters = report.dead_letters;
-                snapshot.open_windows = task.window.as_ref().map_or(0, |w| w.open_windows() as u64);
-                snapshot.plugins = task
-                    .instances
-                    .iter()
-                    .map(|i| (i.plugin().name.clone(), i.metrics()))
-                    .collect();
-                let text = metrics::render(&snapshot);
-                if let Ok(mut t) = shared.lock() {
-                    *t = text;
-                }
-            }
-        }
-        if stopping && pending_rows == 0 && files.is_empty() && !dirty {
-            break;
-        }
-        if options.status && last_status.elapsed() >= Duration::from_secs(1) {
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            eprint!(
-                "\r{} rows in ({:.0}/s), {} out; lag {} bytes; checkpoint {} {:.1} s ago   ",
-                report.rows_in,
-                report.rows_in as f64 / secs,
-                report.rows_out,
-                source.lag_bytes(),
-                report.last_checkpoint,
-                last_checkpoint.elapsed().as_secs_f64()
-            );
-            last_status = Instant::now();
-        }
-        if idle && !stopping {
-            std::thread::sleep(s.poll);
-        }
-    }
-    // Wait for the last commits.
-    drop(barrier_tx.take());
+        let result = driver.drive(first_lines);
+        // Hanging up stops the workers and, after its last commit, the committer.
+        drop(driver);
+        result
+    });
     let _ = committer.join();
+    // Report the committer's error first: it is why the driver stopped, if it did.
     for result in done_rx {
         let c = result?;
         report.checkpoints += 1;
         report.last_checkpoint = c.epoch;
     }
+    driven?;
     if options.status {
         eprintln!();
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// How a streaming job spreads rows over its tasks: `[partition]` (hash, or range with given
+/// boundaries), else one task.
+fn stream_partitioning(p: &Pipeline) -> Result<Option<Partitioning>, StreamError> {
+    let Some(spec) = &p.partition else {
+        return Ok(None);
+    };
+    let count = spec.count.unwrap_or_else(|| p.worker_count());
+    Ok(Some(match spec.scheme {
+        crate::pipeline::Scheme::Hash => Partitioning::Hash {
+            keys: spec.by.clone(),
+            algorithm: spec.hash,
+            partitions: count,
+        },
+        crate::pipeline::Scheme::Range => {
+            let Some(values) = &spec.boundaries else {
+                return Err(StreamError::Setup(
+                    "range partitioning in streaming mode needs [partition] boundaries: there is no input to sample them from".into(),
+                ));
+            };
+            let boundaries = crate::batch::boundaries_from_toml(values)?;
+            boundaries
+                .validate()
+                .map_err(|e| StreamError::Setup(e.to_string()))?;
+            Partitioning::Range {
+                key: spec.by[0].clone(),
+                boundaries,
+            }
+        }
+    }))
+}
+
+/// The driver's side of a run: reads the source into micro-batches, spreads them over the
+/// workers, and injects barriers.
+struct Driver<'a> {
+    s: &'a Settings,
+    options: &'a StreamOptions,
+    source: &'a mut Source,
+    decoder: &'a Decoder,
+    partitioning: Option<&'a Partitioning>,
+    to_workers: Vec<std::sync::mpsc::SyncSender<ToWorker>>,
+    from_workers: std::sync::mpsc::Receiver<FromWorker>,
+    barrier_tx: Option<std::sync::mpsc::SyncSender<Barrier>>,
+    done_rx: &'a std::sync::mpsc::Receiver<Result<Committed, StreamError>>,
+    report: &'a mut StreamReport,
+    snapshot: &'a mut metrics::Snapshot,
+    /// Per task, the latest figures of each plugin.
+    plugin_figures: Vec<Vec<(String, crate::plugin::Metrics)>>,
+    open_windows: Vec<u64>,
+    metrics: Option<&'a Arc<std::sync::Mutex<String>>>,
+    started: Instant,
+}
+
+impl Driver<'_> {
+    /// Takes in a worker's progress.
+    fn progress(&mut self, p: task::Progress) {
+        let r = &mut *self.report;
+        r.rows_out += p.rows_out;
+        r.skipped_batches += p.skipped;
+        r.late += p.late;
+        r.dead_letters += p.dead_letters;
+        self.snapshot.retries += p.retries;
+        self.open_windows[p.task as usize] = p.open_windows;
+        self.plugin_figures[p.task as usize] = p.plugins;
+    }
+
+    /// Handles what workers reported so far, without waiting.
+    fn poll_workers(&mut self) -> Result<(), StreamError> {
+        while let Ok(msg) = self.from_workers.try_recv() {
+            match msg {
+                FromWorker::Done(p) => self.progress(p),
+                FromWorker::Failed(e) => return Err(e),
+                FromWorker::Barrier { .. } => unreachable!("barriers are awaited"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a barrier to every worker and waits for all their parts.
+    fn barrier(&mut self) -> Result<Vec<TaskBarrier>, StreamError> {
+        for tx in &self.to_workers {
+            if tx.send(ToWorker::Barrier).is_err() {
+                break; // It failed: its error is waiting below.
+            }
+        }
+        let mut parts = Vec::with_capacity(self.to_workers.len());
+        while parts.len() < self.to_workers.len() {
+            match self.from_workers.recv() {
+                Ok(FromWorker::Done(p)) => self.progress(p),
+                Ok(FromWorker::Barrier { task, files, state }) => {
+                    parts.push(TaskBarrier { task, files, state })
+                }
+                Ok(FromWorker::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(StreamError::Setup(
+                        "a worker stopped without saying why".into(),
+                    ))
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Decodes a micro-batch and hands each partition's rows to its worker.
+    fn dispatch(&mut self, chunks: &[Lines], number: u64, epoch: Epoch) -> Result<(), StreamError> {
+        let (batch, bad) = self.decoder.decode(chunks, self.s.on_malformed)?;
+        self.report.malformed += bad.len() as u64;
+        for b in &bad {
+            tracing::warn!("{}:{}: {}", b.path.display(), b.line, b.message);
+        }
+        let mut dead = output::DeadLetters(Vec::new());
+        if self.s.on_malformed == OnMalformed::DeadLetter {
+            dead.lines(&bad);
+        }
+        let n = self.to_workers.len();
+        let mut parts: Vec<Option<RecordBatch>> = match (batch, self.partitioning) {
+            (None, _) => vec![None; n],
+            (Some(b), None) => vec![Some(b)],
+            (Some(b), Some(p)) => {
+                let fail = |e: crate::partition::PartitionError| {
+                    StreamError::Setup(format!("partitioning micro-batch {number}: {e}"))
+                };
+                let assignment = p.assign(&b).map_err(fail)?;
+                crate::partition::split(&b, &assignment, n).map_err(fail)?
+            }
+        };
+        let mut dead = Some(dead.0);
+        for (id, tx) in self.to_workers.iter().enumerate() {
+            let batch = parts[id].take();
+            let letters = if id == 0 {
+                dead.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if batch.is_none() && letters.is_empty() {
+                continue;
+            }
+            let msg = ToWorker::Rows {
+                batch,
+                number,
+                epoch,
+                dead: letters,
+            };
+            if tx.send(msg).is_err() {
+                break; // It failed: its error is reported by the next poll.
+            }
+        }
+        Ok(())
+    }
+
+    fn drive(&mut self, first_lines: Option<Lines>) -> Result<(), StreamError> {
+        let s = self.s;
+        let options = self.options;
+        let mut next_epoch = self.report.resumed_from + 1;
+        // Whether rows were read since the last barrier.
+        let mut dirty = false;
+        let mut last_checkpoint = Instant::now();
+        let mut last_status = Instant::now();
+        let mut last_render = Instant::now();
+        let mut batch_number = 0u64;
+        let mut pending: Vec<Lines> = Vec::new();
+        let mut pending_rows = 0;
+        if let Some(lines) = first_lines {
+            self.report.rows_in += lines.count as u64;
+            pending_rows = lines.count;
+            pending.push(lines);
+            dirty = true;
+        }
+        let mut batch_started: Option<Instant> = (pending_rows > 0).then(Instant::now);
+        let mut at_end = false;
+        loop {
+            let stopping = at_end || options.stop.load(Ordering::Relaxed);
+            let lines = if stopping {
+                Lines::default()
+            } else {
+                self.source.poll(s.batch_rows - pending_rows)?
+            };
+            let idle = lines.count == 0;
+            at_end |= idle && (options.stop_at_end || self.source.ended());
+            if !idle {
+                self.report.rows_in += lines.count as u64;
+                if pending_rows == 0 {
+                    batch_started = Some(Instant::now());
+                }
+                pending_rows += lines.count;
+                pending.push(lines);
+                dirty = true;
+            }
+            let due = s
+                .checkpoint_every
+                .is_some_and(|every| last_checkpoint.elapsed() >= every);
+            let full = pending_rows >= s.batch_rows
+                || batch_started.is_some_and(|t| t.elapsed() >= s.batch_age);
+            if pending_rows > 0 && (full || due || stopping) {
+                let chunks = std::mem::take(&mut pending);
+                pending_rows = 0;
+                batch_started = None;
+                self.dispatch(&chunks, batch_number, next_epoch)?;
+                batch_number += 1;
+            }
+            self.poll_workers()?;
+            // Commits finished by the committer (or its error).
+            while let Ok(result) = self.done_rx.try_recv() {
+                let c = result?;
+                self.report.checkpoints += 1;
+                self.report.last_checkpoint = c.epoch;
+                self.snapshot.last_checkpoint_seconds = c.seconds;
+                self.snapshot.last_checkpoint_bytes = c.bytes;
+            }
+            if (due || stopping) && pending_rows == 0 {
+                if dirty {
+                    let barrier = Barrier {
+                        position: self.source.position(),
+                        tasks: self.barrier()?,
+                    };
+                    let sent = self
+                        .barrier_tx
+                        .as_ref()
+                        .is_some_and(|tx| tx.send(barrier).is_ok());
+                    if !sent {
+                        // The committer stopped on an error, reported once it is joined.
+                        return Ok(());
+                    }
+                    next_epoch += 1;
+                    dirty = false;
+                }
+                last_checkpoint = Instant::now();
+            }
+            // Rendered at most every 100 ms: scrapes are seconds apart, and this is the hot
+            // loop.
+            if self.metrics.is_some()
+                && (last_render.elapsed() >= Duration::from_millis(100) || stopping)
+            {
+                last_render = Instant::now();
+                self.render();
+            }
+            if stopping && pending_rows == 0 && !dirty {
+                return Ok(());
+            }
+            if options.status && last_status.elapsed() >= Duration::from_secs(1) {
+                let r = &self.report;
+                let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                eprint!(
+                    "\r{} rows in ({:.0}/s), {} out; lag {} bytes; checkpoint {} {:.1} s ago   ",
+                    r.rows_in,
+                    r.rows_in as f64 / secs,
+                    r.rows_out,
+                    self.source.lag_bytes(),
+                    r.last_checkpoint,
+                    last_checkpoint.elapsed().as_secs_f64()
+                );
+                last_status = Instant::now();
+            }
+            if idle && !stopping {
+                std::thread::sleep(s.poll);
+            }
+        }
+    }
+
+    /// Renders the metrics page from the latest figures.
+    fn render(&mut self) {
+        let Some(shared) = self.metrics else { return };
+        let (r, m) = (&*self.report, &mut *self.snapshot);
+        m.rows_in = r.rows_in;
+        m.rows_out = r.rows_out;
+        m.lag_bytes = self.source.lag_bytes();
+        m.checkpoints = r.checkpoints;
+        m.last_epoch = r.last_checkpoint;
+        m.skipped_batches = r.skipped_batches;
+        m.malformed = r.malformed;
+        m.late = r.late;
+        m.dead_letters = r.dead_letters;
+        m.open_windows = self.open_windows.iter().sum();
+        // Each plugin's figures summed over the tasks.
+        let mut plugins: Vec<(String, crate::plugin::Metrics)> = Vec::new();
+        for task in &self.plugin_figures {
+            for (i, (name, figures)) in task.iter().enumerate() {
+                match plugins.get_mut(i) {
+                    Some((_, sum)) => sum.merge(figures),
+                    None => plugins.push((name.clone(), figures.clone())),
+                }
+            }
+        }
+        m.plugins = plugins;
+        let text = metrics::render(m);
+        if let Ok(mut t) = shared.lock() {
+            *t = text;
+        }
+    }
 }
 
 /// The position of byte `offset` of `path`, which must be 0 or just after a newline.
