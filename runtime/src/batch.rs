@@ -475,6 +475,13 @@ struct Setup {
 impl Setup {
     fn new(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Self, RunError> {
         pipeline.validate()?;
+        if pipeline.stream.as_ref().is_some_and(|s| s.window.is_some()) {
+            return Err(PipelineError::Invalid(
+                "[stream.window]: event-time windows run in streaming mode only (quiver run --stream)"
+                    .into(),
+            )
+            .into());
+        }
         let workers = pipeline.worker_count();
         let source_options = SourceOptions {
             format: pipeline.source.format,

@@ -515,6 +515,7 @@ pub fn run(
             partitions,
             window: None,
             window_saved: None,
+            out_schema: None,
         };
         if let Some(state) = recovery.state.get(&p) {
             let bytes = store.get_state(&s.job, state)?;
@@ -804,11 +805,17 @@ impl Driver<'_> {
         let mut batch_number = 0u64;
         let mut pending: Vec<Lines> = Vec::new();
         let mut pending_rows = 0;
-        if let Some(lines) = first_lines {
+        if let Some(mut lines) = first_lines {
             self.report.rows_in += lines.count as u64;
+            dirty = true;
+            // The lines read to infer the schema may be more than a micro-batch.
+            while lines.count > s.batch_rows {
+                let front = lines.take_front(s.batch_rows);
+                self.dispatch(&[front], batch_number, next_epoch)?;
+                batch_number += 1;
+            }
             pending_rows = lines.count;
             pending.push(lines);
-            dirty = true;
         }
         let mut batch_started: Option<Instant> = (pending_rows > 0).then(Instant::now);
         let mut at_end = false;

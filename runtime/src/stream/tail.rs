@@ -45,6 +45,32 @@ pub struct Lines {
     pub path: PathBuf,
 }
 
+impl Lines {
+    /// Splits off and returns the first `n` lines (all of them if there are fewer).
+    pub fn take_front(&mut self, n: usize) -> Lines {
+        if n >= self.count {
+            return std::mem::take(self);
+        }
+        let end = self
+            .bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(n - 1)
+            .map_or(0, |(i, _)| i + 1);
+        let rest = self.bytes.split_off(end);
+        let front = Lines {
+            bytes: std::mem::replace(&mut self.bytes, rest),
+            count: n,
+            first_line: self.first_line,
+            path: self.path.clone(),
+        };
+        self.count -= n;
+        self.first_line += n as u64;
+        front
+    }
+}
+
 /// An append-only file being followed.
 #[derive(Debug)]
 pub struct Tail {
@@ -266,6 +292,28 @@ mod tests {
             .open(path)
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Splitting lines keeps every byte once, in order, with the right line numbers.
+    #[test]
+    fn lines_split_at_line_boundaries() {
+        let text: String = (0..10).map(|i| format!("line {i}\n")).collect();
+        let mut all = Lines {
+            bytes: text.clone().into_bytes(),
+            count: 10,
+            first_line: 5,
+            path: "f".into(),
+        };
+        let mut parts = Vec::new();
+        for n in [3, 1, 4, 7] {
+            parts.push(all.take_front(n));
+        }
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.bytes.clone()).collect();
+        assert_eq!(String::from_utf8(joined).unwrap(), text);
+        let shape: Vec<(usize, u64)> = parts.iter().map(|p| (p.count, p.first_line)).collect();
+        assert_eq!(shape, vec![(3, 5), (1, 8), (4, 9), (2, 13)]);
+        assert_eq!(all.count, 0);
+        assert!(String::from_utf8(parts[1].bytes.clone()).unwrap() == "line 3\n");
     }
 
     fn drain(t: &mut Tail, max: usize) -> String {

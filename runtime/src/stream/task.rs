@@ -47,6 +47,8 @@ pub(crate) struct Task {
     pub(crate) window: Option<WindowOperator>,
     /// Window state restored from a checkpoint, until the first batch gives its schema.
     pub(crate) window_saved: Option<Vec<u8>>,
+    /// The schema of the first output: every later output must have it.
+    pub(crate) out_schema: Option<arrow::datatypes::SchemaRef>,
 }
 
 impl Task {
@@ -329,6 +331,21 @@ fn rows(
             }
         };
         for out in outputs.iter().filter(|b| b.num_rows() > 0) {
+            let first = task.out_schema.get_or_insert_with(|| out.schema());
+            if first.fields() != out.schema().fields() {
+                let names = |s: &arrow::datatypes::Schema| {
+                    s.fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(StreamError::Setup(format!(
+                    "micro-batch {number}: the output's columns changed from [{}] to [{}]; a stream's output keeps one schema (a fitted plugin whose columns depend on the data, such as one-hot's, cannot run on a stream)",
+                    names(first),
+                    names(&out.schema())
+                )));
+            }
             match s.sink_dir {
                 Some(dir) => {
                     if files.output.is_none() {
