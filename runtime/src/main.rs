@@ -572,7 +572,14 @@ fn inspect(plugin: &str) -> Result<()> {
         p.size,
         p.sha256
     );
-    println!("world:   exports {}", quiver::plugin::TRANSFORMER_INTERFACE);
+    let mut exports = vec![quiver::plugin::TRANSFORMER_INTERFACE];
+    if p.is_aggregate() {
+        exports.push(quiver::plugin::AGGREGATE_INTERFACE);
+    }
+    if p.has_state_interface() {
+        exports.push(quiver::plugin::STATE_INTERFACE);
+    }
+    println!("world:   exports {}", exports.join(", "));
     println!("parameters:");
     if i.params.is_empty() {
         println!("  (none)");

@@ -91,6 +91,49 @@ pub(crate) fn stop(child: Child) -> String {
     err
 }
 
+/// Appends `line(1)`, `line(2)`, … up to `total` (exclusive) to `input` from a thread, `chunk`
+/// lines at a time with a pause of `pause_ms` between writes.
+pub(crate) fn append_lines(
+    input: &Path,
+    total: u64,
+    chunk: usize,
+    pause_ms: u64,
+    line: fn(u64) -> String,
+) -> std::thread::JoinHandle<()> {
+    let input = input.to_path_buf();
+    std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(input)
+            .unwrap();
+        for seqs in (1..total).collect::<Vec<_>>().chunks(chunk) {
+            let text: String = seqs.iter().map(|&s| line(s)).collect();
+            f.write_all(text.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(pause_ms));
+        }
+    })
+}
+
+/// A pseudo-random pause between `lo` and `hi` ms (a fixed seed, so a failure can be replayed).
+pub(crate) fn pause(state: &mut u64, lo: u64, hi: u64) -> Duration {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    Duration::from_millis(lo + (*state >> 33) % (hi - lo))
+}
+
+/// Starts the run `times` times in `dir` and kills it with SIGKILL after a pseudo-random pause
+/// between `lo` and `hi` ms each time.
+pub(crate) fn kill_repeatedly(dir: &Path, times: usize, seed: u64, (lo, hi): (u64, u64)) {
+    let mut state = seed;
+    for _ in 0..times {
+        let mut child = start(dir, &[]);
+        std::thread::sleep(pause(&mut state, lo, hi));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+}
+
 /// Waits until the output holds `rows` rows (or more), for at most a minute.
 pub(crate) fn wait_for_rows(dir: &Path, rows: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);

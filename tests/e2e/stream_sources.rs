@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::stream::{line, output_rows, start, stop, wait_for_rows};
+use crate::stream::{
+    append_lines, kill_repeatedly, line, output_rows, pause, start, stop, wait_for_rows,
+};
 use crate::support::*;
 
 /// A pipeline like the kill test's (scale x, running count per key, JSON lines to `out/`)
@@ -50,14 +52,6 @@ fn assert_exactly_once(mut rows: Vec<(u64, f64, i64)>, total: u64) {
     }
 }
 
-/// A pseudo-random pause between `lo` and `hi` ms (fixed seed: a failure can be replayed).
-fn pause(state: &mut u64, lo: u64, hi: u64) -> Duration {
-    *state = state
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    Duration::from_millis(lo + (*state >> 33) % (hi - lo))
-}
-
 #[test]
 fn a_directory_source_reads_each_arriving_file_once_in_arrival_order_across_kills() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,13 +78,7 @@ fn a_directory_source_reads_each_arriving_file_once_in_arrival_order_across_kill
             }
         })
     };
-    let mut state = 0x2545_f491_4f6c_dd1d;
-    for _ in 0..6 {
-        let mut child = start(dir.path(), &[]);
-        std::thread::sleep(pause(&mut state, 80, 300));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    kill_repeatedly(dir.path(), 6, 0x2545_f491_4f6c_dd1d, (80, 300));
     writer.join().unwrap();
     let child = start(dir.path(), &[]);
     wait_for_rows(dir.path(), (FILES * PER_FILE) as usize);
@@ -408,17 +396,34 @@ checkpoint-ms = 0
 }
 
 #[test]
-fn a_stateful_plugin_refuses_a_checkpoint_from_another_chain() {
+fn a_damaged_state_blob_and_a_changed_chain_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     pipeline_with(dir.path(), r#"paths = ["in.jsonl"]"#, r#"path = "out""#, "");
     let text: String = (0..100).map(line).collect();
     std::fs::write(dir.path().join("in.jsonl"), text).unwrap();
-    run_ok({
+    let run = |dir: &Path| {
         let mut c = quiver();
-        c.current_dir(dir.path())
+        c.current_dir(dir)
             .args(["run", "p.toml", "--stream", "--stop-at-end"]);
         c
-    });
+    };
+    run_ok(run(dir.path()));
+
+    // One flipped byte in the saved running counts: detected by its checksum, never used.
+    let blobs = files_below(&dir.path().join("out-checkpoints/out/state"));
+    let blob = blobs.last().expect("a state blob").clone();
+    let good = std::fs::read(&blob).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x20;
+    std::fs::write(&blob, &bad).unwrap();
+    let err = run_err(run(dir.path()));
+    assert!(err.contains("damaged") && err.contains("SHA-256"), "{err}");
+    assert!(
+        err.contains(&blob.file_name().unwrap().to_string_lossy().into_owned()),
+        "{err}"
+    );
+    std::fs::write(&blob, &good).unwrap();
+
     // The same job with one plugin less: its saved state no longer lines up.
     let p = std::fs::read_to_string(dir.path().join("p.toml")).unwrap();
     let fewer = p.replace(
@@ -427,12 +432,7 @@ fn a_stateful_plugin_refuses_a_checkpoint_from_another_chain() {
     );
     assert_ne!(p, fewer);
     std::fs::write(dir.path().join("p.toml"), fewer).unwrap();
-    let err = run_err({
-        let mut c = quiver();
-        c.current_dir(dir.path())
-            .args(["run", "p.toml", "--stream", "--stop-at-end"]);
-        c
-    });
+    let err = run_err(run(dir.path()));
     assert!(
         err.contains("chain of 2 plugins, but the pipeline has 1"),
         "{err}"
@@ -452,27 +452,8 @@ fn three_partitions_keep_exact_running_counts_per_key_across_kills() {
     const TOTAL: u64 = 15_000;
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, line(0)).unwrap();
-    let writer = {
-        let input = input.clone();
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(input)
-                .unwrap();
-            for chunk in (1..TOTAL).collect::<Vec<_>>().chunks(50) {
-                let text: String = chunk.iter().map(|&s| line(s)).collect();
-                f.write_all(text.as_bytes()).unwrap();
-                std::thread::sleep(Duration::from_millis(4));
-            }
-        })
-    };
-    let mut state = 0x0dd_b1a5_e5ba_d5ee;
-    for _ in 0..8 {
-        let mut child = start(dir.path(), &[]);
-        std::thread::sleep(pause(&mut state, 80, 300));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    let writer = append_lines(&input, TOTAL, 50, 4, line);
+    kill_repeatedly(dir.path(), 8, 0x0dd_b1a5_e5ba_d5ee, (80, 300));
     writer.join().unwrap();
     let child = start(dir.path(), &[]);
     wait_for_rows(dir.path(), TOTAL as usize);

@@ -3,11 +3,9 @@
 //! SIGKILLs in the checkpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
-use crate::stream::start;
+use crate::stream::{append_lines, kill_repeatedly, start};
 use crate::support::*;
 
 const SIZE: i64 = 1000;
@@ -131,30 +129,8 @@ aggregates = [{{ func = "count" }}, {{ func = "sum", column = "amount" }}]
     const EVENTS: u64 = 12_000;
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, event_line(0)).unwrap();
-    let writer = {
-        let input = input.clone();
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(input)
-                .unwrap();
-            for chunk in (1..EVENTS).collect::<Vec<_>>().chunks(60) {
-                let text: String = chunk.iter().map(|&s| event_line(s)).collect();
-                f.write_all(text.as_bytes()).unwrap();
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let mut state: u64 = 0x1234_5678_9abc_def1;
-    for _ in 0..8 {
-        let mut child = start(dir.path(), &[]);
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(80 + (state >> 33) % 200));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    let writer = append_lines(&input, EVENTS, 60, 5, event_line);
+    kill_repeatedly(dir.path(), 8, 0x1234_5678_9abc_def1, (80, 280));
     writer.join().unwrap();
     let out = start(dir.path(), &["--stop-at-end"])
         .wait_with_output()

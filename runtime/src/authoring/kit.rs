@@ -30,6 +30,7 @@ const KIT: Files = files![
     "sdk/rust/src/params.rs",
     "sdk/rust/src/plan.rs",
     "sdk/rust/src/quantile.rs",
+    "sdk/rust/src/state.rs",
     "sdk/js/build.sh",
     "sdk/js/kit/quiver.js",
     "sdk/python/build.sh",
@@ -150,6 +151,17 @@ pub fn unpack(tools: &Path) -> Result<PathBuf, AuthoringError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source file added to the Rust SDK must be embedded too, or kits fail to build.
+    #[test]
+    fn every_rust_sdk_source_is_embedded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust/src");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let path = format!("sdk/rust/src/{name}");
+            assert!(KIT.iter().any(|(p, _)| *p == path), "{path} is not in KIT");
+        }
+    }
 
     #[test]
     fn the_rust_sdk_manifest_pins_what_the_workspace_pins() {
