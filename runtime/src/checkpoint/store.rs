@@ -117,7 +117,7 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .tempfile_in(dir)
         .map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(path))?;
-    tmp.as_file().sync_all().map_err(io(path))?;
+    tmp.as_file().sync_data().map_err(io(path))?;
     tmp.persist(path).map_err(|e| StoreError::Io {
         path: path.to_path_buf(),
         source: e.error,
