@@ -4,6 +4,7 @@
 //! the driver and the workers go on with the next epoch.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ pub(crate) struct Committed {
 }
 
 /// Runs until the driver hangs up; stops at the first error, which it reports on `done`.
+/// `idle` is set while it waits for a barrier, so the driver starts one only then and keeps
+/// reading into the current epoch meanwhile, instead of waiting on a busy committer.
 pub(crate) fn commit_barriers(
     job: &str,
     sink_dir: Option<&Path>,
@@ -45,8 +48,12 @@ pub(crate) fn commit_barriers(
     mut coordinator: Coordinator,
     barriers: Receiver<Barrier>,
     done: Sender<Result<Committed, StreamError>>,
+    idle: &AtomicBool,
 ) {
-    for b in barriers {
+    loop {
+        idle.store(true, Ordering::Release);
+        let Ok(b) = barriers.recv() else { return };
+        idle.store(false, Ordering::Release);
         let result = commit(job, sink_dir, b, &mut store, &mut coordinator);
         let failed = result.is_err();
         if done.send(result).is_err() || failed {

@@ -558,9 +558,11 @@ pub fn run(
     // At most one barrier waits while another commits: the driver blocks beyond that.
     let (barrier_tx, barrier_rx) = std::sync::mpsc::sync_channel::<Barrier>(0);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let committer_idle = Arc::new(AtomicBool::new(true));
     let committer = {
         let sink_dir = s.sink_dir().map(Path::to_path_buf);
         let job = s.job.clone();
+        let idle = committer_idle.clone();
         std::thread::Builder::new()
             .name("quiver-commit".into())
             .spawn(move || {
@@ -571,6 +573,7 @@ pub fn run(
                     coordinator,
                     barrier_rx,
                     done_tx,
+                    &idle,
                 )
             })
             .map_err(|e| StreamError::Setup(format!("cannot start the committer: {e}")))?
@@ -623,6 +626,7 @@ pub fn run(
             open_windows: vec![0; partitions as usize],
             metrics: metrics.as_ref(),
             started,
+            committer_idle: &committer_idle,
         };
         let result = driver.drive(first_lines);
         // Hanging up stops the workers and, after its last commit, the committer.
@@ -694,6 +698,8 @@ struct Driver<'a> {
     open_windows: Vec<u64>,
     metrics: Option<&'a Arc<std::sync::Mutex<String>>>,
     started: Instant,
+    /// Set while the committer waits for a barrier.
+    committer_idle: &'a AtomicBool,
 }
 
 impl Driver<'_> {
@@ -837,9 +843,13 @@ impl Driver<'_> {
                 pending.push(lines);
                 dirty = true;
             }
-            let due = s
-                .checkpoint_every
-                .is_some_and(|every| last_checkpoint.elapsed() >= every);
+            // While the committer is busy with the last barrier, rows go on into this epoch and
+            // the checkpoint waits until it is free, rather than the driver waiting for it (at
+            // a stop, the send below waits).
+            let committer_free = stopping || self.committer_idle.load(Ordering::Acquire);
+            let due = committer_free
+                && s.checkpoint_every
+                    .is_some_and(|every| last_checkpoint.elapsed() >= every);
             let full = pending_rows >= s.batch_rows
                 || batch_started.is_some_and(|t| t.elapsed() >= s.batch_age);
             if pending_rows > 0 && (full || due || stopping) {
