@@ -175,7 +175,6 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
     let mut acknowledged = Vec::new();
     let mut unacknowledged = Vec::new();
     let mut state = 0x51_7cc1_b727_220a;
-    let mut kills = 0;
     const REQUESTS: u64 = 120;
     const ROWS: u64 = 50;
     for r in 0..REQUESTS {
@@ -190,11 +189,9 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
             std::thread::sleep(pause(&mut state, 1, 60));
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
-            kills += 1;
             (child, addr) = start_ingest(dir.path());
         }
     }
-    assert_eq!(kills, 6);
     assert!(acknowledged.len() as u64 > REQUESTS * ROWS / 2);
     wait_for_rows(dir.path(), acknowledged.len());
     std::thread::sleep(Duration::from_millis(300));

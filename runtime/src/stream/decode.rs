@@ -100,6 +100,26 @@ impl Decoder {
         chunks: &[Lines],
         policy: OnMalformed,
     ) -> Result<(Option<RecordBatch>, Vec<BadLine>), StreamError> {
+        if self.format != Format::Csv {
+            // JSON lines need no line dropped: the chunks go to the decoder as they are, with
+            // no copy, in the common case where every line parses.
+            let rows = chunks.iter().map(|c| c.count).sum::<usize>().max(1);
+            let whole = arrow::json::ReaderBuilder::new(self.schema.clone())
+                .with_batch_size(rows)
+                .build_decoder()
+                .and_then(|mut d| {
+                    for c in chunks {
+                        // The batch holds every line, so each chunk is consumed whole.
+                        if d.decode(&c.bytes)? != c.bytes.len() {
+                            return Err(arrow::error::ArrowError::JsonError("short read".into()));
+                        }
+                    }
+                    d.flush()
+                });
+            if let Ok(batch) = whole {
+                return Ok((batch, Vec::new()));
+            }
+        }
         let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.bytes.len()).sum());
         let mut rows = 0;
         for line in self.lines(chunks) {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::io_err;
 use crate::io::IoError;
 
 /// Where a [`Tail`] is.
@@ -82,14 +83,6 @@ pub struct Tail {
     pos: Position,
     /// Bytes read past `pos.offset`: the start of a line whose end has not arrived.
     partial: Vec<u8>,
-}
-
-fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IoError + 'a {
-    move |source| IoError::Io {
-        path: path.to_path_buf(),
-        action,
-        source,
-    }
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
