@@ -650,14 +650,53 @@ fn pass<T>(
     ))
 }
 
-/// Waits for the workers of a fit pass, stopping at the first failure.
-fn first_failure(done: Receiver<Done>) -> Result<(), RunError> {
-    for msg in done {
-        if let Done::Failed(e) = msg {
-            return Err(*e);
+/// The failure a failed pass reports. Several workers may fail before they all stop; the one
+/// on the earliest input batch is reported, so that a run fails the same way every time
+/// whatever the thread timing.
+#[derive(Default)]
+struct EarliestFailure(Option<Box<RunError>>);
+
+impl EarliestFailure {
+    /// (batch, partition) of a plugin failure; failures not tied to a batch (reading, the
+    /// sink) stop the reader, so any batch failure seen with them came first.
+    fn rank(e: &RunError) -> (u64, usize) {
+        match e {
+            RunError::Batch {
+                batch, partition, ..
+            } => (*batch, *partition),
+            _ => (u64::MAX, usize::MAX),
         }
     }
-    Ok(())
+
+    fn note(&mut self, e: Box<RunError>) {
+        if self
+            .0
+            .as_ref()
+            .is_none_or(|f| Self::rank(&e) < Self::rank(f))
+        {
+            self.0 = Some(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn into_result(self) -> Result<(), RunError> {
+        self.0.map_or(Ok(()), |e| Err(*e))
+    }
+}
+
+/// Waits for the workers of a fit pass; after a failure it only drains them (the reader stops
+/// at its next send to the failed worker, so that is short).
+fn first_failure(done: Receiver<Done>) -> Result<(), RunError> {
+    let mut failure = EarliestFailure::default();
+    for msg in done {
+        if let Done::Failed(e) = msg {
+            failure.note(e);
+        }
+    }
+    failure.into_result()
 }
 
 /// The next group of plugins to fit in one pass: consecutive unfitted aggregates, after the
@@ -1235,12 +1274,15 @@ fn write(
     let mut pending: BTreeMap<u64, (usize, Vec<RecordBatch>)> = BTreeMap::new();
     let mut next = 0u64;
     let mut dead = DeadLetters::default();
+    let mut failure = EarliestFailure::default();
     for msg in done {
         let (partition, seq, batches) = match msg {
             Done::Failed(e) => {
-                sink.abort();
-                return Err(*e);
+                failure.note(e);
+                continue;
             }
+            // After a failure the rest is drained, not written.
+            Done::Batches { .. } if failure.failed() => continue,
             Done::Batches {
                 partition,
                 seq,
@@ -1261,6 +1303,10 @@ fn write(
             write_all(&mut sink, partition, &batches)?;
         }
     }
+    if let Err(e) = failure.into_result() {
+        sink.abort();
+        return Err(e);
+    }
     dead.write(dead_dir, names)?;
     Ok(Written {
         output: sink.commit()?,
@@ -1277,4 +1323,50 @@ fn write_all(
         sink.write(partition, b)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(batch: u64, partition: usize) -> Box<RunError> {
+        Box::new(RunError::Batch {
+            source: Box::new(PluginError::Failed {
+                plugin: "p".into(),
+                message: format!("b{batch}"),
+            }),
+            partition,
+            batch,
+            file: "in.csv".into(),
+            first_row: 0,
+            end_row: 1,
+        })
+    }
+
+    #[test]
+    fn the_earliest_batch_failure_is_reported_whatever_the_arrival_order() {
+        let arrivals = [(9, 1), (0, 2), (4, 0), (0, 1)];
+        // Every rotation of the arrival order reports batch 0 of partition 1.
+        for start in 0..arrivals.len() {
+            let mut failure = EarliestFailure::default();
+            for k in 0..arrivals.len() {
+                let (b, p) = arrivals[(start + k) % arrivals.len()];
+                failure.note(at(b, p));
+            }
+            match failure.into_result() {
+                Err(RunError::Batch {
+                    batch, partition, ..
+                }) => assert_eq!((batch, partition), (0, 1)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut failure = EarliestFailure::default();
+        failure.note(Box::new(RunError::TooManyDeadLetters { limit: 1 }));
+        failure.note(at(7, 0));
+        assert!(matches!(
+            failure.into_result(),
+            Err(RunError::Batch { batch: 7, .. })
+        ));
+        assert!(EarliestFailure::default().into_result().is_ok());
+    }
 }
