@@ -144,8 +144,12 @@ pub struct StreamSpec {
     /// `[source] paths`: `POST /ingest` with JSON lines or an Arrow IPC stream. Rows are in a
     /// write-ahead log on disk before the request is answered.
     pub listen: Option<String>,
-    /// The HTTP ingest's write-ahead log (default `<checkpoint-dir>/<job>.wal.jsonl`).
+    /// The HTTP ingest's write-ahead log, a directory of segments (default
+    /// `<checkpoint-dir>/<job>.wal`).
     pub wal: Option<PathBuf>,
+    /// The write-ahead log starts a new segment past this many bytes (default 64 MiB);
+    /// segments before the last checkpoint are deleted.
+    pub wal_segment_bytes: Option<u64>,
     /// What to do with an input line that does not parse: `fail` (default), `skip`, or
     /// `dead-letter`.
     #[serde(default)]

@@ -17,6 +17,7 @@ mod limits;
 mod policies;
 mod properties;
 mod stream;
+mod stream_operations;
 mod stream_sources;
 mod stream_windows;
 mod support;

@@ -114,6 +114,19 @@ pub(crate) fn append_lines(
     })
 }
 
+/// Checks that `rows` are rows `0..total` exactly once, each transformed, with its running
+/// count per key.
+pub(crate) fn assert_exactly_once(mut rows: Vec<(u64, f64, i64)>, total: u64) {
+    rows.sort_by_key(|r| r.0);
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs.len() as u64, total, "rows were lost or repeated");
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
+    for (seq, x, n) in rows {
+        assert_eq!(x, ((seq * 3) as f64 + 0.5 - 1.0) / 4.0, "row {seq}");
+        assert_eq!(n, (seq / 7 + 1) as i64, "running count of row {seq}");
+    }
+}
+
 /// A pseudo-random pause between `lo` and `hi` ms (a fixed seed, so a failure can be replayed).
 pub(crate) fn pause(state: &mut u64, lo: u64, hi: u64) -> Duration {
     *state = state

@@ -8,7 +8,8 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::stream::{
-    append_lines, kill_repeatedly, line, output_rows, pause, start, stop, wait_for_rows,
+    append_lines, assert_exactly_once, kill_repeatedly, line, output_rows, pause, start, stop,
+    wait_for_rows,
 };
 use crate::support::*;
 
@@ -37,19 +38,6 @@ poll-ms = 5
 "#
     );
     std::fs::write(dir.join("p.toml"), text).unwrap();
-}
-
-/// Checks that `rows` are rows `0..total` exactly once, each transformed, with its running
-/// count per key.
-fn assert_exactly_once(mut rows: Vec<(u64, f64, i64)>, total: u64) {
-    rows.sort_by_key(|r| r.0);
-    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(seqs.len() as u64, total, "rows were lost or repeated");
-    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
-    for (seq, x, n) in rows {
-        assert_eq!(x, ((seq * 3) as f64 + 0.5 - 1.0) / 4.0, "row {seq}");
-        assert_eq!(n, (seq / 7 + 1) as i64, "running count of row {seq}");
-    }
 }
 
 #[test]
@@ -169,7 +157,8 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
         dir.path(),
         "",
         r#"path = "out""#,
-        r#"listen = "127.0.0.1:0""#,
+        // Small segments, so that the log rolls and is trimmed many times while it is killed.
+        "listen = \"127.0.0.1:0\"\nwal-segment-bytes = 8192",
     );
     let (mut child, mut addr) = start_ingest(dir.path());
     let mut acknowledged = Vec::new();
@@ -217,6 +206,64 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
     for (seq, x, _) in rows {
         assert_eq!(x, ((seq * 3) as f64 + 0.5 - 1.0) / 4.0, "row {seq}");
     }
+    // After the final checkpoint only the newest segment is left, and it starts far into the
+    // log: the others were read, committed and deleted.
+    let wal = dir.path().join("out-checkpoints").join("out.wal");
+    let segments: Vec<String> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let base: u64 = segments[0].trim_end_matches(".jsonl").parse().unwrap();
+    assert!(base > 50_000, "{segments:?}");
+}
+
+#[test]
+fn an_ingest_endpoint_that_can_no_longer_accept_stops_the_run_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_with(
+        dir.path(),
+        "",
+        r#"path = "out""#,
+        r#"listen = "127.0.0.1:0""#,
+    );
+    // Few file descriptors, so that accepting connections soon fails (EMFILE).
+    let mut child = quiver_under("prlimit", &["--nofile=64:64"])
+        .current_dir(dir.path())
+        .args(["run", "p.toml", "--stream"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let addr = loop {
+        let mut l = String::new();
+        assert!(stderr.read_line(&mut l).unwrap() > 0, "{said}");
+        if let Some(a) = l.trim().strip_prefix("ingest: http://") {
+            break a.trim_end_matches("/ingest").to_string();
+        }
+        said.push_str(&l);
+    };
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(conn) => held.push(conn),
+            Err(_) => break,
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    stderr.read_to_string(&mut said).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "HTTP ingest: the endpoint on {addr} stopped: cannot accept a connection"
+        )) && said.contains("Too many open files"),
+        "{said}"
+    );
 }
 
 #[test]

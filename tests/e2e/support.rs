@@ -44,6 +44,21 @@ pub fn quiver() -> Command {
     c
 }
 
+/// `program` with `args`, then the quiver binary as its last argument, in the environment of
+/// [`quiver`]: for running quiver under a wrapper (a terminal, resource limits).
+pub fn quiver_under(program: &str, args: &[&str]) -> Command {
+    let q = quiver();
+    let mut c = Command::new(program);
+    for (k, v) in q.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.args(args).arg(q.get_program());
+    c
+}
+
 /// Runs a command and returns (success, stdout, stderr).
 pub fn run(mut c: Command) -> (bool, String, String) {
     let Output {

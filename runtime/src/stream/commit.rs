@@ -31,9 +31,11 @@ pub(crate) struct Barrier {
     pub(crate) tasks: Vec<TaskBarrier>,
 }
 
-/// A committed checkpoint: its epoch, how long the commit took, and the bytes it made visible.
+/// A committed checkpoint: its epoch, the source position it holds, how long the commit took,
+/// and the bytes it made visible.
 pub(crate) struct Committed {
     pub(crate) epoch: Epoch,
+    pub(crate) position: Option<serde_json::Value>,
     pub(crate) seconds: f64,
     pub(crate) bytes: u64,
 }
@@ -70,8 +72,9 @@ fn commit(
     coordinator: &mut Coordinator,
 ) -> Result<Committed, StreamError> {
     let started = Instant::now();
-    let sources = b
-        .position
+    let position = b.position;
+    let sources = position
+        .clone()
         .map(|p| ("input".to_string(), SourceOffset(p)))
         .into_iter()
         .collect();
@@ -115,6 +118,7 @@ fn commit(
     }
     Ok(Committed {
         epoch,
+        position,
         seconds: started.elapsed().as_secs_f64(),
         bytes,
     })

@@ -1,7 +1,8 @@
 //! HTTP ingest endpoint for a streaming run: clients POST rows, the server makes them durable in
 //! a local write-ahead log (WAL) of JSON lines, and only then answers `200`. The streaming driver
-//! follows the log by byte offset like any other growing JSON-lines file, so the stream can be
-//! replayed from it.
+//! reads the log by offset, so the stream can be replayed from it. The log is a directory of
+//! segments ([`wal`](super::wal)): the server starts a new one past a size, and segments wholly
+//! before a committed checkpoint are deleted.
 //!
 //! # Requests
 //! - `POST /ingest` with JSON lines (`application/x-ndjson`, `application/jsonl`,
@@ -11,7 +12,7 @@
 //!   are appended as JSON lines.
 //! - `GET /health`: `200 ok`.
 //!
-//! A `200` carries `{"accepted": N, "offset": END}`, END being the log's length after the append.
+//! A `200` carries `{"accepted": N, "offset": END}`, END being the log offset after the append.
 //! Errors are plain text: `400` (a bad row or stream; nothing of the request is appended),
 //! `404`, `405`, `413` (body over the limit), `415` (unknown content type), `500` (the log could
 //! not be written) and `503` with `Retry-After: 1` (backpressure, below).
@@ -22,7 +23,8 @@
 //! and power loss. A crash between the write and the answer can leave rows that were never
 //! acknowledged; a client that retries then sends them twice (at-least-once). A crash in the
 //! middle of a write leaves a torn last line, which the next start cuts off. The log is locked
-//! while a server runs, as a second writer would break both guarantees.
+//! (its `LOCK` file) while a server runs, as a second writer would break both guarantees. A new
+//! segment's directory entry is fsynced before anything is appended to it.
 //!
 //! # Backpressure
 //! The driver reports how far it has read ([`IngestServer::set_read_offset`]); while the log
@@ -30,11 +32,16 @@
 //! a stalled driver cannot let the log grow without bound.
 //!
 //! # Limits
-//! One thread serves requests one at a time (appends are serialized anyway), and the HTTP layer
-//! has no socket timeouts: a client that sends its body slowly, or less of it than it declared,
-//! holds the others up meanwhile. A request holds its body (at most `max_body_bytes`) and its
-//! rows as JSON lines in memory. A request declaring a body over 256 MiB is abandoned
-//! unanswered, as the HTTP layer cannot drop it safely.
+//! A few handler threads ([`IngestConfig::handlers`]) read and check request bodies side by
+//! side; appends to the log take turns. The HTTP layer has no socket timeouts: a client that
+//! stalls in the middle of a body over 1 KiB (smaller ones the HTTP layer reads on its own
+//! thread per connection) holds one handler until it sends on or hangs up. A request holds its
+//! body (at most `max_body_bytes`) and its rows as JSON lines in memory. A request declaring a
+//! body over 256 MiB is abandoned unanswered, as the HTTP layer cannot drop it safely.
+//!
+//! The HTTP layer stops accepting connections for good at its first failure to accept one
+//! (e.g. out of file descriptors). The server then reports it ([`IngestServer::failure`]) and
+//! the streaming run stops with that error rather than stay up deaf.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -43,14 +50,15 @@ use std::net::SocketAddr;
 use std::panic;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::json::LineDelimitedWriter;
 use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::wal::{segment_name, segments};
 
 /// Content types whose body is JSON lines; no content type at all counts too.
 const JSON_LINES_TYPES: [&str; 4] = [
@@ -82,9 +90,13 @@ pub struct IngestConfig {
     /// Address to listen on, e.g. `127.0.0.1:0` (port 0 picks a free port, see
     /// [`IngestServer::local_addr`]).
     pub addr: String,
-    /// The write-ahead log: created if missing (with its parent directories), appended to
+    /// The write-ahead log's directory: created if missing (with its parents), appended to
     /// otherwise.
     pub wal: PathBuf,
+    /// A new segment is started once the newest one has passed this many bytes.
+    pub segment_bytes: u64,
+    /// Threads reading and answering requests side by side (at least 1).
+    pub handlers: usize,
     /// Request bodies larger than this get `413`. Bodies declared over 256 MiB are never read,
     /// whatever this says (see the module docs).
     pub max_body_bytes: u64,
@@ -135,6 +147,8 @@ struct Shared {
     read_offset: AtomicU64,
     rows_accepted: AtomicU64,
     stop: AtomicBool,
+    /// Why the server no longer takes connections, once it does not.
+    failure: Mutex<Option<String>>,
 }
 
 /// A running ingest endpoint; see the module docs for the protocol.
@@ -143,6 +157,7 @@ pub struct IngestServer {
     wal: PathBuf,
     http: Arc<Server>,
     shared: Arc<Shared>,
+    handlers: usize,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -160,11 +175,12 @@ impl IngestServer {
     /// Opens (and if need be repairs) the log, binds the address and starts the server thread;
     /// returns at once.
     pub fn start(config: IngestConfig) -> Result<IngestServer, IngestError> {
-        let wal = Wal::open(&config.wal)?;
-        let http = Server::http(config.addr.as_str()).map_err(|source| IngestError::Bind {
+        let wal = Wal::open(&config.wal, config.segment_bytes)?;
+        let bind_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::Bind {
             addr: config.addr.clone(),
             source,
-        })?;
+        };
+        let http = Server::http(config.addr.as_str()).map_err(bind_err)?;
         let addr = http
             .server_addr()
             .to_ip()
@@ -177,11 +193,12 @@ impl IngestServer {
         tracing::info!(
             %addr,
             wal = %config.wal.display(),
-            wal_bytes = wal.len,
+            wal_end = wal.end(),
             "ingest server listening"
         );
+        let handlers = config.handlers.max(1);
         let worker = Worker {
-            wal,
+            wal: Mutex::new(wal),
             shared: shared.clone(),
             max_body_bytes: config.max_body_bytes,
             max_unread_bytes: config.max_unread_bytes,
@@ -189,13 +206,20 @@ impl IngestServer {
         let thread_http = http.clone();
         let thread = thread::Builder::new()
             .name("quiver-ingest".into())
-            .spawn(move || worker.serve(&thread_http))
+            .spawn(move || {
+                thread::scope(|scope| {
+                    for _ in 0..handlers {
+                        scope.spawn(|| worker.serve(&thread_http));
+                    }
+                })
+            })
             .map_err(|source| IngestError::Spawn { addr, source })?;
         Ok(IngestServer {
             addr,
             wal: config.wal,
             http,
             shared,
+            handlers,
             thread: Some(thread),
         })
     }
@@ -205,9 +229,20 @@ impl IngestServer {
         self.addr
     }
 
-    /// The driver reports how far it has read the log (a byte offset), for backpressure.
+    /// The driver reports how far it has read the log (a log offset), for backpressure.
     pub fn set_read_offset(&self, offset: u64) {
         self.shared.read_offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// Why the server stopped taking connections (the HTTP layer gives up at the first failure
+    /// to accept one), if it did: the run should stop rather than stay up deaf.
+    pub fn failure(&self) -> Option<String> {
+        let failure = self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failure.clone()
     }
 
     /// Rows acknowledged since the server started.
@@ -224,8 +259,10 @@ impl IngestServer {
     fn shutdown(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.shared.stop.store(true, Ordering::Release);
-            // Wakes the thread if it is waiting for a request.
-            self.http.unblock();
+            // Wakes each handler waiting for a request (one marker each).
+            for _ in 0..self.handlers {
+                self.http.unblock();
+            }
             if thread.join().is_err() {
                 tracing::error!(addr = %self.addr, "ingest server thread panicked");
             }
@@ -239,28 +276,36 @@ impl Drop for IngestServer {
     }
 }
 
-/// The log, as the server thread writes it.
+/// The log, as the server thread writes it: its newest segment, appended to.
 struct Wal {
-    path: PathBuf,
-    /// Opened for appending (and reading, for the repair at start), and locked.
+    dir: PathBuf,
+    /// Locked while the server runs; the lock goes with it.
+    _lock: File,
+    /// The newest segment, opened for appending (and reading, for the repair at start).
     file: File,
+    /// Its path, for messages.
+    path: PathBuf,
+    /// The log offset of its first byte.
+    base: u64,
     /// Its length: everything in it is whole lines.
     len: u64,
+    segment_bytes: u64,
     /// Why appending is no longer safe, once a failed write could not be undone or an fsync
     /// failed (after which the kernel may have dropped the data while a later fsync succeeds).
     broken: Option<String>,
 }
 
 impl Wal {
-    fn open(path: &Path) -> Result<Wal, IngestError> {
+    fn open(dir: &Path, segment_bytes: u64) -> Result<Wal, IngestError> {
         let wal_err = |source| IngestError::Wal {
-            path: path.to_path_buf(),
+            path: dir.to_path_buf(),
             source,
         };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        if dir.is_file() {
+            return Err(wal_err(io::Error::other(
+                "this is a file; the write-ahead log is a directory of segments (move the file away, or name another path in [stream] wal)",
+            )));
+        }
         let dirs: Vec<&Path> = dir
             .ancestors()
             .map(|d| {
@@ -274,35 +319,54 @@ impl Wal {
         // Directories created below the first existing one must reach the disk too.
         let existing = dirs.iter().position(|d| d.is_dir()).unwrap_or(0);
         fs::create_dir_all(dir).map_err(wal_err)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
+        let lock = OpenOptions::new()
+            .write(true)
             .create(true)
-            .open(path)
+            .truncate(false)
+            .open(dir.join("LOCK"))
             .map_err(wal_err)?;
-        match file.try_lock() {
+        match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(IngestError::WalLocked {
-                    path: path.to_path_buf(),
+                    path: dir.to_path_buf(),
                 })
             }
             Err(TryLockError::Error(e)) => return Err(wal_err(e)),
         }
-        // A newly created log is only durable once its directory entry is.
+        let (base, path) = segments(dir)
+            .map_err(|e| wal_err(io::Error::other(e.to_string())))?
+            .pop()
+            .unwrap_or_else(|| (0, dir.join(segment_name(0))));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(wal_err)?;
+        // A newly created log is only durable once its directory entries are.
         for d in &dirs[..=existing] {
-            File::open(d).and_then(|d| d.sync_all()).map_err(wal_err)?;
+            sync_dir(d).map_err(wal_err)?;
         }
-        let len = cut_torn_tail(&mut file, path).map_err(wal_err)?;
+        let len = cut_torn_tail(&mut file, &path).map_err(wal_err)?;
         Ok(Wal {
-            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            _lock: lock,
             file,
+            path,
+            base,
             len,
+            segment_bytes,
             broken: None,
         })
     }
 
-    /// Appends `bytes` (whole lines) with one write and fsyncs; returns the new length.
+    /// The log offset after its last line.
+    fn end(&self) -> u64 {
+        self.base + self.len
+    }
+
+    /// Appends `bytes` (whole lines) with one write and fsyncs; returns the log's new end.
     fn append(&mut self, bytes: &[u8]) -> Result<u64, String> {
         if let Some(refusal) = self.refusal() {
             return Err(refusal);
@@ -332,7 +396,39 @@ impl Wal {
             return Err(msg);
         }
         self.len += bytes.len() as u64;
-        Ok(self.len)
+        if self.len >= self.segment_bytes {
+            self.roll();
+        }
+        Ok(self.end())
+    }
+
+    /// Starts the next segment. Failing to create it is harmless (appends go on to this one);
+    /// failing to make its name durable once it exists breaks the log, as rows appended to it
+    /// could vanish with it.
+    fn roll(&mut self) {
+        let path = self.dir.join(segment_name(self.end()));
+        let file = match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot start a new write-ahead log segment; appending to the current one");
+                return;
+            }
+        };
+        self.base = self.end();
+        self.len = 0;
+        self.file = file;
+        self.path = path;
+        if let Err(e) = sync_dir(&self.dir) {
+            self.broken = Some(format!(
+                "{}: cannot fsync the directory after starting a segment: {e}",
+                self.dir.display()
+            ));
+        }
     }
 
     /// Why nothing can be appended any more, if so.
@@ -340,15 +436,19 @@ impl Wal {
         let why = self.broken.as_ref()?;
         Some(format!(
             "{}: the write-ahead log failed earlier ({why}); restart the ingest server",
-            self.path.display()
+            self.dir.display()
         ))
     }
 
-    /// Cuts the log back to its last known good length.
+    /// Cuts the newest segment back to its last known good length.
     fn undo(&mut self) -> io::Result<()> {
         self.file.set_len(self.len)?;
         self.file.sync_all()
     }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// If the log does not end in `\n`, cuts it back to just after its last `\n`: the rest is a line
@@ -392,17 +492,26 @@ enum Format {
 /// A refusal: the status and the text to answer with.
 type Refusal = (u16, String);
 
-/// The server thread's state.
+/// What the handler threads share.
 struct Worker {
-    wal: Wal,
+    wal: Mutex<Wal>,
     shared: Arc<Shared>,
     max_body_bytes: u64,
     max_unread_bytes: u64,
 }
 
 impl Worker {
-    fn serve(mut self, http: &Server) {
-        // Requests queued before `unblock`'s marker are still answered: the queue is in order.
+    /// The log, even if a handler panicked holding it (its state is kept consistent by
+    /// `append` itself).
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        self.wal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One handler thread's loop.
+    fn serve(&self, http: &Server) {
+        // Requests queued before `unblock`'s markers are still answered: the queue is in order.
         loop {
             match http.recv() {
                 Ok(request) if request.body_length() > Some(UNDRAINABLE_BODY_BYTES) => {
@@ -419,16 +528,21 @@ impl Worker {
                     if self.shared.stop.load(Ordering::Acquire) {
                         break;
                     }
-                    tracing::warn!(error = %e, "ingest server could not take a connection");
-                    // Keeps a persistent accept failure (e.g. out of file descriptors) from
-                    // spinning.
-                    thread::sleep(Duration::from_millis(10));
+                    // The HTTP layer's accept loop has ended: no connection will come again.
+                    tracing::error!(error = %e, "ingest server stopped accepting connections");
+                    let mut failure = self
+                        .shared
+                        .failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    failure.get_or_insert_with(|| format!("cannot accept a connection: {e}"));
+                    break;
                 }
             }
         }
     }
 
-    fn handle(&mut self, request: &mut Request) -> Response<Cursor<Vec<u8>>> {
+    fn handle(&self, request: &mut Request) -> Response<Cursor<Vec<u8>>> {
         let path = request.url().split('?').next().unwrap_or_default();
         let method = request.method().clone();
         let result = match (path, method) {
@@ -456,7 +570,7 @@ impl Worker {
     }
 
     /// Handles `POST /ingest`; returns the rows accepted and the log's new length.
-    fn ingest(&mut self, request: &mut Request) -> Result<(u64, u64), Refusal> {
+    fn ingest(&self, request: &mut Request) -> Result<(u64, u64), Refusal> {
         let format = body_format(request)?;
         let limit = self.max_body_bytes;
         // Refused before reading anything when the client says how much it sends.
@@ -465,11 +579,15 @@ impl Worker {
                 return Err(too_large(limit));
             }
         }
-        if let Some(refusal) = self.wal.refusal() {
-            return Err((500, format!("{refusal}\n")));
-        }
+        let end = {
+            let wal = self.wal();
+            if let Some(refusal) = wal.refusal() {
+                return Err((500, format!("{refusal}\n")));
+            }
+            wal.end()
+        };
         let read = self.shared.read_offset.load(Ordering::Relaxed);
-        let unread = self.wal.len.saturating_sub(read);
+        let unread = end.saturating_sub(read);
         if unread > self.max_unread_bytes {
             return Err((
                 503,
@@ -487,9 +605,10 @@ impl Worker {
             }
         };
         if rows == 0 {
-            return Ok((0, self.wal.len));
+            return Ok((0, self.wal().end()));
         }
-        match self.wal.append(&lines) {
+        let appended = self.wal().append(&lines);
+        match appended {
             Ok(offset) => {
                 self.shared.rows_accepted.fetch_add(rows, Ordering::Relaxed);
                 Ok((rows, offset))
@@ -674,6 +793,7 @@ mod tests {
     use std::collections::HashMap;
     use std::net::TcpStream;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
 
     use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
     use arrow::compute::concat_batches;
@@ -709,7 +829,22 @@ mod tests {
             wal: wal.to_path_buf(),
             max_body_bytes: 1 << 20,
             max_unread_bytes: 1 << 30,
+            segment_bytes: 1 << 30,
+            handlers: 4,
         }
+    }
+
+    /// The whole log: its segments one after the other.
+    fn log_bytes(dir: &Path) -> Vec<u8> {
+        segments(dir)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, p)| fs::read(p).unwrap())
+            .collect()
+    }
+
+    fn log_text(dir: &Path) -> String {
+        String::from_utf8(log_bytes(dir)).unwrap()
     }
 
     struct Answer {
@@ -792,19 +927,19 @@ mod tests {
     #[test]
     fn json_lines_are_appended_byte_for_byte_in_request_order() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(config(&wal)).unwrap();
         let addr = server.local_addr();
 
         let first = "{\"a\":1}\n{\"a\": 2, \"s\": \"x y\"}\n";
         let (n, off) = ndjson(addr, first).accepted();
         assert_eq!((n, off), (2, first.len() as u64));
-        assert_eq!(fs::read(&wal).unwrap().len() as u64, off);
+        assert_eq!(log_bytes(&wal).len() as u64, off);
 
         // No final newline: one is added.
         let (n, off) = post(addr, None, b"{\"b\":[1,2]}").accepted();
         assert_eq!(n, 1);
-        assert_eq!(fs::read(&wal).unwrap().len() as u64, off);
+        assert_eq!(log_bytes(&wal).len() as u64, off);
 
         // Empty lines are dropped; other content types also mean JSON lines.
         let (n, off) = post(
@@ -822,7 +957,7 @@ mod tests {
 
         let expected =
             format!("{first}{{\"b\":[1,2]}}\n{{\"c\":3}}\n{{\"c\":4}}\n{{\"d\":null}}\n");
-        assert_eq!(fs::read_to_string(&wal).unwrap(), expected);
+        assert_eq!(log_text(&wal), expected);
         assert_eq!(off2, expected.len() as u64);
         assert_eq!(server.rows_accepted(), 6);
         server.stop();
@@ -831,11 +966,11 @@ mod tests {
     #[test]
     fn a_bad_line_is_refused_naming_it_and_nothing_of_the_request_is_written() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(config(&wal)).unwrap();
         let addr = server.local_addr();
         ndjson(addr, "{\"ok\":1}\n").accepted();
-        let before = fs::read(&wal).unwrap();
+        let before = log_bytes(&wal);
 
         let a = ndjson(addr, "{\"a\":1}\n\n{\"a\":2,}\n{\"a\":3}\n");
         assert_eq!(a.status, 400);
@@ -847,7 +982,7 @@ mod tests {
         assert!(a.body.contains("line 2"), "{}", a.body);
         assert!(a.body.contains("an array"), "{}", a.body);
 
-        assert_eq!(fs::read(&wal).unwrap(), before);
+        assert_eq!(log_bytes(&wal), before);
         assert_eq!(server.rows_accepted(), 1);
     }
 
@@ -891,14 +1026,14 @@ mod tests {
     #[test]
     fn an_arrow_stream_is_appended_as_json_lines_that_read_back_to_the_same_rows() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(config(&wal)).unwrap();
         let addr = server.local_addr();
         let (schema, batches) = sample_batches();
 
         let (n, off) = post(addr, Some(ARROW_STREAM_TYPE), &ipc(&schema, &batches)).accepted();
         assert_eq!(n, 4);
-        let text = fs::read_to_string(&wal).unwrap();
+        let text = log_text(&wal);
         assert_eq!(off, text.len() as u64);
         assert_eq!(text.lines().count(), 4);
 
@@ -918,13 +1053,13 @@ mod tests {
         let mut cut = ipc(&schema, &batches);
         cut.truncate(cut.len() - 30);
         assert_eq!(post(addr, Some(ARROW_STREAM_TYPE), &cut).status, 400);
-        assert_eq!(fs::read_to_string(&wal).unwrap(), text);
+        assert_eq!(log_text(&wal), text);
     }
 
     #[test]
     fn wrong_paths_methods_content_types_and_sizes_are_refused() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(IngestConfig {
             max_body_bytes: 2000,
             ..config(&wal)
@@ -971,13 +1106,13 @@ mod tests {
         );
         assert_eq!(a.accepted().0, 1);
 
-        assert_eq!(fs::read_to_string(&wal).unwrap(), row);
+        assert_eq!(log_text(&wal), row);
     }
 
     #[test]
     fn arrow_rows_that_swell_past_the_limits_as_json_are_refused() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(IngestConfig {
             max_body_bytes: 4000,
             max_unread_bytes: 4000,
@@ -995,13 +1130,13 @@ mod tests {
         assert!(body.len() < 4000);
         let a = post(server.local_addr(), Some(ARROW_STREAM_TYPE), &body);
         assert_eq!(a.status, 413, "{}", a.body);
-        assert_eq!(fs::read(&wal).unwrap().len(), 0);
+        assert_eq!(log_bytes(&wal).len(), 0);
     }
 
     #[test]
     fn a_request_declaring_an_absurd_body_does_not_bring_the_server_down() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(config(&wal)).unwrap();
         let addr = server.local_addr();
         let mut conn = TcpStream::connect(addr).unwrap();
@@ -1018,7 +1153,7 @@ mod tests {
     #[test]
     fn backpressure_refuses_until_the_driver_catches_up() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(IngestConfig {
             max_unread_bytes: 50,
             ..config(&wal)
@@ -1036,7 +1171,7 @@ mod tests {
             "{}",
             a.body
         );
-        assert_eq!(fs::read(&wal).unwrap().len() as u64, off);
+        assert_eq!(log_bytes(&wal).len() as u64, off);
 
         // Still behind by more than the limit.
         server.set_read_offset(5);
@@ -1049,42 +1184,91 @@ mod tests {
     #[test]
     fn a_torn_last_line_is_cut_off_on_start() {
         let dir = TempDir::new();
-        let wal = dir.0.join("deep").join("er").join("wal.jsonl");
-        fs::create_dir_all(wal.parent().unwrap()).unwrap();
-        fs::write(&wal, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let wal = dir.0.join("deep").join("er").join("wal");
+        fs::create_dir_all(&wal).unwrap();
+        let segment = wal.join(segment_name(0));
+        fs::write(&segment, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
         let server = IngestServer::start(config(&wal)).unwrap();
-        assert_eq!(fs::read_to_string(&wal).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(log_text(&wal), "{\"a\":1}\n{\"a\":2}\n");
         let (_, off) = ndjson(server.local_addr(), "{\"a\":3}\n").accepted();
-        assert_eq!(
-            fs::read_to_string(&wal).unwrap(),
-            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
-        );
+        assert_eq!(log_text(&wal), "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
         assert_eq!(off, 24);
         server.stop();
 
         // A log with no whole line at all, longer than one read-back chunk, is emptied.
-        fs::write(&wal, "y".repeat(200_000)).unwrap();
+        fs::write(&segment, "y".repeat(200_000)).unwrap();
         drop(IngestServer::start(config(&wal)).unwrap());
-        assert_eq!(fs::read(&wal).unwrap().len(), 0);
+        assert_eq!(log_bytes(&wal).len(), 0);
 
         // A whole line longer than one chunk, then a torn one.
         let long = format!("{{\"z\":\"{}\"}}\n", "z".repeat(100_000));
-        fs::write(&wal, format!("{long}{}", "w".repeat(70_000))).unwrap();
+        fs::write(&segment, format!("{long}{}", "w".repeat(70_000))).unwrap();
         drop(IngestServer::start(config(&wal)).unwrap());
-        assert_eq!(fs::read_to_string(&wal).unwrap(), long);
+        assert_eq!(log_text(&wal), long);
 
         // A missing log and its directories are created.
-        let fresh = dir.0.join("new").join("dir").join("wal.jsonl");
+        let fresh = dir.0.join("new").join("dir").join("wal");
         let server = IngestServer::start(config(&fresh)).unwrap();
-        assert_eq!(fs::read(&fresh).unwrap().len(), 0);
+        assert_eq!(log_bytes(&fresh).len(), 0);
         ndjson(server.local_addr(), "{}\n").accepted();
-        assert_eq!(fs::read_to_string(&fresh).unwrap(), "{}\n");
+        assert_eq!(log_text(&fresh), "{}\n");
+    }
+
+    #[test]
+    fn the_log_rolls_into_segments_whose_offsets_continue_across_restarts_and_trimming() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        let small = || IngestConfig {
+            segment_bytes: 100,
+            ..config(&wal)
+        };
+        let mut expected = String::new();
+        let mut server = IngestServer::start(small()).unwrap();
+        for i in 0..40 {
+            if i == 25 {
+                // A restart goes on appending to the newest segment at the same offsets.
+                server.stop();
+                server = IngestServer::start(small()).unwrap();
+            }
+            let body = format!(
+                "{{\"i\":{i}}}\n{{\"i\":{i},\"pad\":\"{}\"}}\n",
+                "p".repeat(i % 7)
+            );
+            expected.push_str(&body);
+            let (rows, offset) = ndjson(server.local_addr(), &body).accepted();
+            assert_eq!((rows, offset), (2, expected.len() as u64));
+        }
+        assert_eq!(log_text(&wal), expected);
+        let found = segments(&wal).unwrap();
+        assert!(found.len() > 5, "{found:?}");
+        let mut end = 0;
+        for (k, (base, path)) in found.iter().enumerate() {
+            // Named by where it starts; every one but the newest is full and ends a line.
+            assert_eq!(*base, end);
+            let text = fs::read_to_string(path).unwrap();
+            if k + 1 < found.len() {
+                assert!(text.len() >= 100 && text.ends_with('\n'), "{text:?}");
+            }
+            end += text.len() as u64;
+        }
+
+        // Trimming keeps what a reader at the offset needs; appends go on at the log's end.
+        let cut = found[3].0 + 1;
+        assert_eq!(super::super::wal::trim(&wal, cut).unwrap(), 3);
+        let (_, offset) = ndjson(server.local_addr(), "{}\n").accepted();
+        assert_eq!(offset, end + 3);
+        server.stop();
+        let server = IngestServer::start(small()).unwrap();
+        let (_, offset) = ndjson(server.local_addr(), "{}\n").accepted();
+        assert_eq!(offset, end + 6);
+        let kept = &expected.as_bytes()[found[3].0 as usize..];
+        assert_eq!(log_bytes(&wal), [kept, b"{}\n{}\n"].concat());
     }
 
     #[test]
     fn a_second_server_on_the_same_log_is_refused() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let first = IngestServer::start(config(&wal)).unwrap();
         let err = IngestServer::start(config(&wal)).unwrap_err();
         assert!(matches!(err, IngestError::WalLocked { .. }), "{err}");
@@ -1109,11 +1293,19 @@ mod tests {
         if !full.exists() {
             return;
         }
-        let server = IngestServer::start(config(full)).unwrap();
+        // A segment that is the full device: every write fails, and it cannot be cut back.
+        let dir = TempDir::new();
+        let segment = dir.0.join(segment_name(0));
+        std::os::unix::fs::symlink(full, &segment).unwrap();
+        let server = IngestServer::start(config(&dir.0)).unwrap();
         let addr = server.local_addr();
         let a = ndjson(addr, "{\"a\":1}\n");
         assert_eq!(a.status, 500);
-        assert!(a.body.contains("/dev/full"), "{}", a.body);
+        assert!(
+            a.body.contains(&segment.display().to_string()),
+            "{}",
+            a.body
+        );
         assert!(a.body.contains("os error"), "{}", a.body);
         // The device cannot be cut back, so the log stays refused until a restart.
         let a = ndjson(addr, "{\"a\":1}\n");
@@ -1125,7 +1317,7 @@ mod tests {
     #[test]
     fn concurrent_clients_each_get_every_acknowledged_row_written_exactly_once() {
         let dir = TempDir::new();
-        let wal = dir.0.join("wal.jsonl");
+        let wal = dir.0.join("wal");
         let server = IngestServer::start(config(&wal)).unwrap();
         let addr = server.local_addr();
 
@@ -1154,7 +1346,7 @@ mod tests {
             .flat_map(|c| c.join().unwrap())
             .collect();
 
-        let text = fs::read_to_string(&wal).unwrap();
+        let text = log_text(&wal);
         // Each request's lines sit together, ending at the offset its answer gave.
         for (body, off) in &acked {
             let end = *off as usize;

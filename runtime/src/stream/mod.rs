@@ -1,7 +1,8 @@
 //! Streaming mode: the same pipeline file over an unbounded source, with exactly-once output.
 //!
 //! The [`source`] is a growing file ([`tail`]: JSON lines or CSV), a directory files arrive
-//! in, an HTTP ingest endpoint ([`ingest`], backed by a write-ahead log) or standard input.
+//! in, an HTTP ingest endpoint ([`ingest`], backed by a write-ahead log of segments, [`wal`])
+//! or standard input.
 //! Lines are gathered into micro-batches that close at `batch-rows` rows or after `batch-ms`,
 //! whichever comes first, [`decode`]d (a line that does not parse fails the run, is skipped or
 //! goes to the dead letters), run through the plugin chain under the plugins' error policies,
@@ -36,6 +37,7 @@ mod output;
 pub mod source;
 pub mod tail;
 mod task;
+pub mod wal;
 pub mod window;
 
 use std::path::{Path, PathBuf};
@@ -167,6 +169,9 @@ pub enum StreamError {
     /// Reading the source or writing the output failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The HTTP ingest endpoint stopped working.
+    #[error("HTTP ingest: {0}")]
+    Ingest(String),
     /// A line of the source does not parse.
     #[error("{}:{line}: {message}", .path.display())]
     Malformed {
@@ -312,7 +317,16 @@ impl Settings {
                 wal: spec
                     .wal
                     .map(|w| p.resolve(&w))
-                    .unwrap_or_else(|| store_dir.join(format!("{job}.wal.jsonl"))),
+                    .unwrap_or_else(|| store_dir.join(format!("{job}.wal"))),
+                segment_bytes: match spec.wal_segment_bytes {
+                    Some(0) => {
+                        return Err(StreamError::Setup(
+                            "[stream] wal-segment-bytes must be at least 1".into(),
+                        ))
+                    }
+                    Some(n) => n,
+                    None => wal::DEFAULT_SEGMENT_BYTES,
+                },
             },
             (Some(_), _) => {
                 return Err(StreamError::Setup(
@@ -637,6 +651,9 @@ pub fn run(
     // Report the committer's error first: it is why the driver stopped, if it did.
     for result in done_rx {
         let c = result?;
+        if let Some(p) = &c.position {
+            source.committed(p);
+        }
         report.checkpoints += 1;
         report.last_checkpoint = c.epoch;
     }
@@ -863,6 +880,9 @@ impl Driver<'_> {
             // Commits finished by the committer (or its error).
             while let Ok(result) = self.done_rx.try_recv() {
                 let c = result?;
+                if let Some(p) = &c.position {
+                    self.source.committed(p);
+                }
                 self.report.checkpoints += 1;
                 self.report.last_checkpoint = c.epoch;
                 self.snapshot.last_checkpoint_seconds = c.seconds;

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | a growing file ([`tail`](super::tail)) | exact: byte offset and inode |
 //! | a directory files arrive in | exact: the files done, and the offset in the current one |
-//! | HTTP ingest ([`ingest`](super::ingest)) | exact: rows are in a write-ahead log before they are acknowledged |
+//! | HTTP ingest ([`ingest`](super::ingest)) | exact: rows are in a write-ahead log ([`wal`](super::wal)) before they are acknowledged |
 //! | stdin | none: lines read since the last checkpoint are not read again |
 
 use std::collections::BTreeSet;
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ingest::{IngestConfig, IngestServer};
 use super::tail::{Lines, Position, Tail};
+use super::wal::{self, WalPosition, WalReader};
 use super::StreamError;
 use crate::io::IoError;
 
@@ -32,8 +33,10 @@ pub enum SourceKind {
     Http {
         /// `host:port`.
         addr: String,
-        /// The write-ahead log.
+        /// The write-ahead log's directory.
         wal: PathBuf,
+        /// Size past which the log starts a new segment.
+        segment_bytes: u64,
     },
     /// Standard input.
     Stdin,
@@ -211,7 +214,7 @@ pub enum Source {
     /// A directory files arrive in.
     Directory(DirSource),
     /// HTTP ingest: the server, and the write-ahead log it appends to.
-    Http(IngestServer, Tail),
+    Http(IngestServer, WalReader),
     /// Standard input.
     Stdin(StdinSource),
 }
@@ -244,27 +247,29 @@ impl Source {
                 };
                 Source::Directory(DirSource::open(dir, extension, at)?)
             }
-            SourceKind::Http { addr, wal } => {
-                if let Some(parent) = wal.parent() {
-                    std::fs::create_dir_all(parent).map_err(|source| IoError::Io {
-                        path: parent.into(),
-                        action: "cannot create",
-                        source,
-                    })?;
-                }
-                // The server repairs a torn last line before the log is followed.
+            SourceKind::Http {
+                addr,
+                wal,
+                segment_bytes,
+            } => {
+                // The server creates the log, or repairs a torn last line, before it is read.
                 let server = IngestServer::start(IngestConfig {
                     addr: addr.clone(),
                     wal: wal.clone(),
                     max_body_bytes: 64 << 20,
                     max_unread_bytes: 256 << 20,
+                    segment_bytes: *segment_bytes,
+                    handlers: 4,
                 })
                 .map_err(|e| StreamError::Setup(e.to_string()))?;
                 // On stderr so that whoever started the run (or a test) learns the port.
                 eprintln!("ingest: http://{}/ingest", server.local_addr());
-                let tail = Tail::open(wal, tail_at(from)?)?;
-                server.set_read_offset(tail.position().offset);
-                Source::Http(server, tail)
+                let at: Option<WalPosition> = from
+                    .map(|v| serde_json::from_value(v.clone()).map_err(|e| bad_position(v, e)))
+                    .transpose()?;
+                let reader = WalReader::open(wal, at)?;
+                server.set_read_offset(reader.position().offset);
+                Source::Http(server, reader)
             }
             SourceKind::Stdin => Source::Stdin(StdinSource::open()),
         })
@@ -275,9 +280,15 @@ impl Source {
         Ok(match self {
             Source::File(t) => t.poll(max)?,
             Source::Directory(d) => d.poll(max)?,
-            Source::Http(server, t) => {
-                let lines = t.poll(max)?;
-                server.set_read_offset(t.position().offset);
+            Source::Http(server, r) => {
+                if let Some(why) = server.failure() {
+                    return Err(StreamError::Ingest(format!(
+                        "the endpoint on {} stopped: {why}; restart the run (acknowledged rows are in the write-ahead log)",
+                        server.local_addr()
+                    )));
+                }
+                let lines = r.poll(max)?;
+                server.set_read_offset(r.position().offset);
                 lines
             }
             Source::Stdin(s) => s.poll(max)?,
@@ -288,7 +299,8 @@ impl Source {
     /// be rewound (stdin).
     pub fn position(&self) -> Option<serde_json::Value> {
         let v = match self {
-            Source::File(t) | Source::Http(_, t) => serde_json::to_value(t.position()),
+            Source::File(t) => serde_json::to_value(t.position()),
+            Source::Http(_, r) => serde_json::to_value(r.position()),
             Source::Directory(d) => serde_json::to_value(d.position()),
             Source::Stdin(_) => return None,
         };
@@ -298,9 +310,31 @@ impl Source {
     /// Bytes that arrived and are not read yet (an estimate of the lag).
     pub fn lag_bytes(&self) -> u64 {
         match self {
-            Source::File(t) | Source::Http(_, t) => t.lag_bytes(),
+            Source::File(t) => t.lag_bytes(),
+            Source::Http(_, r) => r.lag_bytes(),
             Source::Directory(d) => d.lag_bytes(),
             Source::Stdin(_) => 0,
+        }
+    }
+
+    /// A checkpoint at `position` has committed: what is before it is never read again. The
+    /// HTTP ingest's log deletes its segments before it; a failure to is only logged (they are
+    /// deleted after a later checkpoint).
+    pub fn committed(&self, position: &serde_json::Value) {
+        let Source::Http(_, reader) = self else {
+            return;
+        };
+        let Ok(at) = serde_json::from_value::<WalPosition>(position.clone()) else {
+            return;
+        };
+        match wal::trim(reader.dir(), at.offset) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                segments = n,
+                offset = at.offset,
+                "trimmed the write-ahead log"
+            ),
+            Err(e) => tracing::warn!("cannot trim the write-ahead log: {e}"),
         }
     }
 
