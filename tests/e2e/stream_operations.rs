@@ -8,17 +8,18 @@ use crate::stream::{
 };
 use crate::support::*;
 
-/// Runs the command after `--` on a new pseudo-terminal (so that its stderr is a terminal),
-/// sends it SIGTERM after the given seconds, and prints what it wrote; exits with its status.
+/// Runs the command given after its first argument on a new pseudo-terminal (so that its
+/// stderr is a terminal), sends it SIGTERM once it has written the first argument twice (or
+/// after a minute), and prints what it wrote; exits with its status.
 const ON_A_TERMINAL: &str = r#"
 import os, pty, select, signal, sys, time
-seconds = float(sys.argv[1])
+wanted = sys.argv[1].encode()
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
-out, stop_at, stopped = b"", time.time() + seconds, False
+out, stop_at, stopped = b"", time.time() + 60, False
 while True:
-    if not stopped and time.time() >= stop_at:
+    if not stopped and (out.count(wanted) >= 2 or time.time() >= stop_at):
         os.kill(pid, signal.SIGTERM)
         stopped = True
     ready, _, _ = select.select([fd], [], [], 0.05)
@@ -41,14 +42,15 @@ fn a_terminal_shows_a_status_line_with_rows_lag_and_last_checkpoint() {
     let text: String = (0..3000).map(line).collect();
     std::fs::write(dir.path().join("in.jsonl"), text).unwrap();
     pipeline(dir.path());
-    let out = quiver_under("python3", &["-c", ON_A_TERMINAL, "3.5"])
+    let out = quiver_under("python3", &["-c", ON_A_TERMINAL, " rows in ("])
         .current_dir(dir.path())
         .args(["run", "p.toml", "--stream"])
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{shown}");
-    // The line is redrawn in place (`\r`) every second; the last one has seen every row.
+    // The line is redrawn in place (`\r`) every second; the last one has seen every row
+    // (read and checkpointed within a second).
     let lines: Vec<&str> = shown
         .split(['\r', '\n'])
         .filter(|l| l.contains(" rows in ("))
