@@ -650,12 +650,7 @@ pub fn run(
     let _ = committer.join();
     // Report the committer's error first: it is why the driver stopped, if it did.
     for result in done_rx {
-        let c = result?;
-        if let Some(p) = &c.position {
-            source.committed(p);
-        }
-        report.checkpoints += 1;
-        report.last_checkpoint = c.epoch;
+        committed(&source, &mut report, &result?);
     }
     driven?;
     if options.status {
@@ -663,6 +658,16 @@ pub fn run(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Takes in a checkpoint the committer has committed: counts it, and tells the source what it
+/// will never read again.
+fn committed(source: &Source, report: &mut StreamReport, c: &Committed) {
+    if let Some(p) = &c.position {
+        source.committed(p);
+    }
+    report.checkpoints += 1;
+    report.last_checkpoint = c.epoch;
 }
 
 /// How a streaming job spreads rows over its tasks: `[partition]` (hash, or range with given
@@ -880,11 +885,7 @@ impl Driver<'_> {
             // Commits finished by the committer (or its error).
             while let Ok(result) = self.done_rx.try_recv() {
                 let c = result?;
-                if let Some(p) = &c.position {
-                    self.source.committed(p);
-                }
-                self.report.checkpoints += 1;
-                self.report.last_checkpoint = c.epoch;
+                committed(self.source, self.report, &c);
                 self.snapshot.last_checkpoint_seconds = c.seconds;
                 self.snapshot.last_checkpoint_bytes = c.bytes;
             }

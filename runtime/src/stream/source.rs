@@ -226,6 +226,14 @@ fn bad_position(v: &serde_json::Value, e: serde_json::Error) -> StreamError {
     ))
 }
 
+/// The checkpoint's record of a source position, read as this source's kind of position.
+fn position_from<T: serde::de::DeserializeOwned>(
+    from: Option<&serde_json::Value>,
+) -> Result<Option<T>, StreamError> {
+    from.map(|v| serde_json::from_value(v.clone()).map_err(|e| bad_position(v, e)))
+        .transpose()
+}
+
 impl Source {
     /// Opens a source of `kind` at `from` (a position from a checkpoint, or `None` for the
     /// start). `extension` picks a directory's files (`.jsonl`, `.csv`).
@@ -234,17 +242,10 @@ impl Source {
         extension: &'static str,
         from: Option<&serde_json::Value>,
     ) -> Result<Source, StreamError> {
-        let tail_at = |v: Option<&serde_json::Value>| -> Result<Option<Position>, StreamError> {
-            v.map(|v| serde_json::from_value(v.clone()).map_err(|e| bad_position(v, e)))
-                .transpose()
-        };
         Ok(match kind {
-            SourceKind::File(path) => Source::File(Tail::open(path, tail_at(from)?)?),
+            SourceKind::File(path) => Source::File(Tail::open(path, position_from(from)?)?),
             SourceKind::Directory(dir) => {
-                let at = match from {
-                    Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad_position(v, e))?,
-                    None => DirPosition::default(),
-                };
+                let at = position_from(from)?.unwrap_or_default();
                 Source::Directory(DirSource::open(dir, extension, at)?)
             }
             SourceKind::Http {
@@ -264,10 +265,7 @@ impl Source {
                 .map_err(|e| StreamError::Setup(e.to_string()))?;
                 // On stderr so that whoever started the run (or a test) learns the port.
                 eprintln!("ingest: http://{}/ingest", server.local_addr());
-                let at: Option<WalPosition> = from
-                    .map(|v| serde_json::from_value(v.clone()).map_err(|e| bad_position(v, e)))
-                    .transpose()?;
-                let reader = WalReader::open(wal, at)?;
+                let reader = WalReader::open(wal, position_from(from)?)?;
                 server.set_read_offset(reader.position().offset);
                 Source::Http(server, reader)
             }
