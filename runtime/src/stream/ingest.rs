@@ -14,8 +14,9 @@
 //!
 //! A `200` carries `{"accepted": N, "offset": END}`, END being the log offset after the append.
 //! Errors are plain text: `400` (a bad row or stream; nothing of the request is appended),
-//! `404`, `405`, `413` (body over the limit), `415` (unknown content type), `500` (the log could
-//! not be written) and `503` with `Retry-After: 1` (backpressure, below).
+//! `404`, `405`, `408` (the body stalled), `413` (body over the limit), `415` (unknown content
+//! type), `500` (the log could not be written) and `503` with `Retry-After: 1` (backpressure,
+//! below).
 //!
 //! # Durability
 //! A request is validated whole before anything is written, then its bytes go to the log in one
@@ -31,32 +32,48 @@
 //! holds more than `max_unread_bytes` past that, requests get `503` and nothing is appended, so
 //! a stalled driver cannot let the log grow without bound.
 //!
-//! # Limits
-//! A few handler threads ([`IngestConfig::handlers`]) read and check request bodies side by
-//! side; appends to the log take turns. The HTTP layer has no socket timeouts: a client that
-//! stalls in the middle of a body over 1 KiB (smaller ones the HTTP layer reads on its own
-//! thread per connection) holds one handler until it sends on or hangs up. A request holds its
-//! body (at most `max_body_bytes`) and its rows as JSON lines in memory. A request declaring a
-//! body over 256 MiB is abandoned unanswered, as the HTTP layer cannot drop it safely.
+//! # Connections and limits
+//! One thread runs the HTTP layer (hyper, on a single-threaded async runtime); bodies are
+//! checked and appended on a few blocking threads ([`IngestConfig::handlers`]) side by side,
+//! appends taking turns. At most [`IngestConfig::max_connections`] connections are open at
+//! once, and never more than a quarter of the process's file-descriptor limit, so that clients
+//! cannot take every descriptor the run needs for its files; more wait in the listen backlog. A connection that sends no request head for
+//! [`IngestConfig::idle_timeout`] is closed, and a body that stalls that long gets `408`.
+//! When accepting fails (e.g. the process is out of file descriptors after all), the server
+//! logs it once and tries again every 100 ms rather than give up: waiting clients are served
+//! as soon as descriptors are free. A request holds its body (at most `max_body_bytes`) and
+//! its rows as JSON lines in memory.
 //!
-//! The HTTP layer stops accepting connections for good at its first failure to accept one
-//! (e.g. out of file descriptors). The server then reports it ([`IngestServer::failure`]) and
-//! the streaming run stops with that error rather than stay up deaf.
+//! Should the server thread itself fail (a panic), it reports why
+//! ([`IngestServer::failure`]) and the streaming run stops with that error rather than stay up
+//! deaf.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::panic;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::json::LineDelimitedWriter;
-use tiny_http::{Header, Method, Request, Response, Server};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
 
 use super::wal::{segment_name, segments};
 
@@ -75,14 +92,15 @@ const ARROW_STREAM_TYPE: &str = "application/vnd.apache.arrow.stream";
 /// dictionary-encoded column can make the JSON far larger than the body.
 const ARROW_SLICE_ROWS: usize = 256;
 
-/// How much of an oversized body is still read and thrown away so the client gets the `413`
-/// rather than a connection reset.
+/// How much of a refused body is still read and thrown away so the client gets the answer
+/// rather than a connection reset (closing a socket with unread data resets it).
 const DRAIN_LIMIT: u64 = 1 << 20;
 
-/// Requests declaring a body longer than this are abandoned unanswered, whatever
-/// `max_body_bytes` says: the HTTP layer drains an unread body through one buffer of the
-/// declared size when a request is dropped, and failing to allocate that aborts the process.
-const UNDRAINABLE_BODY_BYTES: usize = 256 << 20;
+/// Wait before accepting again after accepting failed (out of file descriptors, memory).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a stopping server lets requests in flight finish.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of an [`IngestServer`].
 #[derive(Debug, Clone)]
@@ -95,10 +113,15 @@ pub struct IngestConfig {
     pub wal: PathBuf,
     /// A new segment is started once the newest one has passed this many bytes.
     pub segment_bytes: u64,
-    /// Threads reading and answering requests side by side (at least 1).
+    /// Threads checking request bodies and appending them side by side (at least 1).
     pub handlers: usize,
-    /// Request bodies larger than this get `413`. Bodies declared over 256 MiB are never read,
-    /// whatever this says (see the module docs).
+    /// Connections open at once (at least 1; never more than a quarter of the process's
+    /// file-descriptor limit); more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// A connection is closed when no request head arrives for this long (an idle keep-alive
+    /// connection too); a request whose body stalls this long gets `408`.
+    pub idle_timeout: Duration,
+    /// Request bodies larger than this get `413`.
     pub max_body_bytes: u64,
     /// Backpressure: while the log holds more than this many bytes that the driver has not read
     /// yet, requests get `503` with `Retry-After: 1` and nothing is appended. An Arrow body whose
@@ -115,7 +138,7 @@ pub enum IngestError {
         /// The address asked for.
         addr: String,
         /// Why.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: io::Error,
     },
     /// The log (or its directory) could not be created, opened or repaired.
     #[error("{}: cannot open the write-ahead log: {source}", .path.display())]
@@ -131,8 +154,8 @@ pub enum IngestError {
         /// The log.
         path: PathBuf,
     },
-    /// The server thread could not be started.
-    #[error("cannot start the ingest server thread for {addr}: {source}")]
+    /// The server thread or its runtime could not be started.
+    #[error("cannot start the ingest server for {addr}: {source}")]
     Spawn {
         /// The address listened on.
         addr: SocketAddr,
@@ -141,13 +164,14 @@ pub enum IngestError {
     },
 }
 
-/// State shared between the server thread and its handle.
+/// State shared between the server and its handle.
 #[derive(Debug, Default)]
 struct Shared {
     read_offset: AtomicU64,
+    /// The log's end, kept here so that backpressure is judged without waiting for an append.
+    log_end: AtomicU64,
     rows_accepted: AtomicU64,
-    stop: AtomicBool,
-    /// Why the server no longer takes connections, once it does not.
+    /// Why the server thread ended before it was stopped, if it did.
     failure: Mutex<Option<String>>,
 }
 
@@ -155,9 +179,8 @@ struct Shared {
 pub struct IngestServer {
     addr: SocketAddr,
     wal: PathBuf,
-    http: Arc<Server>,
     shared: Arc<Shared>,
-    handlers: usize,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -166,7 +189,6 @@ impl fmt::Debug for IngestServer {
         f.debug_struct("IngestServer")
             .field("addr", &self.addr)
             .field("wal", &self.wal)
-            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
@@ -176,50 +198,68 @@ impl IngestServer {
     /// returns at once.
     pub fn start(config: IngestConfig) -> Result<IngestServer, IngestError> {
         let wal = Wal::open(&config.wal, config.segment_bytes)?;
-        let bind_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::Bind {
+        let bind_err = |source| IngestError::Bind {
             addr: config.addr.clone(),
             source,
         };
-        let http = Server::http(config.addr.as_str()).map_err(bind_err)?;
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| IngestError::Bind {
-                addr: config.addr.clone(),
-                source: "not an IP address".into(),
-            })?;
-        let http = Arc::new(http);
+        let listener = std::net::TcpListener::bind(config.addr.as_str()).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let spawn_err = |source| IngestError::Spawn { addr, source };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(config.handlers.max(1))
+            .thread_name("quiver-ingest-handler")
+            .build()
+            .map_err(spawn_err)?;
         let shared = Arc::new(Shared::default());
+        shared.log_end.store(wal.end(), Ordering::Relaxed);
         tracing::info!(
             %addr,
             wal = %config.wal.display(),
             wal_end = wal.end(),
             "ingest server listening"
         );
-        let handlers = config.handlers.max(1);
-        let worker = Worker {
+        let worker = Arc::new(Worker {
             wal: Mutex::new(wal),
             shared: shared.clone(),
             max_body_bytes: config.max_body_bytes,
             max_unread_bytes: config.max_unread_bytes,
-        };
-        let thread_http = http.clone();
+            idle_timeout: config.idle_timeout,
+        });
+        let (stop, stopped) = oneshot::channel();
+        // Clients must not be able to take every file descriptor of the run (its checkpoints
+        // and output files need some too).
+        let fd_share = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(usize::MAX, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
+        let max_connections = config.max_connections.min(fd_share).max(1);
+        let thread_shared = shared.clone();
         let thread = thread::Builder::new()
             .name("quiver-ingest".into())
             .spawn(move || {
-                thread::scope(|scope| {
-                    for _ in 0..handlers {
-                        scope.spawn(|| worker.serve(&thread_http));
-                    }
-                })
+                let served = panic::catch_unwind(AssertUnwindSafe(|| {
+                    runtime.block_on(serve(listener, worker, max_connections, stopped));
+                }));
+                if let Err(panic) = served {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    let mut failure = thread_shared
+                        .failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    failure.get_or_insert_with(|| format!("the server thread failed: {why}"));
+                }
             })
-            .map_err(|source| IngestError::Spawn { addr, source })?;
+            .map_err(spawn_err)?;
         Ok(IngestServer {
             addr,
             wal: config.wal,
-            http,
             shared,
-            handlers,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -234,8 +274,8 @@ impl IngestServer {
         self.shared.read_offset.store(offset, Ordering::Relaxed);
     }
 
-    /// Why the server stopped taking connections (the HTTP layer gives up at the first failure
-    /// to accept one), if it did: the run should stop rather than stay up deaf.
+    /// Why the server stopped taking connections before it was told to, if it did: the run
+    /// should stop rather than stay up deaf.
     pub fn failure(&self) -> Option<String> {
         let failure = self
             .shared
@@ -250,19 +290,17 @@ impl IngestServer {
         self.shared.rows_accepted.load(Ordering::Relaxed)
     }
 
-    /// Stops the server thread and waits for it; requests already queued are answered first.
-    /// Dropping the server does the same.
+    /// Stops accepting connections, lets requests in flight finish (for up to 10 s) and waits
+    /// for the server thread. Dropping the server does the same.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(thread) = self.thread.take() {
-            self.shared.stop.store(true, Ordering::Release);
-            // Wakes each handler waiting for a request (one marker each).
-            for _ in 0..self.handlers {
-                self.http.unblock();
-            }
             if thread.join().is_err() {
                 tracing::error!(addr = %self.addr, "ingest server thread panicked");
             }
@@ -273,6 +311,80 @@ impl IngestServer {
 impl Drop for IngestServer {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The accept loop, until `stopped` fires; then the requests in flight are let finish.
+async fn serve(
+    listener: std::net::TcpListener,
+    worker: Arc<Worker>,
+    max_connections: usize,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let listener = TcpListener::from_std(listener).expect("a listener inside its runtime");
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(worker.idle_timeout);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    // Set while accepting fails, so that a failure is logged once rather than every retry.
+    let mut failing = false;
+    loop {
+        let slot = tokio::select! {
+            _ = &mut stopped => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // The client gave up before it was accepted: nothing wrong with the listener.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                if !failing {
+                    failing = true;
+                    tracing::warn!(
+                        error = %e,
+                        "ingest: cannot accept a connection; retrying every 100 ms (waiting clients stay queued)"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        if failing {
+            failing = false;
+            tracing::warn!("ingest: accepting connections again");
+        }
+        let worker = worker.clone();
+        let service = service_fn(move |request| {
+            let worker = worker.clone();
+            async move { Ok::<_, Infallible>(worker.handle(request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "ingest connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Idle connections are closed at once; requests in flight are answered first.
+    if tokio::time::timeout(STOP_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("ingest: requests still in flight after 10 s were cut off");
     }
 }
 
@@ -492,100 +604,79 @@ enum Format {
 /// A refusal: the status and the text to answer with.
 type Refusal = (u16, String);
 
-/// What the handler threads share.
+/// What the connections share: the log and the limits.
 struct Worker {
     wal: Mutex<Wal>,
     shared: Arc<Shared>,
     max_body_bytes: u64,
     max_unread_bytes: u64,
+    idle_timeout: Duration,
 }
 
 impl Worker {
-    /// The log, even if a handler panicked holding it (its state is kept consistent by
-    /// `append` itself).
-    fn wal(&self) -> MutexGuard<'_, Wal> {
-        self.wal
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// One handler thread's loop.
-    fn serve(&self, http: &Server) {
-        // Requests queued before `unblock`'s markers are still answered: the queue is in order.
-        loop {
-            match http.recv() {
-                Ok(request) if request.body_length() > Some(UNDRAINABLE_BODY_BYTES) => {
-                    abandon(request);
-                }
-                Ok(mut request) => {
-                    let response = self.handle(&mut request);
-                    if let Err(e) = request.respond(response) {
-                        tracing::debug!(error = %e, "could not send an ingest answer");
-                    }
-                }
-                // `unblock` (stopping) also lands here.
-                Err(e) => {
-                    if self.shared.stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    // The HTTP layer's accept loop has ended: no connection will come again.
-                    tracing::error!(error = %e, "ingest server stopped accepting connections");
-                    let mut failure = self
-                        .shared
-                        .failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    failure.get_or_insert_with(|| format!("cannot accept a connection: {e}"));
-                    break;
-                }
-            }
-        }
-    }
-
-    fn handle(&self, request: &mut Request) -> Response<Cursor<Vec<u8>>> {
-        let path = request.url().split('?').next().unwrap_or_default();
-        let method = request.method().clone();
-        let result = match (path, method) {
-            ("/ingest", Method::Post) => self.ingest(request),
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        match (path, request.method()) {
+            ("/ingest", &Method::POST) => {}
             ("/ingest", _) => return not_allowed("POST"),
-            ("/health", Method::Get | Method::Head) => return Response::from_string("ok"),
+            ("/health", &Method::GET | &Method::HEAD) => return answer(200, "ok".into()),
             ("/health", _) => return not_allowed("GET, HEAD"),
-            _ => Err((404, "not found: POST rows to /ingest\n".to_string())),
-        };
-        match result {
+            _ => return answer(404, "not found: POST rows to /ingest\n".into()),
+        }
+        match self.ingest(request).await {
             Ok((rows, offset)) => {
                 let body = serde_json::json!({ "accepted": rows, "offset": offset });
-                Response::from_string(body.to_string())
-                    .with_header(header("Content-Type", "application/json"))
+                let mut response = answer(200, body.to_string());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
             }
             Err((status, text)) => {
-                let response = Response::from_string(text).with_status_code(status);
-                if status == 503 {
-                    response.with_header(header("Retry-After", "1"))
-                } else {
-                    response
+                let mut response = answer(status, text);
+                let headers = response.headers_mut();
+                match status {
+                    503 => {
+                        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    }
+                    408 => {
+                        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    _ => {}
                 }
+                response
             }
         }
     }
 
     /// Handles `POST /ingest`; returns the rows accepted and the log's new length.
-    fn ingest(&self, request: &mut Request) -> Result<(u64, u64), Refusal> {
-        let format = body_format(request)?;
-        let limit = self.max_body_bytes;
-        // Refused before reading anything when the client says how much it sends.
-        if let Some(len) = request.body_length() {
-            if len as u64 > limit {
-                return Err(too_large(limit));
+    async fn ingest(self: Arc<Self>, request: Request<Incoming>) -> Result<(u64, u64), Refusal> {
+        let (parts, mut body) = request.into_parts();
+        let format = match self.admit(&parts.headers, body.size_hint().exact()) {
+            Ok(format) => format,
+            Err(refusal) => {
+                drain(&mut body, self.idle_timeout).await;
+                return Err(refusal);
             }
-        }
-        let end = {
-            let wal = self.wal();
-            if let Some(refusal) = wal.refusal() {
-                return Err((500, format!("{refusal}\n")));
-            }
-            wal.end()
         };
+        let bytes = read_body(&mut body, self.max_body_bytes, self.idle_timeout).await?;
+        // Parsing and the fsync block: off the thread that serves every connection.
+        let worker = self.clone();
+        tokio::task::spawn_blocking(move || worker.append(format, &bytes))
+            .await
+            .unwrap_or_else(|e| Err((500, format!("the ingest handler failed: {e}\n"))))
+    }
+
+    /// What can be refused before reading the body: its type, its declared length, and
+    /// backpressure.
+    fn admit(&self, headers: &HeaderMap, length: Option<u64>) -> Result<Format, Refusal> {
+        let format = body_format(headers)?;
+        let limit = self.max_body_bytes;
+        if length.is_some_and(|len| len > limit) {
+            return Err(too_large(limit));
+        }
+        let end = self.shared.log_end.load(Ordering::Relaxed);
         let read = self.shared.read_offset.load(Ordering::Relaxed);
         let unread = end.saturating_sub(read);
         if unread > self.max_unread_bytes {
@@ -597,19 +688,25 @@ impl Worker {
                 ),
             ));
         }
-        let body = read_body(request.as_reader(), limit)?;
+        Ok(format)
+    }
+
+    /// Checks a whole body and appends its rows to the log.
+    fn append(&self, format: Format, body: &[u8]) -> Result<(u64, u64), Refusal> {
         let (lines, rows) = match format {
-            Format::JsonLines => json_lines(&body)?,
+            Format::JsonLines => json_lines(body)?,
             Format::ArrowStream => {
-                arrow_lines(&body, self.max_body_bytes.max(self.max_unread_bytes))?
+                arrow_lines(body, self.max_body_bytes.max(self.max_unread_bytes))?
             }
         };
+        // The log, even if an append panicked holding it (`append` keeps it consistent).
+        let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         if rows == 0 {
-            return Ok((0, self.wal().end()));
+            return Ok((0, wal.end()));
         }
-        let appended = self.wal().append(&lines);
-        match appended {
+        match wal.append(&lines) {
             Ok(offset) => {
+                self.shared.log_end.store(offset, Ordering::Relaxed);
                 self.shared.rows_accepted.fetch_add(rows, Ordering::Relaxed);
                 Ok((rows, offset))
             }
@@ -621,26 +718,18 @@ impl Worker {
     }
 }
 
-/// Gives up on a request whose body is too large to ever drop (see [`UNDRAINABLE_BODY_BYTES`]).
-/// Leaking it (its connection, and the HTTP layer's thread serving that connection) is the
-/// lesser harm; the client gets no answer.
-fn abandon(request: Request) {
-    tracing::warn!(
-        remote = ?request.remote_addr(),
-        declared_bytes = request.body_length(),
-        "abandoned an ingest request declaring a body too large to drain"
-    );
-    std::mem::forget(request);
+fn answer(status: u16, text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = StatusCode::from_u16(status).expect("a valid status");
+    response
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
-}
-
-fn not_allowed(allow: &str) -> Response<Cursor<Vec<u8>>> {
-    Response::from_string(format!("method not allowed; use {allow}\n"))
-        .with_status_code(405)
-        .with_header(header("Allow", allow))
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = answer(405, format!("method not allowed; use {allow}\n"));
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 fn too_large(limit: u64) -> Refusal {
@@ -650,18 +739,16 @@ fn too_large(limit: u64) -> Refusal {
     )
 }
 
-fn body_format(request: &Request) -> Result<Format, Refusal> {
-    let content_type = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-        .map(|h| {
+fn body_format(headers: &HeaderMap) -> Result<Format, Refusal> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| {
+            let value = String::from_utf8_lossy(value.as_bytes());
             // Parameters such as `charset` do not change how the body is read.
-            let value = h.value.as_str();
             value
                 .split(';')
                 .next()
-                .unwrap_or(value)
+                .unwrap_or_default()
                 .trim()
                 .to_ascii_lowercase()
         })
@@ -681,18 +768,51 @@ fn body_format(request: &Request) -> Result<Format, Refusal> {
     }
 }
 
-/// Reads the body, refusing it past `limit` bytes (a chunked body has no length up front).
-fn read_body(reader: &mut dyn Read, limit: u64) -> Result<Vec<u8>, Refusal> {
-    let mut body = Vec::new();
-    let mut capped = reader.take(limit.saturating_add(1));
-    capped
-        .read_to_end(&mut body)
-        .map_err(|e| (400, format!("cannot read the request body: {e}\n")))?;
-    if body.len() as u64 > limit {
-        let _ = io::copy(&mut capped.into_inner().take(DRAIN_LIMIT), &mut io::sink());
-        return Err(too_large(limit));
+/// The next piece of the body: `Ok(None)` at its end, `Err` with the refusal when it fails or
+/// nothing arrives for `idle`.
+async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, Refusal> {
+    loop {
+        return match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => Err((
+                408,
+                format!(
+                    "the request body stalled: nothing arrived for {} ms\n",
+                    idle.as_millis()
+                ),
+            )),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err((400, format!("cannot read the request body: {e}\n"))),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Ok(Some(data)),
+                // Trailers carry no rows.
+                Err(_) => continue,
+            },
+        };
     }
-    Ok(body)
+}
+
+/// Reads the body, refusing it past `limit` bytes (a chunked body has no length up front).
+async fn read_body(body: &mut Incoming, limit: u64, idle: Duration) -> Result<Vec<u8>, Refusal> {
+    let mut out = Vec::new();
+    while let Some(data) = next_data(body, idle).await? {
+        if (out.len() + data.len()) as u64 > limit {
+            drain(body, idle).await;
+            return Err(too_large(limit));
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
+}
+
+/// Reads and drops up to [`DRAIN_LIMIT`] more bytes of a refused body.
+async fn drain(body: &mut Incoming, idle: Duration) {
+    let mut left = DRAIN_LIMIT;
+    while let Ok(Some(data)) = next_data(body, idle).await {
+        left = left.saturating_sub(data.len() as u64);
+        if left == 0 {
+            break;
+        }
+    }
 }
 
 /// Checks that every non-empty line is a JSON object; returns those lines, each ending in
@@ -831,6 +951,8 @@ mod tests {
             max_unread_bytes: 1 << 30,
             segment_bytes: 1 << 30,
             handlers: 4,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 
@@ -1148,6 +1270,72 @@ mod tests {
         // Had the request been dropped, draining its body would have aborted this process.
         thread::sleep(Duration::from_millis(200));
         assert_eq!(ndjson(addr, "{\"a\":1}\n").accepted().0, 1);
+    }
+
+    /// Reads one whole answer (the server closes the connection after it) or fails after `wait`.
+    fn read_answer(conn: &mut TcpStream, wait: Duration) -> io::Result<String> {
+        conn.set_read_timeout(Some(wait))?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw)?;
+        Ok(String::from_utf8_lossy(&raw).into_owned())
+    }
+
+    #[test]
+    fn connections_past_the_limit_wait_until_one_closes() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        let server = IngestServer::start(IngestConfig {
+            max_connections: 2,
+            ..config(&wal)
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // A third connection is queued by the kernel but not served ...
+        let mut third = TcpStream::connect(addr).unwrap();
+        third
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let waited = read_answer(&mut third, Duration::from_millis(500)).unwrap_err();
+        assert_eq!(waited.kind(), io::ErrorKind::WouldBlock, "{waited}");
+        // ... until one of the others closes.
+        drop(held);
+        let answer = read_answer(&mut third, Duration::from_secs(10)).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+    }
+
+    #[test]
+    fn a_stalled_body_gets_408_and_a_silent_connection_is_closed() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        let server = IngestServer::start(IngestConfig {
+            idle_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..config(&wal)
+        })
+        .unwrap();
+        let addr = server.local_addr();
+
+        let mut stalled = TcpStream::connect(addr).unwrap();
+        stalled
+            .write_all(
+                b"POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"a\":1}\n",
+            )
+            .unwrap();
+        let answer = read_answer(&mut stalled, Duration::from_secs(10)).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("stalled"), "{answer}");
+        assert_eq!(log_bytes(&wal).len(), 0);
+
+        // A connection that never sends a request is closed, freeing the only slot.
+        let mut silent = TcpStream::connect(addr).unwrap();
+        assert_eq!(
+            read_answer(&mut silent, Duration::from_secs(10)).unwrap(),
+            ""
+        );
+        assert_eq!(ndjson(addr, "{\"a\":2}\n").accepted().0, 1);
+        assert_eq!(log_text(&wal), "{\"a\":2}\n");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -261,6 +262,8 @@ impl Source {
                     max_unread_bytes: 256 << 20,
                     segment_bytes: *segment_bytes,
                     handlers: 4,
+                    max_connections: 256,
+                    idle_timeout: Duration::from_secs(30),
                 })
                 .map_err(|e| StreamError::Setup(e.to_string()))?;
                 // On stderr so that whoever started the run (or a test) learns the port.
