@@ -85,7 +85,7 @@ pub(crate) fn stop(child: Child) -> String {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "stopped with {}: {err}", out.status);
     err
@@ -305,7 +305,7 @@ fn a_malformed_line_is_named_and_a_damaged_checkpoint_is_refused() {
     let at = bad.len() - 3;
     bad[at] ^= 1;
     std::fs::write(&manifest, &bad).unwrap();
-    let out = start(dir.path(), &[]).wait_with_output().unwrap();
+    let out = finish(start(dir.path(), &[]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -322,16 +322,14 @@ fn a_malformed_line_is_named_and_a_damaged_checkpoint_is_refused() {
     f.write_all(format!("{}{{\"seq\": 3, oops\n", line(2)).as_bytes())
         .unwrap();
     drop(f);
-    let out = start(dir.path(), &[]).wait_with_output().unwrap();
+    let out = finish(start(dir.path(), &[]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("in.jsonl:4"), "{err}");
     assert_eq!(output_rows(dir.path()).len(), 2);
 
     // Starting over refuses to write the rows again next to the existing output.
-    let out = start(dir.path(), &["--from-beginning"])
-        .wait_with_output()
-        .unwrap();
+    let out = finish(start(dir.path(), &["--from-beginning"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("already holds output"), "{err}");
@@ -378,6 +376,7 @@ fn the_metrics_endpoint_reports_rows_checkpoints_and_plugin_time() {
         value("quiver_plugin_seconds_total{job=\"out\",plugin=\"scale\",position=\"0\"}") > 0.0
     );
     assert!(value("quiver_plugin_calls_total{job=\"out\",plugin=\"scale\",position=\"0\"}") >= 1.0);
+    let _watchdog = Watchdog::new(&child, Duration::from_secs(120));
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -92,7 +92,7 @@ fn a_second_signal_exits_at_once_and_the_next_run_repeats_nothing() {
         .status()
         .unwrap();
     assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child);
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -101,9 +101,7 @@ fn a_second_signal_exits_at_once_and_the_next_run_repeats_nothing() {
     );
     writer.join().unwrap();
     // What was not committed is done again by the next run, and nothing twice.
-    let rest = start(dir.path(), &["--stop-at-end"])
-        .wait_with_output()
-        .unwrap();
+    let rest = finish(start(dir.path(), &["--stop-at-end"]));
     assert!(
         rest.status.success(),
         "{}",

@@ -264,6 +264,7 @@ fn clients_holding_connections_cannot_take_the_file_descriptors_the_run_needs() 
     drop(held);
     assert_eq!(poster.join().unwrap(), Some(200));
     wait_for_rows(dir.path(), 50);
+    let _watchdog = Watchdog::new(&child, Duration::from_secs(120));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -298,7 +299,7 @@ fn stdin_streams_to_stdout_until_it_closes() {
         // Dropping stdin closes it: the run ends with a final checkpoint.
     });
     feeder.join().unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let rows: Vec<(u64, f64, i64)> = String::from_utf8_lossy(&out.stdout)
@@ -337,9 +338,7 @@ fn a_csv_tail_sends_a_malformed_record_to_the_dead_letters_with_its_line() {
         good.push(seq);
     }
     std::fs::write(dir.path().join("in.csv"), text).unwrap();
-    let out = start(dir.path(), &["--stop-at-end"])
-        .wait_with_output()
-        .unwrap();
+    let out = finish(start(dir.path(), &["--stop-at-end"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(

@@ -132,9 +132,7 @@ aggregates = [{{ func = "count" }}, {{ func = "sum", column = "amount" }}]
     let writer = append_lines(&input, EVENTS, 60, 5, event_line);
     kill_repeatedly(dir.path(), 8, 0x1234_5678_9abc_def1, (80, 280));
     writer.join().unwrap();
-    let out = start(dir.path(), &["--stop-at-end"])
-        .wait_with_output()
-        .unwrap();
+    let out = finish(start(dir.path(), &["--stop-at-end"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
 

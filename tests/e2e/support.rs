@@ -2,8 +2,9 @@
 //! outputs, and the reference implementations the tests compare against.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
@@ -57,6 +58,47 @@ pub fn quiver_under(program: &str, args: &[&str]) -> Command {
     }
     c.args(args).arg(q.get_program());
     c
+}
+
+/// Kills (SIGKILL) a child process still running after a time limit, so that a run that hangs
+/// fails its test with what it printed instead of stalling the whole suite. Disarmed when
+/// dropped.
+pub struct Watchdog {
+    disarm: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Watches `child` for `limit`.
+    pub fn new(child: &Child, limit: Duration) -> Watchdog {
+        let pid = child.id().to_string();
+        let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(limit) {
+                eprintln!("process {pid} still running after {limit:?}: killing it");
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
+        Watchdog {
+            disarm: Some(disarm),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits for a child's exit and output, killing it if it runs for more than two more minutes.
+pub fn finish(child: Child) -> Output {
+    let _watchdog = Watchdog::new(&child, Duration::from_secs(120));
+    child.wait_with_output().expect("waiting for quiver")
 }
 
 /// Runs a command and returns (success, stdout, stderr).

@@ -33,31 +33,21 @@
 //! a stalled driver cannot let the log grow without bound.
 //!
 //! # Connections and limits
-//! One thread runs the HTTP layer (hyper, on a single-threaded async runtime); bodies are
-//! checked and appended on a few blocking threads ([`IngestConfig::handlers`]) side by side,
-//! appends taking turns. At most [`IngestConfig::max_connections`] connections are open at
-//! once, and never more than a quarter of the process's file-descriptor limit, so that clients
-//! cannot take every descriptor the run needs for its files; more wait in the listen backlog. A connection that sends no request head for
-//! [`IngestConfig::idle_timeout`] is closed, and a body that stalls that long gets `408`.
-//! When accepting fails (e.g. the process is out of file descriptors after all), the server
-//! logs it once and tries again every 100 ms rather than give up: waiting clients are served
-//! as soon as descriptors are free. A request holds its body (at most `max_body_bytes`) and
-//! its rows as JSON lines in memory.
-//!
-//! Should the server thread itself fail (a panic), it reports why
-//! ([`IngestServer::failure`]) and the streaming run stops with that error rather than stay up
-//! deaf.
+//! The HTTP layer ([`http`](super::http)) caps connections, closes idle ones, and keeps
+//! accepting through a shortage of file descriptors. Bodies are checked and appended on a few
+//! blocking threads ([`IngestConfig::handlers`]) side by side, appends taking turns; a body
+//! that stalls for [`IngestConfig::idle_timeout`] gets `408`. A request holds its body (at most
+//! `max_body_bytes`) and its rows as JSON lines in memory. Should the server thread fail, the
+//! streaming run stops naming why ([`IngestServer::failure`]) rather than stay up deaf.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use arrow::error::ArrowError;
@@ -67,14 +57,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use hyper::{Method, Request, Response};
 
+use super::http::{answer, HttpError, HttpLimits, HttpServer};
 use super::wal::{segment_name, segments};
 
 /// Content types whose body is JSON lines; no content type at all counts too.
@@ -96,12 +81,6 @@ const ARROW_SLICE_ROWS: usize = 256;
 /// rather than a connection reset (closing a socket with unread data resets it).
 const DRAIN_LIMIT: u64 = 1 << 20;
 
-/// Wait before accepting again after accepting failed (out of file descriptors, memory).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// How long a stopping server lets requests in flight finish.
-const STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// Settings of an [`IngestServer`].
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -115,8 +94,7 @@ pub struct IngestConfig {
     pub segment_bytes: u64,
     /// Threads checking request bodies and appending them side by side (at least 1).
     pub handlers: usize,
-    /// Connections open at once (at least 1; never more than a quarter of the process's
-    /// file-descriptor limit); more wait in the listen backlog until one closes.
+    /// Connections open at once; see [`HttpLimits::max_connections`].
     pub max_connections: usize,
     /// A connection is closed when no request head arrives for this long (an idle keep-alive
     /// connection too); a request whose body stalls this long gets `408`.
@@ -132,14 +110,6 @@ pub struct IngestConfig {
 /// Why an [`IngestServer`] could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The address could not be listened on.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: String,
-        /// Why.
-        source: io::Error,
-    },
     /// The log (or its directory) could not be created, opened or repaired.
     #[error("{}: cannot open the write-ahead log: {source}", .path.display())]
     Wal {
@@ -154,14 +124,9 @@ pub enum IngestError {
         /// The log.
         path: PathBuf,
     },
-    /// The server thread or its runtime could not be started.
-    #[error("cannot start the ingest server for {addr}: {source}")]
-    Spawn {
-        /// The address listened on.
-        addr: SocketAddr,
-        /// Why.
-        source: io::Error,
-    },
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// State shared between the server and its handle.
@@ -171,23 +136,19 @@ struct Shared {
     /// The log's end, kept here so that backpressure is judged without waiting for an append.
     log_end: AtomicU64,
     rows_accepted: AtomicU64,
-    /// Why the server thread ended before it was stopped, if it did.
-    failure: Mutex<Option<String>>,
 }
 
-/// A running ingest endpoint; see the module docs for the protocol.
+/// A running ingest endpoint; see the module docs for the protocol. Stopped when dropped.
 pub struct IngestServer {
-    addr: SocketAddr,
     wal: PathBuf,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    http: HttpServer,
 }
 
 impl fmt::Debug for IngestServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IngestServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.http.local_addr())
             .field("wal", &self.wal)
             .finish_non_exhaustive()
     }
@@ -198,28 +159,9 @@ impl IngestServer {
     /// returns at once.
     pub fn start(config: IngestConfig) -> Result<IngestServer, IngestError> {
         let wal = Wal::open(&config.wal, config.segment_bytes)?;
-        let bind_err = |source| IngestError::Bind {
-            addr: config.addr.clone(),
-            source,
-        };
-        let listener = std::net::TcpListener::bind(config.addr.as_str()).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        let spawn_err = |source| IngestError::Spawn { addr, source };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .max_blocking_threads(config.handlers.max(1))
-            .thread_name("quiver-ingest-handler")
-            .build()
-            .map_err(spawn_err)?;
         let shared = Arc::new(Shared::default());
         shared.log_end.store(wal.end(), Ordering::Relaxed);
-        tracing::info!(
-            %addr,
-            wal = %config.wal.display(),
-            wal_end = wal.end(),
-            "ingest server listening"
-        );
+        let wal_end = wal.end();
         let worker = Arc::new(Worker {
             wal: Mutex::new(wal),
             shared: shared.clone(),
@@ -227,46 +169,30 @@ impl IngestServer {
             max_unread_bytes: config.max_unread_bytes,
             idle_timeout: config.idle_timeout,
         });
-        let (stop, stopped) = oneshot::channel();
-        // Clients must not be able to take every file descriptor of the run (its checkpoints
-        // and output files need some too).
-        let fd_share = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .map_or(usize::MAX, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
-        let max_connections = config.max_connections.min(fd_share).max(1);
-        let thread_shared = shared.clone();
-        let thread = thread::Builder::new()
-            .name("quiver-ingest".into())
-            .spawn(move || {
-                let served = panic::catch_unwind(AssertUnwindSafe(|| {
-                    runtime.block_on(serve(listener, worker, max_connections, stopped));
-                }));
-                if let Err(panic) = served {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
-                    let mut failure = thread_shared
-                        .failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    failure.get_or_insert_with(|| format!("the server thread failed: {why}"));
-                }
-            })
-            .map_err(spawn_err)?;
+        let limits = HttpLimits {
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            blocking_threads: config.handlers,
+        };
+        let http = HttpServer::start("ingest", &config.addr, limits, move |request| {
+            worker.clone().handle(request)
+        })?;
+        tracing::info!(
+            addr = %http.local_addr(),
+            wal = %config.wal.display(),
+            wal_end,
+            "ingest server listening"
+        );
         Ok(IngestServer {
-            addr,
             wal: config.wal,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            http,
         })
     }
 
     /// The address the server is bound to (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.http.local_addr()
     }
 
     /// The driver reports how far it has read the log (a log offset), for backpressure.
@@ -277,12 +203,7 @@ impl IngestServer {
     /// Why the server stopped taking connections before it was told to, if it did: the run
     /// should stop rather than stay up deaf.
     pub fn failure(&self) -> Option<String> {
-        let failure = self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        failure.clone()
+        self.http.failure()
     }
 
     /// Rows acknowledged since the server started.
@@ -292,99 +213,8 @@ impl IngestServer {
 
     /// Stops accepting connections, lets requests in flight finish (for up to 10 s) and waits
     /// for the server thread. Dropping the server does the same.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!(addr = %self.addr, "ingest server thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for IngestServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// The accept loop, until `stopped` fires; then the requests in flight are let finish.
-async fn serve(
-    listener: std::net::TcpListener,
-    worker: Arc<Worker>,
-    max_connections: usize,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let listener = TcpListener::from_std(listener).expect("a listener inside its runtime");
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(worker.idle_timeout);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
-    // Set while accepting fails, so that a failure is logged once rather than every retry.
-    let mut failing = false;
-    loop {
-        let slot = tokio::select! {
-            _ = &mut stopped => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
-        let accepted = tokio::select! {
-            _ = &mut stopped => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            // The client gave up before it was accepted: nothing wrong with the listener.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                if !failing {
-                    failing = true;
-                    tracing::warn!(
-                        error = %e,
-                        "ingest: cannot accept a connection; retrying every 100 ms (waiting clients stay queued)"
-                    );
-                }
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
-            }
-        };
-        if failing {
-            failing = false;
-            tracing::warn!("ingest: accepting connections again");
-        }
-        let worker = worker.clone();
-        let service = service_fn(move |request| {
-            let worker = worker.clone();
-            async move { Ok::<_, Infallible>(worker.handle(request).await) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "ingest connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    // Idle connections are closed at once; requests in flight are answered first.
-    if tokio::time::timeout(STOP_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("ingest: requests still in flight after 10 s were cut off");
+    pub fn stop(self) {
+        self.http.stop();
     }
 }
 
@@ -718,12 +548,6 @@ impl Worker {
     }
 }
 
-fn answer(status: u16, text: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = StatusCode::from_u16(status).expect("a valid status");
-    response
-}
-
 fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     let mut response = answer(405, format!("method not allowed; use {allow}\n"));
     response
@@ -913,7 +737,7 @@ mod tests {
     use std::collections::HashMap;
     use std::net::TcpStream;
     use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
+    use std::thread;
 
     use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
     use arrow::compute::concat_batches;
@@ -1281,32 +1105,7 @@ mod tests {
     }
 
     #[test]
-    fn connections_past_the_limit_wait_until_one_closes() {
-        let dir = TempDir::new();
-        let wal = dir.0.join("wal");
-        let server = IngestServer::start(IngestConfig {
-            max_connections: 2,
-            ..config(&wal)
-        })
-        .unwrap();
-        let addr = server.local_addr();
-        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        // A third connection is queued by the kernel but not served ...
-        let mut third = TcpStream::connect(addr).unwrap();
-        third
-            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let waited = read_answer(&mut third, Duration::from_millis(500)).unwrap_err();
-        assert_eq!(waited.kind(), io::ErrorKind::WouldBlock, "{waited}");
-        // ... until one of the others closes.
-        drop(held);
-        let answer = read_answer(&mut third, Duration::from_secs(10)).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.ends_with("ok"), "{answer}");
-    }
-
-    #[test]
-    fn a_stalled_body_gets_408_and_a_silent_connection_is_closed() {
+    fn a_stalled_body_gets_408_and_its_connection_closed() {
         let dir = TempDir::new();
         let wal = dir.0.join("wal");
         let server = IngestServer::start(IngestConfig {
@@ -1327,13 +1126,7 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("stalled"), "{answer}");
         assert_eq!(log_bytes(&wal).len(), 0);
-
-        // A connection that never sends a request is closed, freeing the only slot.
-        let mut silent = TcpStream::connect(addr).unwrap();
-        assert_eq!(
-            read_answer(&mut silent, Duration::from_secs(10)).unwrap(),
-            ""
-        );
+        // The connection was closed, freeing the only slot.
         assert_eq!(ndjson(addr, "{\"a\":2}\n").accepted().0, 1);
         assert_eq!(log_text(&wal), "{\"a\":2}\n");
     }

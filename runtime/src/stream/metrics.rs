@@ -5,10 +5,14 @@
 //! checkpoint ([`render`] is pure); a small server thread answers each request with the latest
 //! text, so scraping never waits for or slows the pipeline.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request};
+
+use super::http::{answer, HttpError, HttpLimits, HttpServer};
 
 use crate::plugin::Metrics;
 
@@ -166,55 +170,48 @@ pub fn render(s: &Snapshot) -> String {
 /// The text the server answers with; the driver replaces it.
 pub type Shared = Arc<Mutex<String>>;
 
-/// Starts the endpoint on `addr`; returns the address it is bound to (useful with port 0)
-/// and the text to keep up to date.
-pub fn serve(addr: &str) -> std::io::Result<(SocketAddr, Shared)> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
+/// Starts the endpoint on `addr`; returns the server (which stops when dropped) and the text
+/// to keep up to date.
+pub fn serve(addr: &str) -> Result<(HttpServer, Shared), HttpError> {
     let shared: Shared = Arc::new(Mutex::new(String::new()));
     let text = shared.clone();
-    std::thread::Builder::new()
-        .name("quiver-metrics".into())
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                // One slow client must not hold the others up for long.
-                let _ = answer(conn, &text);
-            }
-        })?;
-    Ok((bound, shared))
-}
-
-fn answer(mut conn: TcpStream, text: &Shared) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let first = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, body) = if first.starts_with(b"GET /metrics ") || first == b"GET /metrics" {
-        ("200 OK", text.lock().map(|t| t.clone()).unwrap_or_default())
-    } else {
-        (
-            "404 Not Found",
-            "only GET /metrics is served here\n".to_string(),
-        )
+    let limits = HttpLimits {
+        max_connections: 16,
+        idle_timeout: Duration::from_secs(10),
+        blocking_threads: 1,
     };
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    let server = HttpServer::start(
+        "metrics",
+        addr,
+        limits,
+        move |request: Request<Incoming>| {
+            let mut response =
+                if request.method() == Method::GET && request.uri().path() == "/metrics" {
+                    let mut page = answer(200, text.lock().map(|t| t.clone()).unwrap_or_default());
+                    page.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    page
+                } else {
+                    answer(404, "only GET /metrics is served here\n".to_string())
+                };
+            // Scrapes are seconds apart: no point in keeping a connection open between them.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            std::future::ready(response)
+        },
+    )?;
+    Ok((server, shared))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
 
     fn get(addr: SocketAddr, path: &str) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
@@ -226,7 +223,8 @@ mod tests {
 
     #[test]
     fn the_endpoint_serves_the_latest_snapshot_in_the_text_format() {
-        let (addr, shared) = serve("127.0.0.1:0").unwrap();
+        let (server, shared) = serve("127.0.0.1:0").unwrap();
+        let addr = server.local_addr();
         let mut s = Snapshot {
             job: "j\"1".into(),
             rows_in: 10,

@@ -1,8 +1,8 @@
 //! Streaming mode: the same pipeline file over an unbounded source, with exactly-once output.
 //!
 //! The [`source`] is a growing file ([`tail`]: JSON lines or CSV), a directory files arrive
-//! in, an HTTP ingest endpoint ([`ingest`], backed by a write-ahead log of segments, [`wal`])
-//! or standard input.
+//! in, an HTTP ingest endpoint ([`ingest`], backed by a write-ahead log of segments, [`wal`];
+//! served, like the [`metrics`] endpoint, by [`http`]) or standard input.
 //! Lines are gathered into micro-batches that close at `batch-rows` rows or after `batch-ms`,
 //! whichever comes first, [`decode`]d (a line that does not parse fails the run, is skipped or
 //! goes to the dead letters), run through the plugin chain under the plugins' error policies,
@@ -31,6 +31,7 @@
 
 mod commit;
 pub mod decode;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 mod output;
@@ -555,11 +556,11 @@ pub fn run(
 
     let metrics = match &s.metrics_addr {
         Some(addr) => {
-            let (bound, shared) = metrics::serve(addr)
-                .map_err(|e| StreamError::Setup(format!("cannot serve metrics on {addr}: {e}")))?;
+            let (server, shared) = metrics::serve(addr)
+                .map_err(|e| StreamError::Setup(format!("cannot serve metrics: {e}")))?;
             // On stderr so that whoever started the run (or a test) learns the port.
-            eprintln!("metrics: http://{bound}/metrics");
-            Some(shared)
+            eprintln!("metrics: http://{}/metrics", server.local_addr());
+            Some((server, shared))
         }
         None => None,
     };
@@ -638,7 +639,7 @@ pub fn run(
             snapshot: &mut snapshot,
             plugin_figures: vec![Vec::new(); partitions as usize],
             open_windows: vec![0; partitions as usize],
-            metrics: metrics.as_ref(),
+            metrics: metrics.as_ref().map(|(_, text)| text),
             started,
             committer_idle: &committer_idle,
         };
