@@ -133,7 +133,8 @@ pub enum IngestError {
 #[derive(Debug, Default)]
 struct Shared {
     read_offset: AtomicU64,
-    /// The log's end, kept here so that backpressure is judged without waiting for an append.
+    /// The log's durable end: set after each fsynced append. Backpressure is judged by it
+    /// without waiting for an append, and the driver reads no further.
     log_end: AtomicU64,
     rows_accepted: AtomicU64,
 }
@@ -204,6 +205,13 @@ impl IngestServer {
     /// should stop rather than stay up deaf.
     pub fn failure(&self) -> Option<String> {
         self.http.failure()
+    }
+
+    /// The log offset up to which the log is durable: everything before it was fsynced
+    /// (or was there when the server started). Bytes after it may be cut back, so the driver
+    /// reads no further.
+    pub fn durable_end(&self) -> u64 {
+        self.shared.log_end.load(Ordering::Acquire)
     }
 
     /// Rows acknowledged since the server started.
@@ -536,7 +544,7 @@ impl Worker {
         }
         match wal.append(&lines) {
             Ok(offset) => {
-                self.shared.log_end.store(offset, Ordering::Relaxed);
+                self.shared.log_end.store(offset, Ordering::Release);
                 self.shared.rows_accepted.fetch_add(rows, Ordering::Relaxed);
                 Ok((rows, offset))
             }

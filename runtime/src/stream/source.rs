@@ -288,6 +288,7 @@ impl Source {
                         server.local_addr()
                     )));
                 }
+                r.read_up_to(server.durable_end());
                 let lines = r.poll(max)?;
                 server.set_read_offset(r.position().offset);
                 lines

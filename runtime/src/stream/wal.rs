@@ -91,6 +91,8 @@ pub struct WalReader {
     /// Start offset of the segment being read.
     base: u64,
     tail: Tail,
+    /// The log offset up to which its bytes are durable, if it is being written.
+    durable: Option<u64>,
 }
 
 impl WalReader {
@@ -113,6 +115,7 @@ impl WalReader {
                 dir: dir.into(),
                 base: *base,
                 tail: Tail::open(path, None)?,
+                durable: None,
             });
         };
         let Some((base, path)) = found.iter().rev().find(|(b, _)| *b <= at.offset) else {
@@ -142,6 +145,7 @@ impl WalReader {
             dir: dir.into(),
             base: *base,
             tail: Tail::open(path, Some(position))?,
+            durable: None,
         })
     }
 
@@ -166,9 +170,18 @@ impl WalReader {
             .find(|(b, _)| *b > self.base))
     }
 
+    /// Reads the log no further than log offset `end`: the writer's bytes past it are not
+    /// durable yet and may be cut back (after a failed write or fsync), so handing them out
+    /// could let a checkpoint point past the log's real end.
+    pub fn read_up_to(&mut self, end: u64) {
+        self.durable = Some(end);
+    }
+
     /// Up to `max` complete lines that arrived since the last call. Never blocks.
     pub fn poll(&mut self, max: usize) -> Result<Lines, IoError> {
         loop {
+            self.tail
+                .read_up_to(self.durable.map(|end| end.saturating_sub(self.base)));
             let lines = self.tail.poll(max)?;
             if lines.count > 0 {
                 return Ok(lines);
@@ -176,6 +189,10 @@ impl WalReader {
             let Some((base, path)) = self.next_segment()? else {
                 return Ok(lines);
             };
+            // The segment being read may end in bytes that are not durable yet.
+            if self.durable.is_some_and(|end| end < base) {
+                return Ok(lines);
+            }
             // The server wrote its last lines here before it started the next segment: read
             // on once more before moving.
             let rest = self.tail.poll(max)?;
@@ -299,5 +316,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("past the end of the log (14)"), "{err}");
+    }
+
+    #[test]
+    fn nothing_past_the_durable_end_is_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // The writer's last bytes of the first segment, and its second segment, are not
+        // durable yet; `x` is a torn write that will be cut back.
+        write(d, 0, "a\nb\nc\nx");
+        let mut r = WalReader::open(d, None).unwrap();
+        r.read_up_to(4);
+        assert_eq!(drain(&mut r), "a\nb\n");
+        write(d, 0, "a\nb\nc\n");
+        write(d, 6, "d\n");
+        // The next segment exists, but the rest of this one is not durable: stay.
+        assert_eq!(drain(&mut r), "");
+        assert_eq!(r.position().offset, 4);
+        r.read_up_to(7);
+        assert_eq!(drain(&mut r), "c\n");
+        assert_eq!(r.position().offset, 6);
+        r.read_up_to(8);
+        assert_eq!(drain(&mut r), "d\n");
+        assert_eq!(r.position(), WalPosition { offset: 8, line: 1 });
     }
 }
