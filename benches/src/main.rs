@@ -19,10 +19,13 @@
 //! 7. Streaming (`streaming.rs`): rows/s with a checkpoint every second vs checkpoints off
 //!    (≤ 5% slower), latency from append to committed output at 100k rows/s (p99 ≤ 20 ms),
 //!    and peak memory over a large input (< 1 GiB).
+//! 8. HTTP ingest (`ingest.rs`): acknowledged rows/s with 8 clients vs 1, and the fsyncs per
+//!    request that concurrent requests share.
 //!
 //! Run everything with `benches/run.sh`; `cargo run --release -p quiver-bench -- --help` lists
 //! the options.
 
+mod ingest;
 mod languages;
 mod streaming;
 
@@ -79,7 +82,8 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Run only these parts (repeatable or comma-separated): columnar, per-record (which
-    /// compares against columnar, so runs it too), limits, pipeline, languages, streaming.
+    /// compares against columnar, so runs it too), limits, pipeline, languages, streaming,
+    /// ingest.
     /// Default: all (the pipeline not with --quick).
     #[arg(long, value_delimiter = ',', value_name = "PART")]
     only: Vec<String>,
@@ -725,6 +729,9 @@ fn main() -> Result<()> {
     }
     if args.runs_part("streaming") {
         streaming::bench_streaming(&args, &host)?;
+    }
+    if args.runs_part("ingest") {
+        ingest::bench_ingest(&args)?;
     }
     if args.runs_part("languages") {
         languages::bench_languages(&args, &host)?;

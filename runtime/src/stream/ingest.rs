@@ -21,7 +21,10 @@
 //! # Durability
 //! A request is validated whole before anything is written, then its bytes go to the log in one
 //! `write_all` and are `fdatasync`ed before the answer: an acknowledged row survives `kill -9`
-//! and power loss. A crash between the write and the answer can leave rows that were never
+//! and power loss. One fsync runs at a time and covers every append written before it started,
+//! so requests arriving together share one (group commit); the driver reads the log only up to
+//! the last fsynced append ([`IngestServer::durable_end`]). A failed fsync cuts the log back to
+//! that point, answers `500` to every request it covered, and refuses appends until a restart. A crash between the write and the answer can leave rows that were never
 //! acknowledged; a client that retries then sends them twice (at-least-once). A crash in the
 //! middle of a write leaves a torn last line, which the next start cuts off. The log is locked
 //! (its `LOCK` file) while a server runs, as a second writer would break both guarantees. A new
@@ -137,6 +140,8 @@ struct Shared {
     /// without waiting for an append, and the driver reads no further.
     log_end: AtomicU64,
     rows_accepted: AtomicU64,
+    /// Fsyncs of the log's appends so far.
+    syncs: AtomicU64,
 }
 
 /// A running ingest endpoint; see the module docs for the protocol. Stopped when dropped.
@@ -165,6 +170,7 @@ impl IngestServer {
         let wal_end = wal.end();
         let worker = Arc::new(Worker {
             wal: Mutex::new(wal),
+            sync_turn: Mutex::new(()),
             shared: shared.clone(),
             max_body_bytes: config.max_body_bytes,
             max_unread_bytes: config.max_unread_bytes,
@@ -214,6 +220,12 @@ impl IngestServer {
         self.shared.log_end.load(Ordering::Acquire)
     }
 
+    /// Fsyncs the server made for its appends since it started: fewer than the requests it
+    /// acknowledged when concurrent requests share them.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
     /// Rows acknowledged since the server started.
     pub fn rows_accepted(&self) -> u64 {
         self.shared.rows_accepted.load(Ordering::Relaxed)
@@ -231,14 +243,17 @@ struct Wal {
     dir: PathBuf,
     /// Locked while the server runs; the lock goes with it.
     _lock: File,
-    /// The newest segment, opened for appending (and reading, for the repair at start).
-    file: File,
+    /// The newest segment, opened for appending (and reading, for the repair at start);
+    /// shared with a sync running outside the lock.
+    file: Arc<File>,
     /// Its path, for messages.
     path: PathBuf,
     /// The log offset of its first byte.
     base: u64,
     /// Its length: everything in it is whole lines.
     len: u64,
+    /// The log offset up to which everything was fsynced (or was there at the start).
+    durable: u64,
     segment_bytes: u64,
     /// Why appending is no longer safe, once a failed write could not be undone or an fsync
     /// failed (after which the kernel may have dropped the data while a later fsync succeeds).
@@ -302,10 +317,11 @@ impl Wal {
         Ok(Wal {
             dir: dir.to_path_buf(),
             _lock: lock,
-            file,
+            file: Arc::new(file),
             path,
             base,
             len,
+            durable: base + len,
             segment_bytes,
             broken: None,
         })
@@ -316,46 +332,58 @@ impl Wal {
         self.base + self.len
     }
 
-    /// Appends `bytes` (whole lines) with one write and fsyncs; returns the log's new end.
-    fn append(&mut self, bytes: &[u8]) -> Result<u64, String> {
+    /// Appends `bytes` (whole lines) with one write; returns the log's new end. The bytes are
+    /// durable only once a [`Worker::sync_to`] has covered them.
+    fn write(&mut self, bytes: &[u8]) -> Result<u64, String> {
         if let Some(refusal) = self.refusal() {
             return Err(refusal);
         }
-        if let Err(e) = self.file.write_all(bytes) {
+        if let Err(e) = (&*self.file).write_all(bytes) {
             let mut msg = format!(
                 "{}: cannot append to the write-ahead log: {e}",
                 self.path.display()
             );
             // A partial write must not stay: the next append would glue onto the torn line.
-            if let Err(undo) = self.undo() {
+            // (Earlier appends waiting for their sync stay.)
+            if let Err(undo) = self.cut_back(self.len) {
                 msg.push_str(&format!("; cutting it back failed too: {undo}"));
                 self.broken = Some(msg.clone());
             }
             return Err(msg);
         }
-        if let Err(e) = self.file.sync_data() {
-            let mut msg = format!(
-                "{}: cannot fsync the write-ahead log: {e}",
-                self.path.display()
-            );
-            // The rows were not acknowledged, so keep them out of the log if possible.
-            if let Err(undo) = self.undo() {
-                msg.push_str(&format!("; cutting it back failed too: {undo}"));
-            }
-            self.broken = Some(msg.clone());
-            return Err(msg);
-        }
         self.len += bytes.len() as u64;
+        let end = self.end();
         if self.len >= self.segment_bytes {
             self.roll();
         }
-        Ok(self.end())
+        Ok(end)
+    }
+
+    /// After a failed fsync: drops what was not durable (none of it was acknowledged) and
+    /// refuses appends from now on, as the kernel may have dropped written data while a later
+    /// fsync succeeds.
+    fn sync_failed(&mut self, msg: &str) -> String {
+        let mut msg = msg.to_string();
+        if let Err(undo) = self.cut_back(self.durable.saturating_sub(self.base)) {
+            msg.push_str(&format!("; cutting it back failed too: {undo}"));
+        }
+        self.broken = Some(msg.clone());
+        msg
     }
 
     /// Starts the next segment. Failing to create it is harmless (appends go on to this one);
     /// failing to make its name durable once it exists breaks the log, as rows appended to it
     /// could vanish with it.
     fn roll(&mut self) {
+        // A sync covers the newest segment only: this one must be durable before the next.
+        if let Err(e) = self.file.sync_data() {
+            self.sync_failed(&format!(
+                "{}: cannot fsync the write-ahead log: {e}",
+                self.path.display()
+            ));
+            return;
+        }
+        self.durable = self.end();
         let path = self.dir.join(segment_name(self.end()));
         let file = match OpenOptions::new()
             .read(true)
@@ -371,7 +399,7 @@ impl Wal {
         };
         self.base = self.end();
         self.len = 0;
-        self.file = file;
+        self.file = Arc::new(file);
         self.path = path;
         if let Err(e) = sync_dir(&self.dir) {
             self.broken = Some(format!(
@@ -390,10 +418,12 @@ impl Wal {
         ))
     }
 
-    /// Cuts the newest segment back to its last known good length.
-    fn undo(&mut self) -> io::Result<()> {
-        self.file.set_len(self.len)?;
-        self.file.sync_all()
+    /// Cuts the newest segment back to `len` bytes.
+    fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_all()?;
+        self.len = len;
+        Ok(())
     }
 }
 
@@ -445,6 +475,8 @@ type Refusal = (u16, String);
 /// What the connections share: the log and the limits.
 struct Worker {
     wal: Mutex<Wal>,
+    /// Held by the one sync running at a time; requests waiting for it are covered together.
+    sync_turn: Mutex<()>,
     shared: Arc<Shared>,
     max_body_bytes: u64,
     max_unread_bytes: u64,
@@ -537,14 +569,15 @@ impl Worker {
                 arrow_lines(body, self.max_body_bytes.max(self.max_unread_bytes))?
             }
         };
-        // The log, even if an append panicked holding it (`append` keeps it consistent).
-        let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-        if rows == 0 {
-            return Ok((0, wal.end()));
-        }
-        match wal.append(&lines) {
+        let written = {
+            let mut wal = self.wal();
+            if rows == 0 {
+                return Ok((0, wal.durable));
+            }
+            wal.write(&lines)
+        };
+        match written.and_then(|end| self.sync_to(end).map(|()| end)) {
             Ok(offset) => {
-                self.shared.log_end.store(offset, Ordering::Release);
                 self.shared.rows_accepted.fetch_add(rows, Ordering::Relaxed);
                 Ok((rows, offset))
             }
@@ -552,6 +585,45 @@ impl Worker {
                 tracing::error!("{msg}");
                 Err((500, format!("{msg}\n")))
             }
+        }
+    }
+
+    /// The log, even if a handler panicked holding it (its methods keep it consistent).
+    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once the log is durable up to `end` (group commit): one fsync at a time, each
+    /// covering every append written before it started, so requests that arrive together
+    /// share one.
+    fn sync_to(&self, end: u64) -> Result<(), String> {
+        let _turn = self.sync_turn.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, target, path) = {
+            let wal = self.wal();
+            // A segment's roll fsyncs it, so `durable` may have moved without a sync here.
+            self.shared.log_end.store(wal.durable, Ordering::Release);
+            if wal.durable >= end {
+                return Ok(());
+            }
+            if let Some(refusal) = wal.refusal() {
+                return Err(refusal);
+            }
+            (wal.file.clone(), wal.end(), wal.path.clone())
+        };
+        // Outside the log's lock: appends go on meanwhile, to be covered by the next sync.
+        let synced = file.sync_data();
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        let mut wal = self.wal();
+        match synced {
+            Ok(()) => {
+                wal.durable = wal.durable.max(target);
+                self.shared.log_end.store(wal.durable, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => Err(wal.sync_failed(&format!(
+                "{}: cannot fsync the write-ahead log: {e}",
+                path.display()
+            ))),
         }
     }
 }
@@ -1137,6 +1209,57 @@ mod tests {
         // The connection was closed, freeing the only slot.
         assert_eq!(ndjson(addr, "{\"a\":2}\n").accepted().0, 1);
         assert_eq!(log_text(&wal), "{\"a\":2}\n");
+    }
+
+    fn worker(wal: &Path, segment_bytes: u64) -> Worker {
+        Worker {
+            wal: Mutex::new(Wal::open(wal, segment_bytes).unwrap()),
+            sync_turn: Mutex::new(()),
+            shared: Arc::default(),
+            max_body_bytes: 1 << 20,
+            max_unread_bytes: 1 << 30,
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn one_fsync_covers_every_append_written_before_it() {
+        let dir = TempDir::new();
+        let w = worker(&dir.0.join("wal"), 1 << 30);
+        let ends: Vec<u64> = ["{\"a\":1}\n", "{\"a\":2}\n", "{\"a\":3}\n"]
+            .iter()
+            .map(|l| w.wal().write(l.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(ends, [8, 16, 24]);
+        // Written, not durable: the driver may not read any of it yet.
+        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 0);
+        w.sync_to(ends[0]).unwrap();
+        assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 24);
+        // The later appends were covered by that one fsync.
+        w.sync_to(ends[2]).unwrap();
+        w.sync_to(ends[1]).unwrap();
+        assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_segment_made_durable_by_its_roll_needs_no_other_fsync() {
+        let dir = TempDir::new();
+        let w = worker(&dir.0.join("wal"), 10);
+        assert_eq!(w.wal().write(b"{\"a\":1}\n").unwrap(), 8);
+        // Past 10 bytes: the segment is fsynced and the next one started.
+        assert_eq!(w.wal().write(b"{\"a\":2}\n").unwrap(), 16);
+        assert_eq!(w.wal().base, 16);
+        w.sync_to(16).unwrap();
+        assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 0);
+        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 16);
+        assert_eq!(w.wal().write(b"{\"a\":3}\n").unwrap(), 24);
+        w.sync_to(24).unwrap();
+        assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            log_text(&dir.0.join("wal")),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
     }
 
     #[test]
