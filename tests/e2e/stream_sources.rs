@@ -278,6 +278,71 @@ fn clients_holding_connections_cannot_take_the_file_descriptors_the_run_needs() 
 }
 
 #[test]
+fn the_metrics_endpoint_counts_ingest_requests_rows_and_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_with(
+        dir.path(),
+        "",
+        r#"path = "out""#,
+        r#"listen = "127.0.0.1:0""#,
+    );
+    let mut child = start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    // Every stderr line, as it comes.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for l in stderr.lines() {
+            if lines_tx.send(l.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let address = |prefix: &str, suffix: &str| loop {
+        let l = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no {prefix} line: {e}"));
+        if let Some(a) = l.strip_prefix(prefix).and_then(|a| a.strip_suffix(suffix)) {
+            break a.to_string();
+        }
+    };
+    let ingest = address("ingest: http://", "/ingest");
+    for r in 0..2u64 {
+        let body: String = (r * 50..(r + 1) * 50).map(line).collect();
+        assert_eq!(
+            post(&ingest, "application/x-ndjson", body.as_bytes()),
+            Some(200)
+        );
+    }
+    assert_eq!(
+        post(&ingest, "application/x-ndjson", b"{\"seq\": oops}\n"),
+        Some(400)
+    );
+    // The metrics endpoint starts once the first rows have given the schema.
+    let metrics = address("metrics: http://", "/metrics");
+    wait_for_rows(dir.path(), 100);
+    // The page is rendered every 100 ms.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut conn = std::net::TcpStream::connect(&metrics).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    for sample in [
+        "quiver_ingest_requests_total{job=\"out\",outcome=\"accepted\"} 2\n",
+        "quiver_ingest_requests_total{job=\"out\",outcome=\"refused\"} 1\n",
+        "quiver_ingest_rows_total{job=\"out\"} 100\n",
+        "quiver_ingest_fsyncs_total{job=\"out\"} 2\n",
+        "quiver_stream_rows_out_total{job=\"out\"} 100\n",
+    ] {
+        assert!(page.contains(sample), "{sample} in {page}");
+    }
+    stop(child);
+    assert_exactly_once(output_rows(dir.path()), 100);
+}
+
+#[test]
 fn stdin_streams_to_stdout_until_it_closes() {
     let dir = tempfile::tempdir().unwrap();
     pipeline_with(dir.path(), r#"paths = ["-"]"#, r#"path = "-""#, "");

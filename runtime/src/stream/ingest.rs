@@ -142,6 +142,28 @@ struct Shared {
     rows_accepted: AtomicU64,
     /// Fsyncs of the log's appends so far.
     syncs: AtomicU64,
+    /// `POST /ingest` answers so far, by outcome.
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    backpressure: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// What an [`IngestServer`] has done since it started, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// `POST /ingest` requests answered `200`.
+    pub accepted: u64,
+    /// Requests refused for what they sent (`4xx`: a bad row, type or size, a stalled body).
+    pub refused: u64,
+    /// Requests refused because the stream was behind (`503`).
+    pub backpressure: u64,
+    /// Requests that failed on the server's side (`500`: the log could not be written).
+    pub failed: u64,
+    /// Rows acknowledged.
+    pub rows: u64,
+    /// Fsyncs of the write-ahead log (concurrent requests share them).
+    pub fsyncs: u64,
 }
 
 /// A running ingest endpoint; see the module docs for the protocol. Stopped when dropped.
@@ -229,6 +251,20 @@ impl IngestServer {
     /// Rows acknowledged since the server started.
     pub fn rows_accepted(&self) -> u64 {
         self.shared.rows_accepted.load(Ordering::Relaxed)
+    }
+
+    /// Requests, rows and fsyncs since the server started.
+    pub fn stats(&self) -> IngestStats {
+        let s = &self.shared;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        IngestStats {
+            accepted: get(&s.accepted),
+            refused: get(&s.refused),
+            backpressure: get(&s.backpressure),
+            failed: get(&s.failed),
+            rows: get(&s.rows_accepted),
+            fsyncs: get(&s.syncs),
+        }
     }
 
     /// Stops accepting connections, lets requests in flight finish (for up to 10 s) and waits
@@ -493,7 +529,15 @@ impl Worker {
             ("/health", _) => return not_allowed("GET, HEAD"),
             _ => return answer(404, "not found: POST rows to /ingest\n".into()),
         }
-        match self.ingest(request).await {
+        let result = self.clone().ingest(request).await;
+        let outcome = match &result {
+            Ok(_) => &self.shared.accepted,
+            Err((503, _)) => &self.shared.backpressure,
+            Err((status, _)) if *status >= 500 => &self.shared.failed,
+            Err(_) => &self.shared.refused,
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        match result {
             Ok((rows, offset)) => {
                 let body = serde_json::json!({ "accepted": rows, "offset": offset });
                 let mut response = answer(200, body.to_string());
@@ -1291,6 +1335,19 @@ mod tests {
         server.set_read_offset(off);
         let (n, off2) = ndjson(addr, "{\"v\":2}\n").accepted();
         assert_eq!((n, off2), (1, off + 8));
+        assert_eq!(ndjson(addr, "[1]\n").status, 400);
+        let stats = server.stats();
+        assert_eq!(
+            (
+                stats.accepted,
+                stats.backpressure,
+                stats.refused,
+                stats.failed
+            ),
+            (2, 2, 1, 0)
+        );
+        assert_eq!(stats.rows, 2);
+        assert_eq!(stats.fsyncs, 2);
     }
 
     #[test]

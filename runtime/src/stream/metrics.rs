@@ -13,6 +13,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request};
 
 use super::http::{answer, HttpError, HttpLimits, HttpServer};
+use super::ingest::IngestStats;
 
 use crate::plugin::Metrics;
 
@@ -49,6 +50,8 @@ pub struct Snapshot {
     pub open_windows: u64,
     /// Each plugin's name and figures, in chain order.
     pub plugins: Vec<(String, Metrics)>,
+    /// The HTTP ingest endpoint's figures, when the source is one.
+    pub ingest: Option<IngestStats>,
 }
 
 /// Escapes a label value.
@@ -134,6 +137,31 @@ pub fn render(s: &Snapshot) -> String {
         "Event-time windows waiting for the watermark.",
         &one(s.open_windows as f64),
     );
+    if let Some(i) = &s.ingest {
+        metric(
+            "quiver_ingest_requests_total",
+            "counter",
+            "POST /ingest requests answered, by outcome.",
+            &[
+                (",outcome=\"accepted\"".into(), i.accepted as f64),
+                (",outcome=\"refused\"".into(), i.refused as f64),
+                (",outcome=\"backpressure\"".into(), i.backpressure as f64),
+                (",outcome=\"failed\"".into(), i.failed as f64),
+            ],
+        );
+        metric(
+            "quiver_ingest_rows_total",
+            "counter",
+            "Rows acknowledged by the ingest endpoint.",
+            &one(i.rows as f64),
+        );
+        metric(
+            "quiver_ingest_fsyncs_total",
+            "counter",
+            "Fsyncs of the write-ahead log (concurrent requests share them).",
+            &one(i.fsyncs as f64),
+        );
+    }
     let per_plugin = |f: &dyn Fn(&Metrics) -> f64| -> Vec<(String, f64)> {
         s.plugins
             .iter()
@@ -264,9 +292,27 @@ mod tests {
                 v.parse::<f64>().unwrap();
             }
         }
+        assert!(!page.contains("quiver_ingest"), "{page}");
         s.rows_in = 11;
+        s.ingest = Some(IngestStats {
+            accepted: 5,
+            backpressure: 2,
+            fsyncs: 3,
+            rows: 40,
+            ..IngestStats::default()
+        });
         *shared.lock().unwrap() = render(&s);
-        assert!(get(addr, "/metrics").contains("quiver_stream_rows_in_total{job=\"j\\\"1\"} 11\n"));
+        let page = get(addr, "/metrics");
+        assert!(page.contains("quiver_stream_rows_in_total{job=\"j\\\"1\"} 11\n"));
+        for line in [
+            "quiver_ingest_requests_total{job=\"j\\\"1\",outcome=\"accepted\"} 5\n",
+            "quiver_ingest_requests_total{job=\"j\\\"1\",outcome=\"backpressure\"} 2\n",
+            "quiver_ingest_requests_total{job=\"j\\\"1\",outcome=\"failed\"} 0\n",
+            "quiver_ingest_rows_total{job=\"j\\\"1\"} 40\n",
+            "quiver_ingest_fsyncs_total{job=\"j\\\"1\"} 3\n",
+        ] {
+            assert!(page.contains(line), "{line} in {page}");
+        }
         assert!(get(addr, "/other").starts_with("HTTP/1.1 404"));
     }
 }

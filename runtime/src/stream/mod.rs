@@ -947,6 +947,7 @@ impl Driver<'_> {
         m.rows_in = r.rows_in;
         m.rows_out = r.rows_out;
         m.lag_bytes = self.source.lag_bytes();
+        m.ingest = self.source.ingest_stats();
         m.checkpoints = r.checkpoints;
         m.last_epoch = r.last_checkpoint;
         m.skipped_batches = r.skipped_batches;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ingest::{IngestConfig, IngestServer};
+use super::ingest::{IngestConfig, IngestServer, IngestStats};
 use super::tail::{Lines, Position, Tail};
 use super::wal::{self, WalPosition, WalReader};
 use super::StreamError;
@@ -307,6 +307,14 @@ impl Source {
             Source::Stdin(_) => return None,
         };
         Some(v.expect("a position serializes"))
+    }
+
+    /// The HTTP ingest endpoint's figures, if the source is one.
+    pub fn ingest_stats(&self) -> Option<IngestStats> {
+        match self {
+            Source::Http(server, _) => Some(server.stats()),
+            _ => None,
+        }
     }
 
     /// Bytes that arrived and are not read yet (an estimate of the lag).
