@@ -99,6 +99,11 @@ fn a_directory_source_reads_each_arriving_file_once_in_arrival_order_across_kill
     );
 }
 
+/// The kill test's pipeline taking rows from an HTTP ingest endpoint on a free port.
+fn http_pipeline(dir: &Path) {
+    pipeline_with(dir, "", r#"path = "out""#, r#"listen = "127.0.0.1:0""#);
+}
+
 /// Starts `quiver run p.toml --stream` and reads stderr until it names the ingest address.
 fn start_ingest(dir: &Path) -> (Child, String) {
     let mut child = start(dir, &[]);
@@ -229,12 +234,7 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
 #[test]
 fn clients_holding_connections_cannot_take_the_file_descriptors_the_run_needs() {
     let dir = tempfile::tempdir().unwrap();
-    pipeline_with(
-        dir.path(),
-        "",
-        r#"path = "out""#,
-        r#"listen = "127.0.0.1:0""#,
-    );
+    http_pipeline(dir.path());
     // Few file descriptors: were every connection below accepted, they would take them all
     // and the run could no longer write its checkpoints and output files.
     let mut child = quiver_under("prlimit", &["--nofile=64:64"])
@@ -280,12 +280,7 @@ fn clients_holding_connections_cannot_take_the_file_descriptors_the_run_needs() 
 #[test]
 fn the_metrics_endpoint_counts_ingest_requests_rows_and_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
-    pipeline_with(
-        dir.path(),
-        "",
-        r#"path = "out""#,
-        r#"listen = "127.0.0.1:0""#,
-    );
+    http_pipeline(dir.path());
     let mut child = start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
     // Every stderr line, as it comes.
     let (lines_tx, lines) = std::sync::mpsc::channel();
