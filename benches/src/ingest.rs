@@ -110,13 +110,14 @@ fn run(dir: &Path, clients: usize, requests: usize) -> Result<(f64, f64)> {
     })?;
     let secs = start.elapsed().as_secs_f64();
     let total = clients * requests;
+    let stats = server.stats();
     ensure!(
-        server.rows_accepted() == (total * ROWS) as u64,
+        stats.rows == (total * ROWS) as u64,
         "{} rows acknowledged of {}",
-        server.rows_accepted(),
+        stats.rows,
         total * ROWS
     );
-    let per_request = server.syncs() as f64 / total as f64;
+    let per_request = stats.fsyncs as f64 / total as f64;
     server.stop();
     Ok((secs, per_request))
 }

@@ -78,13 +78,40 @@ pub(crate) fn output_rows(dir: &Path) -> Vec<(u64, f64, i64)> {
     rows
 }
 
-/// Sends SIGTERM and waits for a clean exit; returns stderr.
-pub(crate) fn stop(child: Child) -> String {
+/// The signal's number on Linux.
+const SIGTERM: u32 = 15;
+
+/// Asks a run to stop (SIGTERM): it takes a final checkpoint and exits. Sent only once the run
+/// catches SIGTERM (its `SigCgt` mask in /proc), as a signal that comes before would kill it.
+pub(crate) fn sigterm(child: &Child) {
+    let proc_status = format!("/proc/{}/status", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let caught = std::fs::read_to_string(&proc_status)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (SIGTERM - 1)) != 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not catch SIGTERM within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM and waits for a clean exit; returns stderr.
+pub(crate) fn stop(child: Child) -> String {
+    sigterm(&child);
     let out = finish(child);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "stopped with {}: {err}", out.status);
@@ -376,12 +403,9 @@ fn the_metrics_endpoint_reports_rows_checkpoints_and_plugin_time() {
         value("quiver_plugin_seconds_total{job=\"out\",plugin=\"scale\",position=\"0\"}") > 0.0
     );
     assert!(value("quiver_plugin_calls_total{job=\"out\",plugin=\"scale\",position=\"0\"}") >= 1.0);
-    let _watchdog = Watchdog::new(&child, Duration::from_secs(120));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&child);
+    let out = finish(child);
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
-    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(out.status.success(), "{rest}");
 }

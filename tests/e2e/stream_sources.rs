@@ -4,12 +4,12 @@
 
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::stream::{
-    append_lines, assert_exactly_once, kill_repeatedly, line, output_rows, pause, start, stop,
-    wait_for_rows,
+    append_lines, assert_exactly_once, kill_repeatedly, line, output_rows, pause, sigterm, start,
+    stop, wait_for_rows,
 };
 use crate::support::*;
 
@@ -264,13 +264,8 @@ fn clients_holding_connections_cannot_take_the_file_descriptors_the_run_needs() 
     drop(held);
     assert_eq!(poster.join().unwrap(), Some(200));
     wait_for_rows(dir.path(), 50);
-    let _watchdog = Watchdog::new(&child, Duration::from_secs(120));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = child.wait().unwrap();
+    sigterm(&child);
+    let status = finish(child).status;
     let said = said.join().unwrap();
     assert!(status.success(), "{status}: {said}");
     assert!(!said.contains("Too many open files"), "{said}");

@@ -63,14 +63,14 @@ pub fn quiver_under(program: &str, args: &[&str]) -> Command {
 /// Kills (SIGKILL) a child process still running after a time limit, so that a run that hangs
 /// fails its test with what it printed instead of stalling the whole suite. Disarmed when
 /// dropped.
-pub struct Watchdog {
+struct Watchdog {
     disarm: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watchdog {
     /// Watches `child` for `limit`.
-    pub fn new(child: &Child, limit: Duration) -> Watchdog {
+    fn new(child: &Child, limit: Duration) -> Watchdog {
         let pid = child.id().to_string();
         let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -11,14 +11,14 @@
 //!   and accepting is tried again every 100 ms rather than given up: waiting clients are served
 //!   as soon as they can be;
 //! - stopping closes the listener and lets requests in flight finish (for up to 10 s);
-//! - should the server thread fail (a panic), [`HttpServer::failure`] says why.
+//! - a panicking handler costs its own connection only; should the server thread itself end
+//!   before it is stopped (a bug), [`HttpServer::is_serving`] turns false.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -77,7 +77,6 @@ pub enum HttpError {
 #[derive(Debug)]
 pub struct HttpServer {
     addr: SocketAddr,
-    failure: Arc<Mutex<Option<String>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -120,37 +119,19 @@ impl HttpServer {
         let fd_share = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .map_or(usize::MAX, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
-        let max_connections = limits.max_connections.min(fd_share).max(1);
-        let failure = Arc::new(Mutex::new(None));
+        let accept = AcceptLoop {
+            name,
+            listener,
+            max_connections: limits.max_connections.min(fd_share).max(1),
+            idle_timeout: limits.idle_timeout,
+        };
         let (stop, stopped) = oneshot::channel();
-        let thread_failure = failure.clone();
-        let idle_timeout = limits.idle_timeout;
         let thread = thread::Builder::new()
             .name(format!("quiver-{name}"))
-            .spawn(move || {
-                let served = panic::catch_unwind(AssertUnwindSafe(|| {
-                    let accept = AcceptLoop {
-                        name,
-                        listener,
-                        max_connections,
-                        idle_timeout,
-                    };
-                    runtime.block_on(accept.run(Arc::new(handler), stopped));
-                }));
-                if let Err(panic) = served {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
-                    let mut failure = thread_failure.lock().unwrap_or_else(|p| p.into_inner());
-                    failure.get_or_insert_with(|| format!("the server thread failed: {why}"));
-                }
-            })
+            .spawn(move || runtime.block_on(accept.run(Arc::new(handler), stopped)))
             .map_err(spawn_err)?;
         Ok(HttpServer {
             addr: bound,
-            failure,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -161,10 +142,10 @@ impl HttpServer {
         self.addr
     }
 
-    /// Why the server stopped taking connections before it was told to, if it did.
-    pub fn failure(&self) -> Option<String> {
-        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.clone()
+    /// Whether the server thread is still taking connections: it ends only when stopped, or
+    /// should it panic (the panic message is printed as it happens).
+    pub fn is_serving(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops accepting connections, lets requests in flight finish (for up to 10 s) and waits
@@ -282,7 +263,7 @@ pub fn answer(status: u16, text: String) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::stream) mod tests {
     use super::*;
 
     use std::io::{Read, Write};
@@ -326,7 +307,7 @@ mod tests {
     }
 
     /// Reads until the server closes the connection, or fails after `wait`.
-    fn read_all(conn: &mut TcpStream, wait: Duration) -> io::Result<String> {
+    pub(in crate::stream) fn read_all(conn: &mut TcpStream, wait: Duration) -> io::Result<String> {
         conn.set_read_timeout(Some(wait))?;
         let mut raw = Vec::new();
         conn.read_to_end(&mut raw)?;
@@ -372,7 +353,7 @@ mod tests {
         let addr = server.local_addr();
         assert_eq!(get(addr, "/boom"), "");
         assert!(get(addr, "/after").ends_with("/after"));
-        assert_eq!(server.failure(), None);
+        assert!(server.is_serving());
     }
 
     #[test]

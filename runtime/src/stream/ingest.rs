@@ -24,8 +24,8 @@
 //! and power loss. One fsync runs at a time and covers every append written before it started,
 //! so requests arriving together share one (group commit); the driver reads the log only up to
 //! the last fsynced append ([`IngestServer::durable_end`]). A failed fsync cuts the log back to
-//! that point, answers `500` to every request it covered, and refuses appends until a restart. A crash between the write and the answer can leave rows that were never
-//! acknowledged; a client that retries then sends them twice (at-least-once). A crash in the
+//! that point, answers `500` to every request it covered, and refuses appends until a restart.
+//! A crash between the write and the answer can leave rows that were never acknowledged; a client that retries then sends them twice (at-least-once). A crash in the
 //! middle of a write leaves a torn last line, which the next start cuts off. The log is locked
 //! (its `LOCK` file) while a server runs, as a second writer would break both guarantees. A new
 //! segment's directory entry is fsynced before anything is appended to it.
@@ -40,8 +40,8 @@
 //! accepting through a shortage of file descriptors. Bodies are checked and appended on a few
 //! blocking threads ([`IngestConfig::handlers`]) side by side, appends taking turns; a body
 //! that stalls for [`IngestConfig::idle_timeout`] gets `408`. A request holds its body (at most
-//! `max_body_bytes`) and its rows as JSON lines in memory. Should the server thread fail, the
-//! streaming run stops naming why ([`IngestServer::failure`]) rather than stay up deaf.
+//! `max_body_bytes`) and its rows as JSON lines in memory. Should the server thread ever end
+//! unbidden, the streaming run stops ([`IngestServer::is_serving`]) rather than stay up deaf.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -229,10 +229,10 @@ impl IngestServer {
         self.shared.read_offset.store(offset, Ordering::Relaxed);
     }
 
-    /// Why the server stopped taking connections before it was told to, if it did: the run
-    /// should stop rather than stay up deaf.
-    pub fn failure(&self) -> Option<String> {
-        self.http.failure()
+    /// Whether the server is still taking connections (see [`HttpServer::is_serving`]): the
+    /// run should stop rather than stay up deaf.
+    pub fn is_serving(&self) -> bool {
+        self.http.is_serving()
     }
 
     /// The log offset up to which the log is durable: everything before it was fsynced
@@ -240,17 +240,6 @@ impl IngestServer {
     /// reads no further.
     pub fn durable_end(&self) -> u64 {
         self.shared.log_end.load(Ordering::Acquire)
-    }
-
-    /// Fsyncs the server made for its appends since it started: fewer than the requests it
-    /// acknowledged when concurrent requests share them.
-    pub fn syncs(&self) -> u64 {
-        self.shared.syncs.load(Ordering::Relaxed)
-    }
-
-    /// Rows acknowledged since the server started.
-    pub fn rows_accepted(&self) -> u64 {
-        self.shared.rows_accepted.load(Ordering::Relaxed)
     }
 
     /// Requests, rows and fsyncs since the server started.
@@ -618,7 +607,10 @@ impl Worker {
             if rows == 0 {
                 return Ok((0, wal.durable));
             }
-            wal.write(&lines)
+            let written = wal.write(&lines);
+            // A segment's roll fsyncs it, moving the durable end.
+            self.publish(&wal);
+            written
         };
         match written.and_then(|end| self.sync_to(end).map(|()| end)) {
             Ok(offset) => {
@@ -637,6 +629,11 @@ impl Worker {
         self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Tells the driver and backpressure how far the log is durable.
+    fn publish(&self, wal: &Wal) {
+        self.shared.log_end.store(wal.durable, Ordering::Release);
+    }
+
     /// Returns once the log is durable up to `end` (group commit): one fsync at a time, each
     /// covering every append written before it started, so requests that arrive together
     /// share one.
@@ -644,8 +641,6 @@ impl Worker {
         let _turn = self.sync_turn.lock().unwrap_or_else(|p| p.into_inner());
         let (file, target, path) = {
             let wal = self.wal();
-            // A segment's roll fsyncs it, so `durable` may have moved without a sync here.
-            self.shared.log_end.store(wal.durable, Ordering::Release);
             if wal.durable >= end {
                 return Ok(());
             }
@@ -661,7 +656,7 @@ impl Worker {
         match synced {
             Ok(()) => {
                 wal.durable = wal.durable.max(target);
-                self.shared.log_end.store(wal.durable, Ordering::Release);
+                self.publish(&wal);
                 Ok(())
             }
             Err(e) => Err(wal.sync_failed(&format!(
@@ -720,22 +715,20 @@ fn body_format(headers: &HeaderMap) -> Result<Format, Refusal> {
 /// nothing arrives for `idle`.
 async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, Refusal> {
     loop {
-        return match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => Err((
-                408,
-                format!(
-                    "the request body stalled: nothing arrived for {} ms\n",
-                    idle.as_millis()
-                ),
-            )),
-            Ok(None) => Ok(None),
-            Ok(Some(Err(e))) => Err((400, format!("cannot read the request body: {e}\n"))),
-            Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => Ok(Some(data)),
-                // Trailers carry no rows.
-                Err(_) => continue,
-            },
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                let waited = idle.as_millis();
+                let text = format!("the request body stalled: nothing arrived for {waited} ms\n");
+                return Err((408, text));
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err((400, format!("cannot read the request body: {e}\n"))),
+            Ok(Some(Ok(frame))) => frame,
         };
+        // Trailers carry no rows.
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
     }
 }
 
@@ -862,6 +855,8 @@ mod tests {
     use std::net::TcpStream;
     use std::sync::atomic::AtomicUsize;
     use std::thread;
+
+    use super::super::http::tests::read_all;
 
     use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
     use arrow::compute::concat_batches;
@@ -1029,7 +1024,7 @@ mod tests {
             format!("{first}{{\"b\":[1,2]}}\n{{\"c\":3}}\n{{\"c\":4}}\n{{\"d\":null}}\n");
         assert_eq!(log_text(&wal), expected);
         assert_eq!(off2, expected.len() as u64);
-        assert_eq!(server.rows_accepted(), 6);
+        assert_eq!(server.stats().rows, 6);
         server.stop();
     }
 
@@ -1053,7 +1048,7 @@ mod tests {
         assert!(a.body.contains("an array"), "{}", a.body);
 
         assert_eq!(log_bytes(&wal), before);
-        assert_eq!(server.rows_accepted(), 1);
+        assert_eq!(server.stats().rows, 1);
     }
 
     fn sample_batches() -> (Arc<Schema>, Vec<RecordBatch>) {
@@ -1220,14 +1215,6 @@ mod tests {
         assert_eq!(ndjson(addr, "{\"a\":1}\n").accepted().0, 1);
     }
 
-    /// Reads one whole answer (the server closes the connection after it) or fails after `wait`.
-    fn read_answer(conn: &mut TcpStream, wait: Duration) -> io::Result<String> {
-        conn.set_read_timeout(Some(wait))?;
-        let mut raw = Vec::new();
-        conn.read_to_end(&mut raw)?;
-        Ok(String::from_utf8_lossy(&raw).into_owned())
-    }
-
     #[test]
     fn a_stalled_body_gets_408_and_its_connection_closed() {
         let dir = TempDir::new();
@@ -1246,7 +1233,7 @@ mod tests {
                 b"POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"a\":1}\n",
             )
             .unwrap();
-        let answer = read_answer(&mut stalled, Duration::from_secs(10)).unwrap();
+        let answer = read_all(&mut stalled, Duration::from_secs(10)).unwrap();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("stalled"), "{answer}");
         assert_eq!(log_bytes(&wal).len(), 0);
@@ -1290,16 +1277,23 @@ mod tests {
     fn a_segment_made_durable_by_its_roll_needs_no_other_fsync() {
         let dir = TempDir::new();
         let w = worker(&dir.0.join("wal"), 10);
-        assert_eq!(w.wal().write(b"{\"a\":1}\n").unwrap(), 8);
-        // Past 10 bytes: the segment is fsynced and the next one started.
-        assert_eq!(w.wal().write(b"{\"a\":2}\n").unwrap(), 16);
+        let syncs = || w.shared.syncs.load(Ordering::Relaxed);
+        assert_eq!(w.append(Format::JsonLines, b"{\"a\":1}\n").unwrap(), (1, 8));
+        assert_eq!(syncs(), 1);
+        // Past 10 bytes: the roll fsyncs the segment and starts the next one; the durable end
+        // moves without another fsync.
+        assert_eq!(
+            w.append(Format::JsonLines, b"{\"a\":2}\n").unwrap(),
+            (1, 16)
+        );
         assert_eq!(w.wal().base, 16);
-        w.sync_to(16).unwrap();
-        assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 0);
+        assert_eq!(syncs(), 1);
         assert_eq!(w.shared.log_end.load(Ordering::Acquire), 16);
-        assert_eq!(w.wal().write(b"{\"a\":3}\n").unwrap(), 24);
-        w.sync_to(24).unwrap();
-        assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            w.append(Format::JsonLines, b"{\"a\":3}\n").unwrap(),
+            (1, 24)
+        );
+        assert_eq!(syncs(), 2);
         assert_eq!(
             log_text(&dir.0.join("wal")),
             "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
@@ -1480,7 +1474,7 @@ mod tests {
         let a = ndjson(addr, "{\"a\":1}\n");
         assert_eq!(a.status, 500);
         assert!(a.body.contains("failed earlier"), "{}", a.body);
-        assert_eq!(server.rows_accepted(), 0);
+        assert_eq!(server.stats().rows, 0);
     }
 
     #[test]
@@ -1534,7 +1528,7 @@ mod tests {
         let rows: usize = (0..50).map(|i| 1 + i % 3).sum::<usize>() * 4;
         assert_eq!(seen.len(), rows);
         assert!(seen.values().all(|&n| n == 1));
-        assert_eq!(server.rows_accepted(), rows as u64);
+        assert_eq!(server.stats().rows, rows as u64);
         assert_eq!(acked.iter().map(|(_, o)| *o).max(), Some(text.len() as u64));
     }
 }

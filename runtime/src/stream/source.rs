@@ -282,9 +282,9 @@ impl Source {
             Source::File(t) => t.poll(max)?,
             Source::Directory(d) => d.poll(max)?,
             Source::Http(server, r) => {
-                if let Some(why) = server.failure() {
+                if !server.is_serving() {
                     return Err(StreamError::Ingest(format!(
-                        "the endpoint on {} stopped: {why}; restart the run (acknowledged rows are in the write-ahead log)",
+                        "the endpoint on {} stopped unexpectedly (its panic is printed above); restart the run (acknowledged rows are in the write-ahead log)",
                         server.local_addr()
                     )));
                 }
