@@ -2,8 +2,10 @@
 # Long fuzzing with cargo-fuzz (libFuzzer) of what must never panic or accept garbage:
 #   plugin_output   validation and conversion of what a plugin returns (quiver::abi)
 #   pipeline_file   the pipeline-file parser (quiver::pipeline)
+#   untrusted_text  plugin names and error texts reaching paths and the terminal
+#                   (quiver::untrusted)
 #
-#   runtime/fuzz/run.sh                   both targets, 10 minutes each
+#   runtime/fuzz/run.sh                   every target, 10 minutes each
 #   runtime/fuzz/run.sh plugin_output 3600  one target for an hour
 #
 # Installs cargo-fuzz if it is missing. cargo-fuzz's sanitizer and build-std options need a
@@ -29,7 +31,7 @@ else
 fi
 
 targets=("${1:-plugin_output}")
-[ $# -eq 0 ] && targets=(plugin_output pipeline_file)
+[ $# -eq 0 ] && targets=(plugin_output pipeline_file untrusted_text)
 seconds=${2:-600}
 
 for target in "${targets[@]}"; do

@@ -19,6 +19,8 @@ use arrow::datatypes::{self as adt, DataType, Field, Schema, SchemaRef, TimeUnit
 use arrow::error::ArrowError;
 use wasmtime::component::{ComponentType, Lift, Lower};
 
+use crate::untrusted;
+
 /// An error in data crossing the boundary, in either direction.
 #[derive(Debug, thiserror::Error)]
 pub enum AbiError {
@@ -284,6 +286,93 @@ pub struct OutputBatch {
     pub rows: u32,
     pub columns: Vec<ColumnOut>,
     pub selection: Option<Vec<u8>>,
+}
+
+/// The `list<output-batch>` a `transform` call returns, lifted only after its length is checked
+/// against [`OutputBatches::lift_with_cap`]'s cap: each batch costs the host memory even when
+/// empty, so a plugin returning millions of them is refused before any is copied out.
+#[derive(Debug)]
+pub struct OutputBatches(pub Vec<OutputBatch>);
+
+/// A plugin returned more output batches from one call than its cap allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{returned} output batches from one call (the cap is {cap})")]
+pub struct TooManyBatches {
+    /// Batches returned.
+    pub returned: usize,
+    /// The cap.
+    pub cap: usize,
+}
+
+thread_local! {
+    /// The cap on output batches of the call being lifted on this thread (lifting happens on
+    /// the thread that made the call, inside it).
+    static BATCH_CAP: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+impl OutputBatches {
+    /// Runs `call` (which lifts `OutputBatches`) with at most `cap` batches accepted.
+    pub fn lift_with_cap<R>(cap: usize, call: impl FnOnce() -> R) -> R {
+        let before = BATCH_CAP.with(|c| c.replace(cap));
+        let result = call();
+        BATCH_CAP.with(|c| c.set(before));
+        result
+    }
+
+    fn lift(
+        cx: &mut wasmtime::component::__internal::LiftContext<'_>,
+        list: &wasmtime::component::WasmList<OutputBatch>,
+    ) -> wasmtime::Result<Self> {
+        let cap = BATCH_CAP.with(std::cell::Cell::get);
+        if list.len() > cap {
+            return Err(TooManyBatches {
+                returned: list.len(),
+                cap,
+            }
+            .into());
+        }
+        Ok(OutputBatches(OutputBatch::linear_lift_list_from_memory(
+            cx, list,
+        )?))
+    }
+}
+
+// SAFETY: the same component type and representation as `Vec<OutputBatch>` (a list), whose
+// implementation both traits forward to; only the length is looked at first.
+unsafe impl ComponentType for OutputBatches {
+    type Lower = <Vec<OutputBatch> as ComponentType>::Lower;
+    const ABI: wasmtime::component::__internal::CanonicalAbiInfo =
+        <Vec<OutputBatch> as ComponentType>::ABI;
+
+    fn typecheck(
+        ty: &wasmtime::component::__internal::InterfaceType,
+        types: &wasmtime::component::__internal::InstanceType<'_>,
+    ) -> wasmtime::Result<()> {
+        <Vec<OutputBatch> as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: see `ComponentType` above.
+unsafe impl Lift for OutputBatches {
+    fn linear_lift_from_flat(
+        cx: &mut wasmtime::component::__internal::LiftContext<'_>,
+        ty: wasmtime::component::__internal::InterfaceType,
+        src: &Self::Lower,
+    ) -> wasmtime::Result<Self> {
+        let list =
+            wasmtime::component::WasmList::<OutputBatch>::linear_lift_from_flat(cx, ty, src)?;
+        Self::lift(cx, &list)
+    }
+
+    fn linear_lift_from_memory(
+        cx: &mut wasmtime::component::__internal::LiftContext<'_>,
+        ty: wasmtime::component::__internal::InterfaceType,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Self> {
+        let list =
+            wasmtime::component::WasmList::<OutputBatch>::linear_lift_from_memory(cx, ty, bytes)?;
+        Self::lift(cx, &list)
+    }
 }
 
 /// `field`.
@@ -699,14 +788,14 @@ impl Plan {
             input
                 .fields()
                 .iter()
-                .map(|f| f.name().as_str())
+                .map(|f| untrusted::name(f.name()))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let index = |role, name: &str| {
             input.index_of(name).map_err(|_| AbiError::UnknownColumn {
                 role,
-                column: name.to_string(),
+                column: untrusted::name(name),
                 available: available(),
             })
         };
@@ -724,14 +813,24 @@ impl Plan {
         let mut fields = Vec::with_capacity(plan.output.len());
         let mut sources = Vec::with_capacity(plan.output.len());
         for out in &plan.output {
+            // A new name is the plugin's text; an input column's name is the data's.
+            if input.index_of(&out.name).is_err() {
+                check_name("output column", &out.name)?;
+            }
             if fields.iter().any(|f: &Field| f.name() == &out.name) {
                 return Err(invalid(format!(
                     "the plan names output column `{}` twice",
-                    out.name
+                    untrusted::name(&out.name)
                 )));
             }
             match &out.source {
                 OutputSource::Computed => {
+                    if let WitDataType::Timestamp(WitTimestampType {
+                        timezone: Some(tz), ..
+                    }) = &out.data_type
+                    {
+                        check_time_zone(&out.name, tz)?;
+                    }
                     fields.push(Field::new(
                         &out.name,
                         out.data_type.to_arrow(),
@@ -758,6 +857,37 @@ impl Plan {
             sources,
         })
     }
+}
+
+/// Refuses a name a plugin gives to a new column if the host could not show or store it as
+/// is: control characters, or longer than [`untrusted::NAME_BYTES`].
+fn check_name(what: &str, name: &str) -> Result<(), AbiError> {
+    if name.is_empty() || name.len() > untrusted::NAME_BYTES || !untrusted::is_clean(name) {
+        return Err(invalid(format!(
+            "the plan names an {what} `{}`: a name must be 1 to {} bytes without control characters",
+            untrusted::name(name),
+            untrusted::NAME_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a time zone that is neither an IANA name nor an offset in form (`Europe/Paris`,
+/// `UTC`, `+01:00`): it is stored in every output file's schema.
+fn check_time_zone(column: &str, tz: &str) -> Result<(), AbiError> {
+    let plausible = !tz.is_empty()
+        && tz.len() <= 64
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+' | ':'))
+        && !tz.split('/').any(|part| part.is_empty() || part == "..");
+    if !plausible {
+        return Err(invalid(format!(
+            "column `{column}` has the time zone `{}`, which is not a time zone name (like `Europe/Paris` or `UTC`) or offset (like `+01:00`)",
+            untrusted::name(tz)
+        )));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -998,7 +1128,7 @@ pub fn assemble(
         {
             return Err(invalid(format!(
                 "column `{}` was returned but the plan does not compute it",
-                c.name
+                untrusted::name(&c.name)
             )));
         }
         if let Some(dup) = computed.insert(c.name.clone(), c) {

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -26,6 +27,8 @@ use crate::plugin::{Host, Instance, Metrics, Plugin, PluginError};
 use crate::policy::{self, ErrorPolicy};
 use crate::replay::Recorder;
 use crate::report::{PluginReport, RunReport};
+use crate::sandbox;
+use crate::untrusted;
 
 /// Memory for keeping decoded input between fit passes, unless `[source] cache-mib` says.
 const DEFAULT_CACHE_MIB: u64 = 4096;
@@ -554,7 +557,7 @@ struct Pass {
 fn pass<T>(
     setup: &mut Setup,
     job: &Job,
-    consume: impl FnOnce(Receiver<Done>) -> Result<T, RunError>,
+    consume: impl FnOnce(Taken<'_>) -> Result<T, RunError>,
 ) -> Result<(T, Pass), RunError> {
     let workers = setup.workers();
     let partitions = setup
@@ -562,6 +565,7 @@ fn pass<T>(
         .as_ref()
         .map_or(workers, Partitioning::partitions);
     let (done_tx, done_rx) = sync_channel::<Done>(workers * QUEUE_DEPTH);
+    let outstanding = Outstanding::new(OUTSTANDING_PER_WORKER * workers);
     let mut skew = SkewTracker::new(partitions, HOT_KEYS);
     let (mut rows_in, mut batches_in) = (0u64, 0u64);
     setup.progress.set_position(0);
@@ -590,7 +594,13 @@ fn pass<T>(
             queues.push(tx);
             let done = done_tx.clone();
             let context = &context;
-            handles.push(scope.spawn(move || worker(instances, context, rx, done, job)));
+            // Plugins run on this thread's stack: room for the deepest Wasm stack allowed.
+            let handle = std::thread::Builder::new()
+                .name("quiver-worker".into())
+                .stack_size(sandbox::PLUGIN_THREAD_STACK)
+                .spawn_scoped(scope, move || worker(instances, context, rx, done, job))
+                .expect("the system cannot start a worker thread");
+            handles.push(handle);
         }
         let reader = {
             let done = done_tx.clone();
@@ -598,6 +608,7 @@ fn pass<T>(
             let (progress, skew) = (&setup.progress, &mut skew);
             let (rows_in, batches_in) = (&mut rows_in, &mut batches_in);
             let (cached, filling) = (cached, &mut filling);
+            let outstanding = &outstanding;
             scope.spawn(move || {
                 let mut items: Box<dyn Iterator<Item = Result<io::SourceBatch, IoError>>> =
                     match cached {
@@ -608,7 +619,7 @@ fn pass<T>(
                     &mut items,
                     filling.as_mut(),
                     partitioning,
-                    &queues,
+                    (&queues, outstanding),
                     skew,
                     progress,
                     rows_in,
@@ -620,7 +631,10 @@ fn pass<T>(
             })
         };
         drop(done_tx);
-        let consumed = consume(done_rx);
+        let consumed = consume(Taken {
+            rx: done_rx,
+            outstanding: &outstanding,
+        });
         let _ = reader.join();
         let outs: Vec<WorkerOut> = handles
             .into_iter()
@@ -689,7 +703,7 @@ impl EarliestFailure {
 
 /// Waits for the workers of a fit pass; after a failure it only drains them (the reader stops
 /// at its next send to the failed worker, so that is short).
-fn first_failure(done: Receiver<Done>) -> Result<(), RunError> {
+fn first_failure(done: Taken<'_>) -> Result<(), RunError> {
     let mut failure = EarliestFailure::default();
     for msg in done {
         if let Done::Failed(e) = msg {
@@ -1003,7 +1017,7 @@ fn read(
     items: &mut dyn Iterator<Item = Result<io::SourceBatch, IoError>>,
     mut cache: Option<&mut InputCache>,
     partitioning: Option<&Partitioning>,
-    queues: &[SyncSender<Work>],
+    (queues, outstanding): (&[SyncSender<Work>], &Outstanding),
     skew: &mut SkewTracker,
     progress: &indicatif::ProgressBar,
     rows_in: &mut u64,
@@ -1048,8 +1062,9 @@ fn read(
                 batch,
                 origin: origin.clone(),
             };
-            if queues[partition % workers].send(work).is_err() {
-                return Ok(()); // a worker stopped: the writer reports why
+            // A worker or the consumer stopped: the writer reports why.
+            if !outstanding.acquire() || queues[partition % workers].send(work).is_err() {
+                return Ok(());
             }
         }
     }
@@ -1057,6 +1072,81 @@ fn read(
         cache.complete = cache.budget > 0;
     }
     Ok(())
+}
+
+/// Work items dispatched per worker and not yet taken by the consumer. Bounding them bounds
+/// the outputs a run holds at once — in the workers, in the channel and in the ordered writer's
+/// pending map — which the README's host-memory formula counts.
+const OUTSTANDING_PER_WORKER: usize = 2;
+
+/// Work items dispatched and not yet taken by the consumer, with a ceiling the reader waits
+/// under.
+struct Outstanding {
+    /// (items out, whether the consumer is gone).
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+    max: usize,
+}
+
+impl Outstanding {
+    fn new(max: usize) -> Self {
+        Outstanding {
+            state: Mutex::new((0, false)),
+            changed: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        // The counter stays consistent whatever panicked while holding it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for room for one more item; `false` once the consumer is gone.
+    fn acquire(&self) -> bool {
+        let mut state = self.lock();
+        while state.0 >= self.max && !state.1 {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.0 += 1;
+        !state.1
+    }
+
+    /// One item was taken (a failure not tied to an item may release one more: harmless).
+    fn release(&self) {
+        let mut state = self.lock();
+        state.0 = state.0.saturating_sub(1);
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// What the workers produce, as the consumer takes it; each item taken makes room for the
+/// reader, and dropping it (the consumer stopped) releases the reader for good.
+struct Taken<'a> {
+    rx: Receiver<Done>,
+    outstanding: &'a Outstanding,
+}
+
+impl Iterator for Taken<'_> {
+    type Item = Done;
+
+    fn next(&mut self) -> Option<Done> {
+        let done = self.rx.recv().ok()?;
+        self.outstanding.release();
+        Some(done)
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.outstanding.close();
+    }
 }
 
 fn partition_keys(p: &Partitioning) -> Vec<String> {
@@ -1240,7 +1330,10 @@ impl DeadLetters {
         std::fs::create_dir_all(dir)
             .map_err(|e| IoError::io(dir, "cannot create the dead-letter directory", e))?;
         for (position, batches) in &self.rows {
-            let path = dir.join(format!("{position:02}-{}.parquet", names[*position]));
+            // The plugin's name is its own text: reduced to one safe component, so the file
+            // stays inside the dead-letter directory whatever the name says.
+            let name = untrusted::file_name(&names[*position]);
+            let path = dir.join(format!("{position:02}-{name}.parquet"));
             let options = SinkOptions {
                 format: Some(io::Format::Parquet),
                 partition_by: Vec::new(),
@@ -1266,7 +1359,7 @@ struct Written {
 /// did, and commits at the end: dead letters first, then the output.
 fn write(
     mut sink: io::Sink,
-    done: Receiver<Done>,
+    done: Taken<'_>,
     ordered: bool,
     dead_dir: &Path,
     names: &[String],

@@ -2,7 +2,8 @@
 //!
 //! The crate is layered; each module only uses the ones listed above it:
 //!
-//! 1. Ground: [`partition`] (hash and range partitioning, skew — pure logic), [`capability`]
+//! 1. Ground: [`untrusted`] (plugin-controlled text made safe to show, log, store or use in a
+//!    file name — pure logic), [`partition`] (hash and range partitioning, skew — pure logic), [`capability`]
 //!    (what a plugin may be granted, and the import check — pure logic at its core),
 //!    [`sandbox`] (engine configuration, limits, the WASI context), [`io`] (sources, sinks and
 //!    file formats), [`policy`] (error policies and bisection — pure logic), [`checkpoint`]
@@ -35,3 +36,4 @@ pub mod replay;
 pub mod report;
 pub mod sandbox;
 pub mod stream;
+pub mod untrusted;

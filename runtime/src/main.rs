@@ -12,6 +12,7 @@ use quiver::pipeline::{self, PartitionSpec, Pipeline, PluginSpec, Scheme, SinkSp
 use quiver::plugin::Host;
 use quiver::sandbox::EngineOptions;
 use quiver::stream;
+use quiver::untrusted;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -214,6 +215,19 @@ enum PluginCommand {
 }
 
 fn main() {
+    // Plugins run on the calling thread's stack (describe at load, fits, replays, `plugin
+    // test`): run everything on a thread with room for the deepest Wasm stack allowed.
+    let code = std::thread::Builder::new()
+        .name("quiver-main".into())
+        .stack_size(quiver::sandbox::PLUGIN_THREAD_STACK)
+        .spawn(real_main)
+        .expect("the system cannot start the main thread")
+        .join()
+        .unwrap_or(101);
+    std::process::exit(code);
+}
+
+fn real_main() -> i32 {
     quiver::allocator::tune();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -258,9 +272,19 @@ fn main() {
             .map_err(Into::into),
         Command::Plugin(PluginCommand::Test { dir, no_build }) => plugin_test(&dir, no_build),
     };
-    if let Err(e) = result {
-        eprintln!("error: {}", render_error(&e));
-        std::process::exit(1);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            // Errors quote plugin text (already escaped where it entered) and paths and data
+            // values (not): nothing reaches the terminal unescaped.
+            let text = render_error(&e)
+                .split('\n')
+                .map(|line| untrusted::escape(line, 64 << 10))
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!("error: {text}");
+            1
+        }
     }
 }
 
@@ -479,15 +503,16 @@ fn absolute(p: &str) -> String {
 fn replay(dir: &Path) -> Result<()> {
     let r = quiver::replay::replay(dir, Host::default_cache_dir())?;
     let c = &r.call;
+    // The recording's texts came from the plugin, through a file anyone could have edited.
     println!(
         "replayed {} {} (sha256 {}) on {} rows from {}",
-        c.name,
-        c.version,
-        c.sha256,
+        untrusted::name(&c.name),
+        untrusted::name(&c.version),
+        untrusted::name(&c.sha256),
         r.rows_in,
         dir.display()
     );
-    println!("recorded error: {}", c.error);
+    println!("recorded error: {}", untrusted::message(&c.error));
     match &r.result {
         Ok(rows) => println!("this time: succeeded with {rows} rows out"),
         Err(e) => println!("this time: {e}"),

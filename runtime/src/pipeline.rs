@@ -48,7 +48,7 @@ use crate::capability::Grants;
 use crate::io::Format;
 use crate::partition::HashAlgorithm;
 use crate::policy::ErrorPolicy;
-use crate::sandbox::{EngineOptions, Limits};
+use crate::sandbox::{EngineOptions, LimitOutOfRange, Limits};
 
 /// A pipeline file could not be read or makes no sense.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,14 @@ pub enum PipelineError {
     /// A value is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// A limit is set to a value the host cannot honour.
+    #[error("{table}: {source}")]
+    Limit {
+        /// Where it was set: `[limits]`, or the plugin's `limits` table.
+        table: String,
+        /// The limit and its range.
+        source: LimitOutOfRange,
+    },
     /// A plugin could not be found.
     #[error("plugin `{name}` not found; looked in: {looked}")]
     PluginNotFound {
@@ -358,6 +366,7 @@ impl Pipeline {
     /// fuel counting if any plugin has a fuel limit, and the largest stack any plugin is given
     /// (the Wasm stack limit is the engine's, not a store's).
     pub fn engine_options(&self) -> Result<EngineOptions, PipelineError> {
+        self.check_limits()?;
         let mut o =
             EngineOptions::new((self.worker_count() * self.plugins.len().max(1) + 8) as u32);
         o.stack_kib = self.limits.stack_kib;
@@ -377,6 +386,14 @@ impl Pipeline {
             .max(1)
     }
 
+    /// Refuses pipeline-wide limits out of range (per-plugin ones: [`PluginSpec::limits`]).
+    fn check_limits(&self) -> Result<(), PipelineError> {
+        self.limits.check().map_err(|source| PipelineError::Limit {
+            table: "[limits]".into(),
+            source,
+        })
+    }
+
     /// Checks what can be checked without reading data or plugins.
     pub fn validate(&self) -> Result<(), PipelineError> {
         let bad = |m: String| Err(PipelineError::Invalid(m));
@@ -386,6 +403,10 @@ impl Pipeline {
         if self.workers == Some(0) {
             return bad("workers must be at least 1".into());
         }
+        if self.source.batch_size == Some(0) {
+            return bad("[source] batch-size must be at least 1 (rows per batch)".into());
+        }
+        self.check_limits()?;
         if let Some(p) = &self.partition {
             if p.by.is_empty() {
                 return bad("[partition] by is empty: name the key column(s)".into());
@@ -438,9 +459,14 @@ impl PluginSpec {
         let mut merged =
             toml::Table::try_from(defaults).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         merged.extend(overrides.clone());
-        merged
+        let limits: Limits = merged
             .try_into()
-            .map_err(|e| PipelineError::Invalid(format!("[[plugin]] limits: {e}")))
+            .map_err(|e| PipelineError::Invalid(format!("[[plugin]] limits: {e}")))?;
+        limits.check().map_err(|source| PipelineError::Limit {
+            table: format!("[[plugin]] {} limits", self.label()),
+            source,
+        })?;
+        Ok(limits)
     }
 
     /// A short label for messages: the name or the path.

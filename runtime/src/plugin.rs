@@ -21,11 +21,12 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, 
 use wasmtime::{Engine, Store, Trap};
 
 use crate::abi::{
-    self, AbiError, BatchIn, CapExceeded, LogLevel, OutputBatch, OutputCaps, Param, ParamError,
-    PluginInfo, WitField, WitPlan, WitPluginError,
+    self, AbiError, BatchIn, CapExceeded, LogLevel, OutputBatch, OutputBatches, OutputCaps, Param,
+    ParamError, PluginInfo, TooManyBatches, WitField, WitPlan, WitPluginError,
 };
 use crate::capability::{self, Grants, Need};
 use crate::sandbox::{self, EngineOptions, Limits, LogSource, StoreState};
+use crate::untrusted;
 
 /// Name of the interface every transform plugin exports.
 pub const TRANSFORMER_INTERFACE: &str = "quiver:plugin/transformer@0.1.0";
@@ -412,12 +413,32 @@ impl Host {
             load_time: Duration::ZERO,
         };
         let mut probe = RawInstance::new(&plugin, limits, &Grants::default())?;
-        plugin.info = probe.call(&plugin, "describe", |store, f| {
+        let info = probe.call(&plugin, "describe", |store, f| {
             f.describe.call(store, ()).map(|r| r.0)
         })?;
+        plugin.info = shown_info(info);
         plugin.name = plugin.info.name.clone();
         plugin.load_time = started.elapsed();
         Ok(Arc::new(plugin))
+    }
+}
+
+/// What `describe` said, with every text made safe to show: names and the version escaped
+/// and cut to [`untrusted::NAME_BYTES`], descriptions to [`untrusted::MESSAGE_BYTES`].
+fn shown_info(info: PluginInfo) -> PluginInfo {
+    PluginInfo {
+        name: untrusted::name(&info.name),
+        version: untrusted::name(&info.version),
+        description: untrusted::message(&info.description),
+        params: info
+            .params
+            .into_iter()
+            .map(|p| abi::ParamSpec {
+                name: untrusted::name(&p.name),
+                doc: untrusted::message(&p.doc),
+                ..p
+            })
+            .collect(),
     }
 }
 
@@ -632,7 +653,7 @@ impl RawInstance {
                     },
                     _ => PluginError::Engine {
                         plugin: plugin.name.clone(),
-                        message: format!("cannot instantiate: {}", chain(&e)),
+                        message: untrusted::message(&format!("cannot instantiate: {}", chain(&e))),
                     },
                 })?;
         let usage = Metrics {
@@ -728,6 +749,15 @@ impl RawInstance {
                     asked_mib: (asked as u64).div_ceil(1 << 20),
                 };
             }
+            if let Some(too_many) = e.downcast_ref::<TooManyBatches>() {
+                return PluginError::OutputLimit {
+                    plugin: name,
+                    what: format!(
+                        "{} output batches from one `{call}` call (max-output-batches = {})",
+                        too_many.returned, too_many.cap
+                    ),
+                };
+            }
             if chain(&e).contains("fuel allocated for hostcalls has been exhausted") {
                 return PluginError::OutputLimit {
                     plugin: name,
@@ -754,7 +784,7 @@ impl RawInstance {
                 _ => {
                     // The trap itself (without the wasm backtrace, which goes to the debug log)
                     // and, if the plugin panicked, its own message from stderr.
-                    tracing::debug!(plugin = %plugin.name, "{}", chain(&e));
+                    tracing::debug!(plugin = %plugin.name, "{}", untrusted::message(&chain(&e)));
                     let mut message = e
                         .downcast_ref::<Trap>()
                         .map_or_else(|| chain(&e), |t| t.to_string());
@@ -771,6 +801,8 @@ impl RawInstance {
                         let tail = &said[said.len().saturating_sub(2)..];
                         message = format!("{message}; the plugin said: {}", tail.join(" / "));
                     }
+                    // The plugin's own words, and wasm backtraces naming its functions.
+                    let message = untrusted::message(&message);
                     PluginError::Trap {
                         plugin: name,
                         call,
@@ -784,6 +816,7 @@ impl RawInstance {
 
 fn forward_logs(plugin: &str, lines: &[(LogSource, String)], dropped: usize) {
     for (source, line) in lines {
+        let line = untrusted::message(line);
         match source {
             LogSource::Stdout => tracing::info!(plugin, stream = "stdout", "{line}"),
             LogSource::Stderr => tracing::warn!(plugin, stream = "stderr", "{line}"),
@@ -1211,17 +1244,26 @@ impl Instance {
                 bytes: u64::MAX,
             }
         };
+        let max_batches = if self.plugin.options.enforce {
+            self.limits.max_output_batches
+        } else {
+            u64::MAX
+        };
         let started = Instant::now();
         let raw = self.live()?;
         let result = raw.call(&plugin, "transform", |s, f| {
             // SAFETY: `BatchIn<'_>` and `BatchIn<'static>` are the same component type; the
             // lifetime only ties the borrowed buffers to this call, which does not keep them.
-            let transform: TypedFunc<(BatchIn<'_>,), (Result<Vec<OutputBatch>, WitPluginError>,)> =
+            // `OutputBatches` is the same type as `Vec<OutputBatch>`, lifted after its length
+            // is checked.
+            let transform: TypedFunc<(BatchIn<'_>,), (Result<OutputBatches, WitPluginError>,)> =
                 unsafe { TypedFunc::new_unchecked(*f.transform.func()) };
-            transform.call(s, (input,)).map(|r| r.0)
+            OutputBatches::lift_with_cap(usize::try_from(max_batches).unwrap_or(usize::MAX), || {
+                transform.call(s, (input,)).map(|r| r.0)
+            })
         });
         let outputs = match result {
-            Ok(r) => r.map_err(|e| failed(&plugin.name, &e))?,
+            Ok(r) => r.map_err(|e| failed(&plugin.name, &e))?.0,
             Err(e) => {
                 self.discard_after(&e);
                 return Err(e);
@@ -1263,8 +1305,9 @@ impl Instance {
 }
 
 fn failed(plugin: &str, e: &WitPluginError) -> PluginError {
-    let mut message = e.message.clone();
+    let mut message = untrusted::message(&e.message);
     if let Some(c) = &e.column {
+        let c = untrusted::name(c);
         if !message.contains(c.as_str()) {
             message = format!("column `{c}`: {message}");
         }
@@ -1279,10 +1322,10 @@ fn failed(plugin: &str, e: &WitPluginError) -> PluginError {
 }
 
 fn describe_param_error(e: &ParamError) -> String {
-    match e {
+    untrusted::message(&match e {
         ParamError::Unknown(n) => format!("`{n}` is unknown"),
         ParamError::Missing(n) => format!("`{n}` is required"),
         ParamError::WrongKind(w) => format!("`{}` must be {}, not {}", w.name, w.expected, w.found),
         ParamError::Invalid(i) => format!("`{}` is invalid: {}", i.name, i.reason),
-    }
+    })
 }

@@ -17,7 +17,8 @@ use crate::abi::Param;
 use crate::capability::Grants;
 use crate::fit;
 use crate::plugin::{Host, Instance, Metrics, PluginError};
-use crate::sandbox::{EngineOptions, Limits};
+use crate::sandbox::{EngineOptions, LimitOutOfRange, Limits};
+use crate::untrusted;
 
 /// Recordings kept per run (failures past this are not recorded).
 pub const MAX_RECORDINGS: usize = 16;
@@ -44,6 +45,14 @@ pub enum ReplayError {
         expected: String,
         /// Current hash.
         actual: String,
+    },
+    /// The recording asks for limits the host cannot honour.
+    #[error("{path}: {source}")]
+    Limits {
+        /// The recording's `call.json`.
+        path: PathBuf,
+        /// Which limit.
+        source: LimitOutOfRange,
     },
     /// Loading or setting up the plugin failed.
     #[error(transparent)]
@@ -118,9 +127,12 @@ impl Recorder {
             }
         });
         let plugin = instance.plugin();
-        let dir = self
-            .dir
-            .join(format!("{position:02}-{}-p{partition}-b{seq}", plugin.name));
+        // The plugin's name is its own text: reduced to one safe component, so the recording
+        // stays inside the replay directory whatever the name says.
+        let dir = self.dir.join(format!(
+            "{position:02}-{}-p{partition}-b{seq}",
+            untrusted::file_name(&plugin.name)
+        ));
         let call = Call {
             plugin_path: std::path::absolute(&plugin.path).unwrap_or_else(|_| plugin.path.clone()),
             sha256: plugin.sha256.clone(),
@@ -148,16 +160,28 @@ fn write_recording(dir: &Path, call: &Call, batch: &RecordBatch) -> Result<(), R
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    // The replay directory is the pipeline's; the recording's own directory and files are
+    // created new (never through an existing file or link).
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, &e))?;
+    }
+    std::fs::create_dir(dir).map_err(|e| io(dir, &e))?;
+    let create = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io(path, &e))
+    };
     let input = dir.join("input.arrow");
-    let file = std::fs::File::create(&input).map_err(|e| io(&input, &e))?;
+    let file = create(&input)?;
     let mut w = arrow::ipc::writer::FileWriter::try_new(file, &batch.schema())
         .map_err(|e| io(&input, &e))?;
     w.write(batch).map_err(|e| io(&input, &e))?;
     w.finish().map_err(|e| io(&input, &e))?;
     let json = dir.join("call.json");
     let text = serde_json::to_string_pretty(call).map_err(|e| io(&json, &e))?;
-    std::fs::write(&json, text).map_err(|e| io(&json, &e))?;
+    std::io::Write::write_all(&mut create(&json)?, text.as_bytes()).map_err(|e| io(&json, &e))?;
     Ok(())
 }
 
@@ -186,6 +210,10 @@ pub fn replay(dir: &Path, cache_dir: Option<PathBuf>) -> Result<Replayed, Replay
     let json = dir.join("call.json");
     let text = std::fs::read_to_string(&json).map_err(|e| io(&json, &e))?;
     let call: Call = serde_json::from_str(&text).map_err(|e| io(&json, &e))?;
+    call.limits.check().map_err(|source| ReplayError::Limits {
+        path: json.clone(),
+        source,
+    })?;
     let input = dir.join("input.arrow");
     let file = std::fs::File::open(&input).map_err(|e| io(&input, &e))?;
     let reader = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| io(&input, &e))?;

@@ -59,7 +59,50 @@ pub struct Limits {
     pub stack_kib: u64,
     /// Wall time instantiating the component (its start functions) may take, in milliseconds.
     pub instantiate_ms: u64,
+    /// Output batches one `transform` call may return (each costs the host memory even when
+    /// empty, so their number is checked before any is copied out).
+    pub max_output_batches: u64,
 }
+
+/// Largest Wasm stack a plugin may be given, in KiB. Every thread that calls into plugins has
+/// a native stack of [`PLUGIN_THREAD_STACK`] bytes, which leaves room below the deepest Wasm
+/// frame for the host functions the plugin calls (WASI, lifting its results).
+pub const MAX_STACK_KIB: u64 = 8 << 10;
+
+/// Native stack of every thread that calls into plugins: the largest Wasm stack plus 4 MiB for
+/// the host's own frames above and below it. Reserved address space; only touched pages cost
+/// memory.
+pub const PLUGIN_THREAD_STACK: usize = ((MAX_STACK_KIB << 10) + (4 << 20)) as usize;
+
+/// A limit set to a value the host cannot honour.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key} = {value}` is out of range: {key} takes {min} to {max}{unit}")]
+pub struct LimitOutOfRange {
+    /// The key, as written in `[limits]`.
+    pub key: &'static str,
+    /// The value given.
+    pub value: u64,
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+    /// The unit, for the message (` MiB`, ` ms`, …).
+    pub unit: &'static str,
+}
+
+/// Every limit key with its accepted range and unit: `(key, min, max, unit)`. The README's
+/// table of limits states the same ranges.
+pub const LIMIT_RANGES: [(&str, u64, u64, &str); 9] = [
+    ("memory-mib", 1, MAX_MEMORY_BYTES >> 20, " MiB"),
+    ("timeout-ms", 1, 86_400_000, " ms"),
+    ("max-output-rows", 1, 1 << 32, " rows"),
+    ("max-output-mib", 1, 4096, " MiB"),
+    ("max-output-batches", 1, 65_536, " batches"),
+    ("log-kib", 0, 65_536, " KiB"),
+    ("fuel", 1, u64::MAX >> 1, ""),
+    ("stack-kib", 64, MAX_STACK_KIB, " KiB"),
+    ("instantiate-ms", 1, 86_400_000, " ms"),
+];
 
 impl Default for Limits {
     fn default() -> Self {
@@ -72,14 +115,48 @@ impl Default for Limits {
             fuel: None,
             stack_kib: 1024,
             instantiate_ms: 10_000,
+            max_output_batches: 1024,
         }
     }
 }
 
 impl Limits {
+    /// Refuses a limit the host cannot honour (zero time, an output cap that would overflow, a
+    /// stack deeper than the threads that run plugins), naming the key and its range.
+    pub fn check(&self) -> Result<(), LimitOutOfRange> {
+        let values = [
+            Some(self.memory_mib),
+            Some(self.timeout_ms),
+            Some(self.max_output_rows),
+            Some(self.max_output_mib),
+            Some(self.max_output_batches),
+            Some(self.log_kib),
+            self.fuel,
+            Some(self.stack_kib),
+            Some(self.instantiate_ms),
+        ];
+        for ((key, min, max, unit), value) in LIMIT_RANGES.into_iter().zip(values) {
+            match value {
+                Some(value) if !(min..=max).contains(&value) => {
+                    return Err(LimitOutOfRange {
+                        key,
+                        value,
+                        min,
+                        max,
+                        unit,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Memory limit in bytes.
     pub fn memory_bytes(&self) -> u64 {
-        (self.memory_mib << 20).min(MAX_MEMORY_BYTES)
+        self.memory_mib
+            .saturating_mul(1 << 20)
+            .min(MAX_MEMORY_BYTES)
     }
 
     /// Call deadline in epoch ticks (at least one).
@@ -94,7 +171,7 @@ impl Limits {
 
     /// Output byte cap in bytes.
     pub fn max_output_bytes(&self) -> u64 {
-        self.max_output_mib << 20
+        self.max_output_mib.saturating_mul(1 << 20)
     }
 }
 
@@ -142,11 +219,15 @@ pub fn engine(options: &EngineOptions) -> wasmtime::Result<Engine> {
         .total_stacks(max_instances)
         .max_memory_size(MAX_MEMORY_BYTES as usize);
     let mut config = Config::new();
+    let max_wasm_stack = (options.stack_kib.clamp(64, MAX_STACK_KIB) << 10) as usize;
     config
         .wasm_component_model(true)
         .epoch_interruption(options.enforce)
         .consume_fuel(options.fuel)
-        .max_wasm_stack((options.stack_kib.clamp(64, 64 << 10) << 10) as usize)
+        .max_wasm_stack(max_wasm_stack)
+        // Only checked against the Wasm stack (plugins never run on fibers), but wasmtime
+        // refuses a Wasm stack larger than it.
+        .async_stack_size(max_wasm_stack + (1 << 20))
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(pool);
     let engine = Engine::new(&config)?;
@@ -475,6 +556,85 @@ pub fn add_wasi_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<(
     cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    guard_open_at(l)
+}
+
+/// The `wasi:filesystem/types` instance whose `open-at` [`guard_open_at`] replaces (the version
+/// wasmtime-wasi implements; components importing older 0.2 versions are linked to it).
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces WASI's `open-at` with one that refuses special files. Opening a FIFO blocks until
+/// its other end opens (and a device or socket can block the same way) inside a host call,
+/// where the epoch deadline cannot stop it: one plugin could hang its worker for ever. So the
+/// path is first looked at without opening it (`stat`, which never blocks on such files), and
+/// anything but a regular file, a directory or a link to one is refused with `access`; the
+/// plugin's log says why. Should the file be swapped for a FIFO between the look and the open,
+/// the open itself is bounded by the call's deadline and then stops the call as its time limit.
+fn guard_open_at(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime::StoreContextMut;
+    use wasmtime_wasi::filesystem::Descriptor;
+    use wasmtime_wasi::p2::bindings::filesystem::types::{
+        DescriptorFlags, DescriptorType, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
+    };
+    type Args = (
+        Resource<Descriptor>,
+        PathFlags,
+        String,
+        OpenFlags,
+        DescriptorFlags,
+    );
+    linker.allow_shadowing(true);
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap(
+        "[method]descriptor.open-at",
+        |mut store: StoreContextMut<'_, StoreState>, (fd, path_flags, path, oflags, flags): Args| {
+            let state = store.data_mut();
+            let deadline = state.clock.deadline;
+            let special = {
+                let mut view = state.filesystem();
+                let probe = Resource::<Descriptor>::new_borrow(fd.rep());
+                let stat = wasmtime_wasi::runtime::in_tokio(view.stat_at(
+                    probe,
+                    path_flags,
+                    path.clone(),
+                ));
+                // wasmtime-wasi reports FIFOs and sockets as `unknown`.
+                match stat.map(|s| s.type_) {
+                    Ok(DescriptorType::Fifo | DescriptorType::Socket | DescriptorType::Unknown) => {
+                        Some("a special file (a FIFO or a socket)")
+                    }
+                    Ok(DescriptorType::CharacterDevice | DescriptorType::BlockDevice) => {
+                        Some("a special file (a device)")
+                    }
+                    // Regular files, directories, links not followed; or nothing there yet
+                    // (the open may create a regular file), or an error the open reports too.
+                    _ => None,
+                }
+            };
+            if let Some(what) = special {
+                state.logs.log(
+                    tracing::Level::WARN,
+                    &format!("refused to open {path}: it is {what}, which could block the host; only regular files and directories can be opened in granted directories"),
+                );
+                return Ok((Err(ErrorCode::Access),));
+            }
+            let mut view = state.filesystem();
+            let open = view.open_at(fd, path_flags, path, oflags, flags);
+            let opened = match deadline {
+                // The timer is made inside the runtime that drives it.
+                Some(at) => wasmtime_wasi::runtime::in_tokio(async move {
+                    tokio::time::timeout_at(tokio::time::Instant::from_std(at), open).await
+                })
+                .map_err(|_| capability::SleptPastDeadline)?,
+                None => wasmtime_wasi::runtime::in_tokio(open),
+            };
+            match opened {
+                Ok(descriptor) => Ok((Ok(descriptor),)),
+                Err(e) => e.downcast().map(|code| (Err(code),)),
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
     Ok(())
 }
 

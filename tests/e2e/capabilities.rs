@@ -287,3 +287,53 @@ fn deterministic_mode_fixes_the_clock_and_randomness() {
     );
     assert_ne!(r1.2, r2.2, "two runs drew the same random bytes");
 }
+
+#[test]
+fn special_files_in_a_granted_directory_are_refused_instead_of_blocking_the_host() {
+    let dir = input_dir();
+    let r = dir.path().join("ref");
+    std::fs::write(r.join("plain.txt"), "plain data").unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(r.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("fifo", r.join("link-to-fifo")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(r.join("socket")).unwrap();
+    let grant = "dirs = [{ path = \"ref\", write = true }]";
+    // Each open would block for ever (a FIFO without a writer or reader), or open what no
+    // plugin should reach; `run` kills a run that hangs after two minutes, failing the test.
+    for (mode, path) in [
+        ("read-file", "/ref/fifo"),
+        ("write-file", "/ref/fifo"),
+        ("read-file", "/ref/link-to-fifo"),
+        ("read-file", "/ref/socket"),
+    ] {
+        let table = format!(
+            "path = \"{}\"\nparams = {{ mode = \"{mode}\", path = \"{path}\" }}\ngrants = {{ clock = \"deterministic\", {grant} }}\nlimits = {{ timeout-ms = 5000 }}",
+            plugin("snoop").display()
+        );
+        let (ok, err) = run_pipeline(dir.path(), &table, &[]);
+        assert!(ok, "{mode} {path}: {err}");
+        let got = found(dir.path());
+        assert!(
+            got.starts_with("error: "),
+            "{mode} {path}: the plugin got {got:?}"
+        );
+        // The path as the plugin gave it, relative to the granted directory.
+        let name = path.trim_start_matches("/ref/");
+        assert!(
+            err.contains(&format!("refused to open {name}: it is a special file")),
+            "{mode} {path}: {err}"
+        );
+    }
+    // Regular files in the same grant are still read.
+    assert_eq!(
+        snoop(
+            dir.path(),
+            "mode = \"read-file\", path = \"/ref/plain.txt\"",
+            grant
+        ),
+        "plain data"
+    );
+}

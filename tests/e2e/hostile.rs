@@ -257,3 +257,228 @@ fn an_endless_start_function_is_stopped_by_the_instantiation_limit() {
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
     assert!(!dir.path().join("out.parquet").exists());
 }
+
+/// Runs `quiver run p.toml` in `dir`; returns (exit code — `None` if a signal ended it —,
+/// stderr).
+fn run_status(dir: &Path) -> (Option<i32>, String) {
+    let child = quiver()
+        .current_dir(dir)
+        .args(["run", "p.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning quiver");
+    let out = finish(child);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_accepted_stack_size_stops_deep_recursion_with_a_trap_not_a_host_abort() {
+    // 2001–2048 KiB once overflowed the worker threads' native stack (SIGABRT); 8192 is the
+    // largest value accepted.
+    for stack in [2001, 2048, 8192] {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(&dir.path().join("in.parquet"), &generate(2000, 3));
+        let text = format!(
+            "workers = 2\n[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"recurse\", column = \"k\" }}\nlimits = {{ stack-kib = {stack}, memory-mib = 64 }}\n[sink]\npath = \"out.parquet\"\n",
+            plugin("liar").display()
+        );
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        let (code, err) = run_status(dir.path());
+        assert_eq!(code, Some(1), "stack-kib = {stack}: the host died: {err}");
+        // The engine's stack limit, or on deep stacks the guest's own shadow stack running out
+        // of its linear memory first: a trap either way.
+        assert!(
+            err.contains("plugin `liar`: trapped in `transform`: wasm trap: "),
+            "stack-kib = {stack}: {err}"
+        );
+        // Nothing half-written; the failing call was recorded, and replays the same way on
+        // the replaying thread.
+        assert_only(dir.path(), &["in.parquet", "p.toml", "out-replay"]);
+        let rec = std::fs::read_dir(dir.path().join("out-replay"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut c = quiver();
+        c.arg("replay").arg(&rec);
+        let (ok, out, err) = run(c);
+        assert!(ok, "replay with stack-kib = {stack}: {err}");
+        assert!(out.contains("this time: plugin `liar`: trapped"), "{out}");
+    }
+}
+
+#[test]
+fn limits_out_of_range_are_refused_naming_the_key_and_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(&dir.path().join("in.parquet"), &generate(100, 4));
+    let scale = "name = \"scale\"\nparams = { columns = [\"amount\"], a = 1.0, b = 2.0 }";
+    // (pipeline-wide table, plugin limits, what the error must say)
+    let cases: [(&str, &str, &[&str]); 12] = [
+        (
+            "stack-kib = 8193",
+            "",
+            &[
+                "[limits]",
+                "`stack-kib = 8193` is out of range",
+                "64 to 8192 KiB",
+            ],
+        ),
+        (
+            "stack-kib = 63",
+            "",
+            &["`stack-kib = 63` is out of range", "64 to 8192 KiB"],
+        ),
+        (
+            "",
+            "max-output-mib = 17592186044416",
+            &[
+                "[[plugin]] scale limits",
+                "`max-output-mib = 17592186044416`",
+                "1 to 4096 MiB",
+            ],
+        ),
+        (
+            "timeout-ms = 0",
+            "",
+            &["`timeout-ms = 0` is out of range", "1 to 86400000 ms"],
+        ),
+        (
+            "",
+            "timeout-ms = 0",
+            &["[[plugin]] scale limits", "`timeout-ms = 0`"],
+        ),
+        ("memory-mib = 0", "", &["`memory-mib = 0`", "1 to 4096 MiB"]),
+        (
+            "memory-mib = 4097",
+            "",
+            &["`memory-mib = 4097`", "1 to 4096 MiB"],
+        ),
+        (
+            "",
+            "max-output-batches = 0",
+            &["`max-output-batches = 0`", "1 to 65536 batches"],
+        ),
+        (
+            "log-kib = 65537",
+            "",
+            &["`log-kib = 65537`", "0 to 65536 KiB"],
+        ),
+        ("fuel = 0", "", &["`fuel = 0`"]),
+        ("instantiate-ms = 0", "", &["`instantiate-ms = 0`"]),
+        ("max-output-rows = 0", "", &["`max-output-rows = 0`"]),
+    ];
+    for (table, overrides, says) in cases {
+        let text = format!(
+            "[source]\npaths = [\"in.parquet\"]\n[limits]\n{table}\n[[plugin]]\n{scale}\nlimits = {{ {overrides} }}\n[sink]\npath = \"out.parquet\"\n"
+        );
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        let (code, err) = run_status(dir.path());
+        assert_eq!(code, Some(1), "{table}{overrides}: {err}");
+        for s in says {
+            assert!(err.contains(s), "{table}{overrides}: `{s}` not in: {err}");
+        }
+        assert_only(dir.path(), &["in.parquet", "p.toml"]);
+    }
+    // The same checks apply to flags and to the source's batch size.
+    for (args, says) in [
+        (
+            &["--timeout-ms", "0"][..],
+            "`timeout-ms = 0` is out of range",
+        ),
+        (
+            &["--memory-mib", "0"][..],
+            "`memory-mib = 0` is out of range",
+        ),
+        (&["--fuel", "0"][..], "`fuel = 0` is out of range"),
+    ] {
+        let mut c = quiver();
+        c.current_dir(dir.path())
+            .args([
+                "run",
+                "-i",
+                "in.parquet",
+                "--plugin",
+                "scale",
+                "-p",
+                "columns=amount",
+                "-o",
+                "out.parquet",
+            ])
+            .args(args);
+        let err = run_err(c);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!("[source]\npaths = [\"in.parquet\"]\nbatch-size = 0\n[[plugin]]\n{scale}\n[sink]\npath = \"out.parquet\"\n"),
+    )
+    .unwrap();
+    let (code, err) = run_status(dir.path());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("batch-size must be at least 1"), "{err}");
+    assert_only(dir.path(), &["in.parquet", "p.toml"]);
+}
+
+#[test]
+fn millions_of_empty_output_batches_are_refused_before_the_host_copies_them() {
+    // 5 million batches of nothing: about 300 MB of plugin memory, and as much again in the
+    // host for each call if they were lifted. The cap refuses them before the first is copied.
+    let (ok, err, report) = run_skipping(
+        2000,
+        &format!(
+            "path = \"{}\"\nparams = {{ mode = \"many-batches\", count = 5000000 }}\nlimits = {{ memory-mib = 512 }}",
+            plugin("vandal").display()
+        ),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("output limit exceeded: 5000000 output batches from one `transform` call (max-output-batches = 1024)"),
+        "{err}"
+    );
+    let p = &report["plugins"][0];
+    assert_eq!(p["rows_out"], 0, "{p}");
+    // Nothing but the plugins' own memory on top of the host's base.
+    assert_host_memory_bounded("many batches", &report);
+}
+
+/// The README's bound on a batch run's host memory, in MiB: the host's base, every worker's
+/// plugin memory, three outputs per worker in flight (each at most the smaller of the output
+/// cap and the plugin's memory), and each output file's buffered row group.
+fn host_memory_formula(workers: u64, memory_mib: u64, max_output_mib: u64, files: u64) -> u64 {
+    HOST_BASE_MIB
+        + workers * memory_mib
+        + 3 * workers * max_output_mib.min(memory_mib)
+        + files * 128
+}
+
+#[test]
+fn large_legitimate_output_stays_within_the_documented_host_memory_formula() {
+    // Each call returns 120 MiB of strings (under its 128 MiB output cap): about 1 GiB over
+    // the run, so the output would not fit the bound if the host kept it.
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(&dir.path().join("in.parquet"), &generate(4000, 21));
+    let text = format!(
+        "workers = 2\n[source]\npaths = [\"in.parquet\"]\nbatch-size = 500\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"big-output\", mib = 120 }}\nlimits = {{ memory-mib = 300, max-output-mib = 128 }}\n[sink]\npath = \"out.parquet\"\n",
+        plugin("vandal").display()
+    );
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    let mut c = quiver();
+    c.current_dir(dir.path())
+        .args(["run", "p.toml", "--report-json", "report.json"]);
+    let err = run_ok(c);
+    let report = read_report(dir.path());
+    let p = &report["plugins"][0];
+    assert_eq!(p["rows_out"], 4000, "{p}");
+    assert!(p["bytes_out"].as_u64().unwrap() >= 8 * (120 << 20), "{p}");
+    let rss = report["host_peak_rss_bytes"].as_u64().unwrap() >> 20;
+    let bound = host_memory_formula(2, 300, 128, 1);
+    assert!(
+        rss <= bound,
+        "host peak {rss} MiB > the formula's {bound} MiB: {err}"
+    );
+}

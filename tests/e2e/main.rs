@@ -14,6 +14,7 @@ mod features_numeric;
 mod features_rowwise;
 mod hostile;
 mod limits;
+mod plugin_text;
 mod policies;
 mod properties;
 mod stream;

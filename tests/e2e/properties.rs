@@ -27,6 +27,9 @@ mod output_gen;
 #[path = "../../runtime/fuzz/gen/pipeline_file.rs"]
 mod file_gen;
 
+#[path = "../../runtime/fuzz/gen/untrusted_text.rs"]
+mod text_gen;
+
 use file_gen::{Cli, Doc, Edit, FileCase, Item, Key, Str, Value, LIMIT_KEYS};
 use output_gen::{
     Bitmap, Cap, Case, ColumnDesc, FieldDesc, InputColumn, InputDesc, InputType, Layout, Len, Name,
@@ -621,12 +624,15 @@ fn param() -> impl Strategy<Value = P> {
     ]
 }
 
+/// Overrides of some limits, each in its documented range (ends included).
 fn limit_overrides() -> impl Strategy<Value = BTreeMap<usize, u64>> {
-    let v = prop_oneof![
-        4 => any::<u32>().prop_map(u64::from),
-        1 => Just(i64::MAX as u64),
-    ];
-    btree_map(0..LIMIT_KEYS.len(), v, 0..4)
+    let one = (0..LIMIT_KEYS.len()).prop_flat_map(|k| {
+        let (_, min, max) = LIMIT_KEYS[k];
+        let (min, max) = (min as u64, max as u64);
+        let v = prop_oneof![Just(min), Just(max), min..=max];
+        (Just(k), v)
+    });
+    vec(one, 0..4).prop_map(|pairs| pairs.into_iter().collect())
 }
 
 #[derive(Debug, Clone)]
@@ -710,7 +716,7 @@ fn pipeline_model() -> impl Strategy<Value = PipelineModel> {
         option::of(1usize..64),
         vec(path.clone(), 1..3),
         option::of(0..FORMATS.len()),
-        option::of(any::<u32>()),
+        option::of(1..=u32::MAX),
         option::of(partition),
         limit_overrides(),
         vec(plugin, 0..4),
@@ -743,7 +749,7 @@ fn render_pipeline(m: &PipelineModel) -> String {
     };
     let limits = |l: &BTreeMap<usize, u64>, sep: &str| {
         l.iter()
-            .map(|(k, v)| format!("{} = {v}", LIMIT_KEYS[*k]))
+            .map(|(k, v)| format!("{} = {v}", LIMIT_KEYS[*k].0))
             .collect::<Vec<_>>()
             .join(sep)
     };
@@ -802,8 +808,9 @@ fn render_pipeline(m: &PipelineModel) -> String {
 
 fn with_overrides(mut l: Limits, o: &BTreeMap<usize, u64>) -> Limits {
     for (&k, &v) in o {
-        match LIMIT_KEYS[k] {
+        match LIMIT_KEYS[k].0 {
             "memory-mib" => l.memory_mib = v,
+            "max-output-batches" => l.max_output_batches = v,
             "timeout-ms" => l.timeout_ms = v,
             "max-output-rows" => l.max_output_rows = v,
             "max-output-mib" => l.max_output_mib = v,
@@ -947,5 +954,42 @@ proptest! {
         prop_assert_eq!(n, name.clone());
         let v = quiver::pipeline::param_value(&name, &v).ok();
         prop_assert!(v.as_ref().is_some_and(|v| p.matches(v)), "{:?} read as {:?}", p, v);
+    }
+}
+
+/// Text built mostly from what attacks paths and terminals: separators, dots, escapes,
+/// bidirectional overrides, C1 controls, NUL, multi-byte characters.
+fn hostile_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/".to_string()),
+        Just("..".to_string()),
+        Just(".".to_string()),
+        Just("\\".to_string()),
+        Just("\u{1b}[2J".to_string()),
+        Just("\u{1b}]0;title\u{7}".to_string()),
+        Just("\r".to_string()),
+        Just("\n".to_string()),
+        Just("\0".to_string()),
+        Just("\u{202e}".to_string()),
+        Just("\u{2066}".to_string()),
+        Just("\u{9b}".to_string()),
+        Just("é".to_string()),
+        Just("名".to_string()),
+        "[a-z0-9_-]{0,8}",
+        any::<char>().prop_map(String::from),
+    ];
+    vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn plugin_text_never_leaves_its_directory_nor_reaches_the_terminal(
+        text in prop_oneof![hostile_text(), any::<String>()],
+        max in 0usize..80,
+    ) {
+        text_gen::check(&text, max);
+        text_gen::check(&text, quiver::untrusted::MESSAGE_BYTES);
     }
 }

@@ -101,13 +101,20 @@ pub fn finish(child: Child) -> Output {
     child.wait_with_output().expect("waiting for quiver")
 }
 
-/// Runs a command and returns (success, stdout, stderr).
+/// Runs a command and returns (success, stdout, stderr); a run still going after two minutes
+/// is killed (and so fails), so a hang fails its test instead of stalling the suite.
 pub fn run(mut c: Command) -> (bool, String, String) {
+    let child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning quiver");
     let Output {
         status,
         stdout,
         stderr,
-    } = c.output().expect("spawning quiver");
+    } = finish(child);
     (
         status.success(),
         String::from_utf8_lossy(&stdout).into_owned(),

@@ -14,7 +14,7 @@ use quiver::pipeline::{param_value, parse_cli_param, Pipeline};
 use quiver::sandbox::Limits;
 
 /// Keys of the pipeline format, and a few parameter names.
-pub const KEYS: [&str; 39] = [
+pub const KEYS: [&str; 40] = [
     "workers",
     "source",
     "paths",
@@ -35,6 +35,7 @@ pub const KEYS: [&str; 39] = [
     "timeout-ms",
     "max-output-rows",
     "max-output-mib",
+    "max-output-batches",
     "log-kib",
     "plugin",
     "name",
@@ -56,17 +57,48 @@ pub const KEYS: [&str; 39] = [
     "deterministic",
 ];
 
-/// The keys of a `limits` table.
-pub const LIMIT_KEYS: [&str; 8] = [
-    "memory-mib",
-    "timeout-ms",
-    "max-output-rows",
-    "max-output-mib",
-    "log-kib",
-    "fuel",
-    "stack-kib",
-    "instantiate-ms",
+/// The keys of a `limits` table, with the ranges the README documents for them (restated
+/// here as the model, not taken from the code under test).
+pub const LIMIT_KEYS: [(&str, i64, i64); 9] = [
+    ("memory-mib", 1, 4096),
+    ("timeout-ms", 1, 86_400_000),
+    ("max-output-rows", 1, 1 << 32),
+    ("max-output-mib", 1, 4096),
+    ("max-output-batches", 1, 65_536),
+    ("log-kib", 0, 65_536),
+    ("fuel", 1, i64::MAX),
+    ("stack-kib", 64, 8192),
+    ("instantiate-ms", 1, 86_400_000),
 ];
+
+/// Whether `value` is in the documented range of limit `key` (unknown keys: no).
+fn limit_in_range(key: &str, value: i64) -> bool {
+    LIMIT_KEYS
+        .iter()
+        .any(|&(k, min, max)| k == key && (min..=max).contains(&value))
+}
+
+/// The pipeline-wide limits as `(key, value)`, for the range model.
+fn limit_values(l: &Limits) -> Vec<(&'static str, Option<u64>)> {
+    vec![
+        ("memory-mib", Some(l.memory_mib)),
+        ("timeout-ms", Some(l.timeout_ms)),
+        ("max-output-rows", Some(l.max_output_rows)),
+        ("max-output-mib", Some(l.max_output_mib)),
+        ("max-output-batches", Some(l.max_output_batches)),
+        ("log-kib", Some(l.log_kib)),
+        ("fuel", l.fuel),
+        ("stack-kib", Some(l.stack_kib)),
+        ("instantiate-ms", Some(l.instantiate_ms)),
+    ]
+}
+
+/// Whether every set limit of `l` is in its documented range.
+fn limits_in_range(l: &Limits) -> bool {
+    limit_values(l)
+        .into_iter()
+        .all(|(k, v)| v.is_none_or(|v| i64::try_from(v).is_ok_and(|v| limit_in_range(k, v))))
+}
 
 /// Strings a pipeline file uses.
 pub const STRINGS: [&str; 24] = [
@@ -311,16 +343,25 @@ pub fn check_text(text: &str) {
     let valid = p.validate();
     let _ = p.worker_count();
     let _ = p.source_paths();
-    // Per-plugin limits: accepted exactly when every override is a known key with a
-    // non-negative integer, and then they are the pipeline's limits with the overrides.
+    // Per-plugin limits: accepted exactly when every override is a known key with an integer
+    // in its documented range and every limit it inherits is in range too, and then they are
+    // the pipeline's limits with the overrides.
     let mut limits_ok = true;
     for spec in &p.plugins {
         let _ = spec.label();
-        let naive = spec.limits.as_ref().is_none_or(|t| {
-            t.iter().all(|(k, v)| {
-                LIMIT_KEYS.contains(&k.as_str()) && v.as_integer().is_some_and(|i| i >= 0)
-            })
-        });
+        let naive = match spec.limits.as_ref() {
+            None => true,
+            Some(t) => {
+                t.iter()
+                    .all(|(k, v)| v.as_integer().is_some_and(|i| limit_in_range(k, i)))
+                    && limit_values(&p.limits)
+                        .into_iter()
+                        .filter(|(k, _)| !t.contains_key(*k))
+                        .all(|(k, v)| {
+                            v.is_none_or(|v| i64::try_from(v).is_ok_and(|v| limit_in_range(k, v)))
+                        })
+            }
+        };
         let limits = spec.limits(&p.limits);
         assert_eq!(limits.is_ok(), naive, "limits of {spec:?}: {limits:?}");
         if let Ok(l) = limits {
@@ -347,6 +388,7 @@ pub fn check_text(text: &str) {
                         .or(d.fuel),
                     stack_kib: want("stack-kib", d.stack_kib),
                     instantiate_ms: want("instantiate-ms", d.instantiate_ms),
+                    max_output_batches: want("max-output-batches", d.max_output_batches),
                 }
             );
         }
@@ -384,6 +426,8 @@ pub fn check_text(text: &str) {
     // `validate` accepts exactly the pipelines a naive check accepts.
     let naive = !p.source.paths.is_empty()
         && p.workers != Some(0)
+        && p.source.batch_size != Some(0)
+        && limits_in_range(&p.limits)
         && p.partition.as_ref().is_none_or(|part| {
             !part.by.is_empty()
                 && part.count != Some(0)

@@ -27,6 +27,10 @@ pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 /// a writer's buffered row group stays bounded.
 const PARQUET_ROW_GROUP_ROWS: usize = 1 << 20;
 
+/// Bytes a Parquet writer may buffer for its open row group before closing it early: bounds
+/// the writer's memory when rows are wide.
+pub const PARQUET_ROW_GROUP_BYTES: usize = 128 << 20;
+
 /// How and where output is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SinkOptions {
@@ -631,7 +635,15 @@ impl FileWriter {
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         match self {
-            FileWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+            FileWriter::Parquet(w) => {
+                w.write(batch).map_err(|e| e.to_string())?;
+                // A row group is buffered until it closes: past a size, close it early so the
+                // buffer stays bounded whatever the rows weigh (README: host memory).
+                if w.in_progress_size() > PARQUET_ROW_GROUP_BYTES {
+                    w.flush().map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
             FileWriter::Csv { writer, empty, .. } => {
                 *empty = false;
                 writer.write(batch).map_err(|e| arrow_reason(&e))

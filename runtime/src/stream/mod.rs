@@ -618,6 +618,8 @@ pub fn run(
             let (ws, context) = (&worker_settings, &context);
             std::thread::Builder::new()
                 .name(format!("quiver-task-{id}"))
+                // Plugins run on this thread's stack: room for the deepest Wasm stack allowed.
+                .stack_size(crate::sandbox::PLUGIN_THREAD_STACK)
                 .spawn_scoped(scope, move || {
                     task::work(id as u32, task, ws, context, rx, from)
                 })
