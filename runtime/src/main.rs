@@ -567,8 +567,9 @@ fn plugin_test(dir: &Path, no_build: bool) -> Result<()> {
         println!("ok: the output equals the expected rows");
         return Ok(());
     }
+    // The rows are the plugin's output: shown escaped.
     for mismatch in r.mismatches.iter().take(20) {
-        println!("  {mismatch}");
+        println!("  {}", untrusted::message(&mismatch.to_string()));
     }
     if r.mismatches.len() > 20 {
         println!("  … and {} more", r.mismatches.len() - 20);
@@ -613,7 +614,7 @@ fn inspect(plugin: &str) -> Result<()> {
         let default = s
             .default
             .as_ref()
-            .map(|d| format!(", default {d}"))
+            .map(|d| format!(", default {}", untrusted::message(&d.to_string())))
             .unwrap_or_default();
         let required = if s.required { ", required" } else { "" };
         println!("  {:<14} {}{required}{default}: {}", s.name, s.kind, s.doc);

@@ -82,24 +82,28 @@ fn a_log_flood_is_capped_and_counted() {
     assert_host_memory_bounded("log flood", &report);
 }
 
+/// Runs `plugin_table` under `skip` (see [`run_skipping`]) and checks that every batch was
+/// refused with `error` while the host's memory stayed bounded.
+fn assert_every_batch_refused(what: &str, plugin_table: &str, error: &str) {
+    let (ok, err, report) = run_skipping(2000, plugin_table);
+    assert!(ok, "{what}: {err}");
+    assert!(err.contains(error), "{what}: {err}");
+    let p = &report["plugins"][0];
+    assert_eq!(p["rows_out"], 0, "{what}: every batch was skipped: {p}");
+    assert_host_memory_bounded(what, &report);
+}
+
 #[test]
 fn a_huge_string_is_refused_before_the_host_copies_it() {
-    let (ok, err, report) = run_skipping(
-        2000,
+    // 256 MiB strings are built in plugin memory per batch, but none is copied into the host.
+    assert_every_batch_refused(
+        "huge string",
         &format!(
             "path = \"{}\"\nparams = {{ mode = \"huge-string\", column = \"user\" }}\nlimits = {{ max-output-mib = 16, memory-mib = 400 }}",
             plugin("liar").display()
         ),
+        "output limit exceeded: more than 16 MiB returned by one `transform` call",
     );
-    assert!(ok, "{err}");
-    assert!(
-        err.contains("output limit exceeded: more than 16 MiB returned by one `transform` call"),
-        "{err}"
-    );
-    let p = &report["plugins"][0];
-    assert_eq!(p["rows_out"], 0, "every batch was skipped: {p}");
-    // 256 MiB strings were built in plugin memory per batch, but none was copied into the host.
-    assert_host_memory_bounded("huge string", &report);
 }
 
 #[test]
@@ -258,6 +262,14 @@ fn an_endless_start_function_is_stopped_by_the_instantiation_limit() {
     assert!(!dir.path().join("out.parquet").exists());
 }
 
+/// A directory with `rows` generated rows in `in.parquet` and `pipeline` in `p.toml`.
+fn run_dir(rows: usize, pipeline: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(&dir.path().join("in.parquet"), &generate(rows, 21));
+    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
+    dir
+}
+
 /// Runs `quiver run p.toml` in `dir`; returns (exit code — `None` if a signal ended it —,
 /// stderr).
 fn run_status(dir: &Path) -> (Option<i32>, String) {
@@ -280,13 +292,13 @@ fn every_accepted_stack_size_stops_deep_recursion_with_a_trap_not_a_host_abort()
     // 2001–2048 KiB once overflowed the worker threads' native stack (SIGABRT); 8192 is the
     // largest value accepted.
     for stack in [2001, 2048, 8192] {
-        let dir = tempfile::tempdir().unwrap();
-        write_parquet(&dir.path().join("in.parquet"), &generate(2000, 3));
-        let text = format!(
-            "workers = 2\n[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"recurse\", column = \"k\" }}\nlimits = {{ stack-kib = {stack}, memory-mib = 64 }}\n[sink]\npath = \"out.parquet\"\n",
-            plugin("liar").display()
+        let dir = run_dir(
+            2000,
+            &format!(
+                "workers = 2\n[source]\npaths = [\"in.parquet\"]\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"recurse\", column = \"k\" }}\nlimits = {{ stack-kib = {stack}, memory-mib = 64 }}\n[sink]\npath = \"out.parquet\"\n",
+                plugin("liar").display()
+            ),
         );
-        std::fs::write(dir.path().join("p.toml"), text).unwrap();
         let (code, err) = run_status(dir.path());
         assert_eq!(code, Some(1), "stack-kib = {stack}: the host died: {err}");
         // The engine's stack limit, or on deep stacks the guest's own shadow stack running out
@@ -427,23 +439,16 @@ fn limits_out_of_range_are_refused_naming_the_key_and_its_range() {
 #[test]
 fn millions_of_empty_output_batches_are_refused_before_the_host_copies_them() {
     // 5 million batches of nothing: about 300 MB of plugin memory, and as much again in the
-    // host for each call if they were lifted. The cap refuses them before the first is copied.
-    let (ok, err, report) = run_skipping(
-        2000,
+    // host for each call if they were lifted. The cap refuses them before the first is copied,
+    // so nothing but the plugins' own memory comes on top of the host's base.
+    assert_every_batch_refused(
+        "many batches",
         &format!(
             "path = \"{}\"\nparams = {{ mode = \"many-batches\", count = 5000000 }}\nlimits = {{ memory-mib = 512 }}",
             plugin("vandal").display()
         ),
+        "output limit exceeded: 5000000 output batches from one `transform` call (max-output-batches = 1024)",
     );
-    assert!(ok, "{err}");
-    assert!(
-        err.contains("output limit exceeded: 5000000 output batches from one `transform` call (max-output-batches = 1024)"),
-        "{err}"
-    );
-    let p = &report["plugins"][0];
-    assert_eq!(p["rows_out"], 0, "{p}");
-    // Nothing but the plugins' own memory on top of the host's base.
-    assert_host_memory_bounded("many batches", &report);
 }
 
 /// The README's bound on a batch run's host memory, in MiB: the host's base, every worker's
@@ -460,13 +465,13 @@ fn host_memory_formula(workers: u64, memory_mib: u64, max_output_mib: u64, files
 fn large_legitimate_output_stays_within_the_documented_host_memory_formula() {
     // Each call returns 120 MiB of strings (under its 128 MiB output cap): about 1 GiB over
     // the run, so the output would not fit the bound if the host kept it.
-    let dir = tempfile::tempdir().unwrap();
-    write_parquet(&dir.path().join("in.parquet"), &generate(4000, 21));
-    let text = format!(
-        "workers = 2\n[source]\npaths = [\"in.parquet\"]\nbatch-size = 500\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"big-output\", mib = 120 }}\nlimits = {{ memory-mib = 300, max-output-mib = 128 }}\n[sink]\npath = \"out.parquet\"\n",
-        plugin("vandal").display()
+    let dir = run_dir(
+        4000,
+        &format!(
+            "workers = 2\n[source]\npaths = [\"in.parquet\"]\nbatch-size = 500\n[[plugin]]\npath = \"{}\"\nparams = {{ mode = \"big-output\", mib = 120 }}\nlimits = {{ memory-mib = 300, max-output-mib = 128 }}\n[sink]\npath = \"out.parquet\"\n",
+            plugin("vandal").display()
+        ),
     );
-    std::fs::write(dir.path().join("p.toml"), text).unwrap();
     let mut c = quiver();
     c.current_dir(dir.path())
         .args(["run", "p.toml", "--report-json", "report.json"]);
