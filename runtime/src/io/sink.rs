@@ -554,7 +554,7 @@ pub fn check_not_inputs(
     outputs: &[(&Path, &'static str)],
     inputs: &[PathBuf],
 ) -> Result<(), IoError> {
-    let inputs: Vec<(&PathBuf, Option<(u64, u64)>, Option<PathBuf>)> = inputs
+    let inputs: Vec<_> = inputs
         .iter()
         .map(|p| {
             let id = fs::metadata(p).ok().as_ref().and_then(file_id);
