@@ -188,7 +188,9 @@ fn output_contradicting_the_plan_is_refused() {
 #[test]
 fn existing_output_is_not_replaced_without_overwrite() {
     let case = Case::new();
-    std::fs::write(case.path("out.parquet"), b"precious").unwrap();
+    // A Parquet file (what --overwrite may replace; see bad_flags_and_signals for the rest).
+    write_parquet(&case.path("out.parquet"), &generate(3, 5));
+    let precious = std::fs::read(case.path("out.parquet")).unwrap();
     let scale = |extra: &[&str]| {
         let mut c = quiver();
         c.current_dir(case.dir.path())
@@ -207,10 +209,7 @@ fn existing_output_is_not_replaced_without_overwrite() {
     };
     let err = run_err(scale(&[]));
     contains_all(&err, &["out.parquet", "already exists", "--overwrite"]);
-    assert_eq!(
-        std::fs::read(case.path("out.parquet")).unwrap(),
-        b"precious"
-    );
+    assert_eq!(std::fs::read(case.path("out.parquet")).unwrap(), precious);
     run_ok(scale(&["--overwrite"]));
     let rows: usize = read_parquet(&case.path("out.parquet"))
         .iter()
