@@ -869,6 +869,15 @@ pub fn fit(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Fit
 pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let mut setup = Setup::new(pipeline, host, options)?;
+    // Before anything is written: no output may replace or write into an input.
+    io::check_not_inputs(
+        &[
+            (&pipeline.resolve(&pipeline.sink.path), "output"),
+            (&pipeline.dead_letter_dir(), "dead-letter directory"),
+            (&pipeline.replay_dir(), "recording directory"),
+        ],
+        setup.source.files(),
+    )?;
     let fit_started = Instant::now();
     let fit_passes = match &options.fitted {
         Some(path) => {

@@ -119,7 +119,8 @@ struct RunArgs {
     /// Write a Hive-style directory partitioned by these columns.
     #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
     output_partition_by: Vec<String>,
-    /// Replace an existing output.
+    /// Replace an existing output, if Quiver wrote it (a file of the output's format, or a
+    /// directory with Quiver's marker) and it is not an input of the run.
     #[arg(long)]
     overwrite: bool,
     /// Worker threads (default: one per core).
@@ -419,6 +420,7 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
         fitted: args.fitted.clone(),
     };
+    exit_cleanly_on_signals()?;
     let report = batch::run(&p, &host, &options)?;
     eprint!("{report}");
     if let Some(path) = &args.report_json {
@@ -452,6 +454,33 @@ fn run_stream(p: &Pipeline, host: &Host, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Batch mode: on SIGINT or SIGTERM, removes the run's temporary outputs and exits with
+/// 128 + the signal's number (130, 143), so an interrupted run leaves nothing behind.
+fn exit_cleanly_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing the signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let removed = quiver::io::remove_temporary_outputs();
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                eprintln!(
+                    "error: interrupted by {name}; removed {removed} temporary output{}",
+                    if removed == 1 { "" } else { "s" }
+                );
+                std::process::exit(128 + signal);
+            }
+        })
+        .context("starting the signal handler thread")?;
+    Ok(())
+}
+
 /// A host with room for every instance of the pipeline (plus replacements), and the engine
 /// settings its limits need.
 fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
@@ -472,6 +501,7 @@ fn fit(args: FitArgs) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
         fitted: None,
     };
+    exit_cleanly_on_signals()?;
     let report = batch::fit(&p, &host, &options)?;
     report.fitted.write(&args.output)?;
     eprintln!(

@@ -188,7 +188,9 @@ fn output_contradicting_the_plan_is_refused() {
 #[test]
 fn existing_output_is_not_replaced_without_overwrite() {
     let case = Case::new();
-    std::fs::write(case.path("out.parquet"), b"precious").unwrap();
+    // A Parquet file (what --overwrite may replace; see bad_flags_and_signals for the rest).
+    write_parquet(&case.path("out.parquet"), &generate(3, 5));
+    let precious = std::fs::read(case.path("out.parquet")).unwrap();
     let scale = |extra: &[&str]| {
         let mut c = quiver();
         c.current_dir(case.dir.path())
@@ -207,10 +209,7 @@ fn existing_output_is_not_replaced_without_overwrite() {
     };
     let err = run_err(scale(&[]));
     contains_all(&err, &["out.parquet", "already exists", "--overwrite"]);
-    assert_eq!(
-        std::fs::read(case.path("out.parquet")).unwrap(),
-        b"precious"
-    );
+    assert_eq!(std::fs::read(case.path("out.parquet")).unwrap(), precious);
     run_ok(scale(&["--overwrite"]));
     let rows: usize = read_parquet(&case.path("out.parquet"))
         .iter()
@@ -246,4 +245,183 @@ fn a_pinned_plugin_with_another_hash_is_refused() {
     let mut c = quiver();
     c.current_dir(case.dir.path()).args(["run", "p.toml"]);
     run_ok(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs the readers must not accept silently
+
+/// The plugin arguments of a pass-through run over a CSV column `a`.
+const PASS_A: [&str; 6] = ["--plugin", "liar", "-p", "mode=honest", "-p", "column=a"];
+
+/// Runs `quiver run -i <inputs…> -o out.parquet` through a pass-through plugin in `case`'s
+/// directory; returns whether it succeeded and stderr.
+fn run_inputs(case: &Case, inputs: &[&str], column: &str) -> (bool, String) {
+    let mut c = quiver();
+    c.current_dir(case.dir.path()).arg("run");
+    for input in inputs {
+        c.args(["-i", input]);
+    }
+    c.args(["--plugin", "liar", "-p", "mode=honest"])
+        .arg("-p")
+        .arg(format!("column={column}"))
+        .args(["-o", "out.parquet"]);
+    let (ok, _, err) = run(c);
+    (ok, err)
+}
+
+fn output_rows(case: &Case) -> usize {
+    read_parquet(&case.path("out.parquet"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
+}
+
+#[test]
+fn unterminated_quote_names_the_file_and_the_line_where_it_opened() {
+    let case = Case::new();
+    std::fs::write(case.path("in.csv"), "a,b\n1,\"hello\n2,world\n3,x\n").unwrap();
+    let err = case.fails("in.csv", &PASS_A);
+    contains_all(
+        &err,
+        &["in.csv: line 2: a quoted field opened here is never closed"],
+    );
+}
+
+#[test]
+fn unterminated_quote_past_the_rows_read_for_the_schema_is_found() {
+    let case = Case::new();
+    // Valid multi-line and escaped quotes first, then a quote that never closes on line
+    // `opened`, far past the 1000 rows schema inference reads.
+    let mut text = String::from("a,b\n1,\"two\nlines\"\n2,\"say \"\"hi\"\"\"\n3,a\"b\n");
+    let mut line = text.lines().count();
+    for i in 0..3000 {
+        text += &format!("{i},v{i}\n");
+        line += 1;
+    }
+    text += "7,\"never closed\n8,y\n";
+    let opened = line + 1;
+    std::fs::write(case.path("in.csv"), text).unwrap();
+    let err = case.fails("in.csv", &PASS_A);
+    contains_all(
+        &err,
+        &[&format!(
+            "in.csv: line {opened}: a quoted field opened here is never closed"
+        )],
+    );
+    // A quote opening the first field of a line is found too, and in a second file.
+    std::fs::write(case.path("in-a.csv"), "a,b\n1,x\n").unwrap();
+    std::fs::write(case.path("in-b.csv"), "a,b\n1,x\n\"2,y\n3,z\n").unwrap();
+    let (ok, err) = run_inputs(&case, &["in-a.csv", "in-b.csv"], "a");
+    assert!(!ok, "{err}");
+    contains_all(&err, &["in-b.csv: line 3: a quoted field opened here"]);
+    assert!(!case.path("out.parquet").exists());
+}
+
+#[test]
+fn quoted_fields_over_several_lines_and_escaped_quotes_still_read() {
+    let case = Case::new();
+    let values = ["two\nlines", "say \"hi\"", "a\"b", "", "x,y", "\r\nend"];
+    let mut text = String::from("a,b\n");
+    for (i, v) in values.iter().enumerate() {
+        // A quote inside an unquoted field is a literal character.
+        if *v == "a\"b" {
+            text += &format!("{i},{v}\n");
+        } else {
+            text += &format!("{i},\"{}\"\n", v.replace('"', "\"\""));
+        }
+    }
+    std::fs::write(case.path("in.csv"), text).unwrap();
+    let (ok, err) = run_inputs(&case, &["in.csv"], "a");
+    assert!(ok, "{err}");
+    let got: Vec<Option<String>> = read_parquet(&case.path("out.parquet"))
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("b").unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            col.iter()
+                .map(|v| v.map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want: Vec<Option<String>> = values
+        .iter()
+        .map(|v| (!v.is_empty()).then(|| v.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn empty_csv_and_jsonl_files_are_refused_naming_the_file() {
+    let case = Case::new();
+    std::fs::write(case.path("in.csv"), "").unwrap();
+    let err = case.fails("in.csv", &PASS_A);
+    contains_all(&err, &["in.csv: has no header"]);
+    std::fs::write(case.path("in.jsonl"), "\n\n").unwrap();
+    let err = case.fails("in.jsonl", &PASS_A);
+    contains_all(&err, &["in.jsonl: has no rows to infer a schema from"]);
+}
+
+#[test]
+fn an_empty_file_beside_one_that_gives_the_schema_contributes_no_rows() {
+    let case = Case::new();
+    std::fs::create_dir(case.path("in-dir")).unwrap();
+    let mut text = String::from("a,b\n");
+    for i in 0..40 {
+        text += &format!("{i},v{i}\n");
+    }
+    std::fs::write(case.path("in-dir/1.csv"), &text).unwrap();
+    std::fs::write(case.path("in-dir/0.csv"), "").unwrap();
+    std::fs::write(case.path("in-dir/2.csv"), "a,b\n").unwrap();
+    let (ok, err) = run_inputs(&case, &["in-dir"], "a");
+    assert!(ok, "{err}");
+    assert_eq!(output_rows(&case), 40);
+}
+
+#[test]
+fn two_paths_to_one_file_are_refused_naming_both() {
+    let case = Case::new();
+    let mut text = String::from("a,b\n");
+    for i in 0..3000 {
+        text += &format!("{i},v{i}\n");
+    }
+    std::fs::write(case.path("in.csv"), &text).unwrap();
+    std::os::unix::fs::symlink("in.csv", case.path("in-link.csv")).unwrap();
+    let (ok, err) = run_inputs(&case, &["in.csv", "in-link.csv"], "a");
+    assert!(!ok, "{err}");
+    contains_all(&err, &["in.csv", "in-link.csv", "same file"]);
+    assert!(!case.path("out.parquet").exists());
+
+    // A hard link in a directory given as input.
+    std::fs::create_dir(case.path("in-dir")).unwrap();
+    std::fs::write(case.path("in-dir/a.csv"), &text).unwrap();
+    std::fs::hard_link(case.path("in-dir/a.csv"), case.path("in-dir/b.csv")).unwrap();
+    let (ok, err) = run_inputs(&case, &["in-dir"], "a");
+    assert!(!ok, "{err}");
+    contains_all(&err, &["a.csv", "b.csv", "same file"]);
+    assert!(!case.path("out.parquet").exists());
+}
+
+#[test]
+fn the_same_path_reached_twice_is_read_once() {
+    let case = Case::new();
+    std::fs::create_dir(case.path("in-dir")).unwrap();
+    let mut rows = 0;
+    for (name, n) in [("a.csv", 30), ("b.csv", 12)] {
+        let mut text = String::from("a,b\n");
+        for i in 0..n {
+            text += &format!("{i},v{i}\n");
+        }
+        std::fs::write(case.path("in-dir").join(name), text).unwrap();
+        rows += n;
+    }
+    let (ok, err) = run_inputs(
+        &case,
+        &["in-dir/*.csv", "in-dir/a.csv", "./in-dir/b.csv", "in-dir"],
+        "a",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(output_rows(&case), rows);
 }

@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 mod authoring;
+mod bad_flags_and_signals;
 mod bad_input;
 mod capabilities;
 mod chain;

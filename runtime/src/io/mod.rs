@@ -7,6 +7,7 @@
 //!
 //! Every [`IoError`] names the file it is about, and where possible the line and column.
 
+pub(crate) mod csv_quotes;
 mod format;
 mod sink;
 mod source;
@@ -16,7 +17,10 @@ use std::path::{Path, PathBuf};
 
 pub use format::{Format, UnknownFormatName, FORMAT_NAMES};
 pub(crate) use sink::FileWriter;
-pub use sink::{create, Sink, SinkOptions, SinkSummary, HIVE_DEFAULT_PARTITION};
+pub use sink::{
+    check_not_inputs, create, remove_temporary_outputs, Sink, SinkOptions, SinkSummary,
+    HIVE_DEFAULT_PARTITION, OUTPUT_MARKER,
+};
 pub use source::{open, Batches, Source, SourceBatch, SourceOptions};
 
 /// An error reading or writing a data file. Every variant names the file (or pattern) concerned.
@@ -101,6 +105,40 @@ pub enum IoError {
         /// The output path.
         path: PathBuf,
     },
+    /// An existing output that `--overwrite` does not replace, since Quiver did not write it.
+    #[error("{}: --overwrite does not replace it: {reason}", .path.display())]
+    NotReplaceable {
+        /// The output path.
+        path: PathBuf,
+        /// What it is.
+        reason: String,
+    },
+    /// An output (or dead-letter or recording directory) that is, or holds, an input.
+    #[error("{}: the {what} would overwrite the run's input {}", .path.display(), .input.display())]
+    OutputIsInput {
+        /// The output path.
+        path: PathBuf,
+        /// Which output: "output", "dead-letter directory", …
+        what: &'static str,
+        /// The input file.
+        input: PathBuf,
+    },
+    /// Two input paths that name one file (a symbolic or hard link).
+    #[error("{}: the same file as the input {} (a link to it); give it once", .path.display(), .other.display())]
+    SameFile {
+        /// The later path.
+        path: PathBuf,
+        /// The path given first.
+        other: PathBuf,
+    },
+    /// A CSV or JSON-lines file with nothing to read a schema from.
+    #[error("{}: {reason}", .path.display())]
+    NoData {
+        /// The file.
+        path: PathBuf,
+        /// "has no header", "has no rows to infer a schema from", …
+        reason: &'static str,
+    },
     /// A partition-by column that the schema lacks.
     #[error(
         "{}: cannot partition by \"{column}\": no such column (columns: {})",
@@ -164,6 +202,10 @@ impl IoError {
             | IoError::InvalidIpc { path, .. }
             | IoError::SchemaMismatch { path, .. }
             | IoError::AlreadyExists { path }
+            | IoError::NotReplaceable { path, .. }
+            | IoError::OutputIsInput { path, .. }
+            | IoError::SameFile { path, .. }
+            | IoError::NoData { path, .. }
             | IoError::UnknownPartitionColumn { path, .. }
             | IoError::InvalidSink { path, .. }
             | IoError::BatchSchema { path, .. }
@@ -183,6 +225,20 @@ impl IoError {
             action,
             source,
         }
+    }
+}
+
+/// A file's identity (device, inode), the same for every path to it.
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::datatypes::DataType;
@@ -18,7 +18,14 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::{arrow_reason, Format, IoError};
+use super::{arrow_reason, file_id, Format, IoError};
+
+/// The file a Hive-style output directory holds to mark it as written by Quiver, which lets
+/// `--overwrite` replace it. Readers skip it (its name starts with a dot).
+pub const OUTPUT_MARKER: &str = ".quiver-output";
+
+/// How much of an existing CSV or JSON-lines output is looked at to see that it is text.
+const SNIFF_BYTES: u64 = 64 << 10;
 
 /// The directory name Hive uses for a null partition value.
 pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -114,8 +121,12 @@ pub fn create(path: &Path, schema: SchemaRef, options: &SinkOptions) -> Result<S
     if !parent_meta.is_dir() {
         return Err(invalid(format!("{} is not a directory", parent.display())));
     }
-    if fs::symlink_metadata(path).is_ok() && !options.overwrite {
-        return Err(IoError::AlreadyExists { path: target });
+    remove_stale_temporaries(&parent, &name, path);
+    if let Ok(existing) = fs::symlink_metadata(path) {
+        if !options.overwrite {
+            return Err(IoError::AlreadyExists { path: target });
+        }
+        check_replaceable(path, &existing, format)?;
     }
 
     let (layout, tmp) = if options.partition_by.is_empty() {
@@ -139,6 +150,7 @@ pub fn create(path: &Path, schema: SchemaRef, options: &SinkOptions) -> Result<S
             .map_err(|e| IoError::io(&parent, "cannot create a temporary directory", e))?;
         (Layout::Hive(Box::new(hive)), tmp)
     };
+    temporaries().push(tmp.clone());
     tracing::debug!(target = %target.display(), tmp = %tmp.display(), %format, "created sink");
     Ok(Sink {
         target,
@@ -291,6 +303,9 @@ impl Sink {
                 for file in std::mem::take(&mut hive.files) {
                     close(file.writer, self.target.join(&file.rel))?;
                 }
+                let marker = self.tmp.join(OUTPUT_MARKER);
+                fs::write(&marker, format!("quiver {}\n", env!("CARGO_PKG_VERSION")))
+                    .map_err(|e| IoError::io(self.target.join(OUTPUT_MARKER), "cannot write", e))?;
                 // New directory entries are durable only once their directories are synced.
                 for dir in std::iter::once(self.tmp.clone())
                     .chain(hive.dirs.iter().map(|d| self.tmp.join(d)))
@@ -299,7 +314,13 @@ impl Sink {
                 }
             }
         }
-        install(&self.tmp, &self.target, self.overwrite)?;
+        {
+            // Under the registry's lock, so an interrupting signal either finds the temporary
+            // output still there to remove, or the output already in place.
+            let mut registry = temporaries();
+            install(&self.tmp, &self.target, self.overwrite, self.format)?;
+            forget(&mut registry, &self.tmp);
+        }
         self.settled = true;
         if let Err(e) = sync_dir(&parent_dir(&self.target)) {
             tracing::warn!(path = %self.target.display(), error = %e, "cannot sync the output's directory");
@@ -328,31 +349,244 @@ impl Drop for Sink {
         }
         self.settled = true;
         // Close the writers before deleting what they write to.
-        let is_dir = match &mut self.layout {
-            Layout::Single(writer) => {
-                writer.take();
-                false
-            }
-            Layout::Hive(hive) => {
-                hive.files.clear();
-                true
-            }
+        match &mut self.layout {
+            Layout::Single(writer) => drop(writer.take()),
+            Layout::Hive(hive) => hive.files.clear(),
+        }
+        let mut registry = temporaries();
+        remove_temporary(&self.tmp);
+        forget(&mut registry, &self.tmp);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temporary outputs: removed on a signal, and when their run is gone
+
+/// The temporary outputs of the sinks not yet committed or dropped.
+static TEMPORARIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn temporaries() -> MutexGuard<'static, Vec<PathBuf>> {
+    TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn forget(registry: &mut Vec<PathBuf>, tmp: &Path) {
+    registry.retain(|p| p != tmp);
+}
+
+/// Removes a temporary output, file or directory; one already gone is fine.
+fn remove_temporary(tmp: &Path) {
+    let removed = match fs::symlink_metadata(tmp) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(tmp),
+        Ok(_) => fs::remove_file(tmp),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            path = %tmp.display(),
+            error = %e,
+            "cannot remove the temporary output"
+        ),
+    }
+}
+
+/// Removes the temporary output of every sink of this process not yet committed, for a process
+/// about to exit on a signal; returns how many there were. Nothing can be committed afterwards:
+/// the registry stays locked, so a commit under way either finished before or never will.
+pub fn remove_temporary_outputs() -> usize {
+    let registry = temporaries();
+    for tmp in registry.iter() {
+        remove_temporary(tmp);
+    }
+    let n = registry.len();
+    std::mem::forget(registry);
+    n
+}
+
+/// The process id in a temporary name of Quiver's for the output `name`
+/// (`.<name>.quiver-tmp-<pid>-<16 hex digits>`, or `-old-` for a previous output moved aside),
+/// and whether it is `old`.
+fn temporary_owner(file_name: &str, name: &str) -> Option<(u32, bool)> {
+    let rest = file_name.strip_prefix('.')?.strip_prefix(name)?;
+    let rest = rest.strip_prefix(".quiver-")?;
+    let (old, rest) = match rest.split_at_checked(4)? {
+        ("tmp-", rest) => (false, rest),
+        ("old-", rest) => (true, rest),
+        _ => return None,
+    };
+    let (pid, random) = rest.split_once('-')?;
+    let valid = !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit());
+    Some((pid.parse().ok().filter(|_| valid)?, old))
+}
+
+/// Whether process `pid` is alive (or cannot be told: then it counts as alive).
+fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+/// Removes the temporary outputs for `target` left by runs that are no longer alive. A previous
+/// output that such a run had moved aside is put back if nothing took its place.
+fn remove_stale_temporaries(parent: &Path, name: &str, target: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some((pid, old)) = temporary_owner(&file_name.to_string_lossy(), name) else {
+            continue;
         };
-        let removed = if is_dir {
-            fs::remove_dir_all(&self.tmp)
-        } else {
-            fs::remove_file(&self.tmp)
+        if process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        if old && fs::symlink_metadata(target).is_err() {
+            match fs::rename(&path, target) {
+                Ok(()) => tracing::warn!(
+                    path = %target.display(),
+                    from = %path.display(),
+                    "restored the previous output an interrupted run (process {pid}) had moved aside"
+                ),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot restore a previous output")
+                }
+            }
+            continue;
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "removing the temporary output of a run that is gone (process {pid})"
+        );
+        remove_temporary(&path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What --overwrite may replace
+
+/// Refuses to replace `path` unless Quiver wrote it: a regular file of the output's `format`,
+/// a directory with [`OUTPUT_MARKER`], or an empty directory.
+fn check_replaceable(path: &Path, meta: &fs::Metadata, format: Format) -> Result<(), IoError> {
+    let reason = if meta.file_type().is_symlink() {
+        Some("it is a symbolic link (--overwrite replaces files and directories, not links)".into())
+    } else if meta.is_dir() {
+        let mut entries =
+            fs::read_dir(path).map_err(|e| IoError::io(path, "cannot list directory", e))?;
+        let empty = entries.next().is_none();
+        let marked = fs::symlink_metadata(path.join(OUTPUT_MARKER)).is_ok_and(|m| m.is_file());
+        (!empty && !marked).then(|| {
+            format!(
+                "it is a directory Quiver did not write (it has no {OUTPUT_MARKER} file); remove it or choose another output"
+            )
+        })
+    } else if meta.is_file() {
+        sniff(path, format)
+            .map_err(|e| IoError::io(path, "cannot read", e))?
+            .then(|| format!("it is not a {format} file; remove it or choose another output"))
+    } else {
+        Some("it is not a regular file or a directory".into())
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(IoError::NotReplaceable {
+            path: path.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
+/// Whether the regular file at `path` is NOT of `format` (`Ok(true)`: it is foreign).
+/// Parquet and Arrow IPC files carry their magic at both ends; CSV and JSON lines are text
+/// (valid UTF-8 without NUL in their first 64 KiB), and the first value of JSON lines is an
+/// object.
+fn sniff(path: &Path, format: Format) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let magic_at_both_ends = |file: &mut File, magic: &[u8]| -> io::Result<bool> {
+        let n = magic.len() as u64;
+        if len < 2 * n {
+            return Ok(false);
+        }
+        let mut head = vec![0; magic.len()];
+        file.read_exact(&mut head)?;
+        let mut tail = vec![0; magic.len()];
+        file.seek(SeekFrom::End(-(n as i64)))?;
+        file.read_exact(&mut tail)?;
+        Ok(head == magic && tail == magic)
+    };
+    Ok(match format {
+        Format::Parquet => !magic_at_both_ends(&mut file, b"PAR1")?,
+        Format::Ipc => !magic_at_both_ends(&mut file, b"ARROW1")?,
+        Format::Csv | Format::Jsonl => {
+            let mut head = Vec::new();
+            (&mut file).take(SNIFF_BYTES).read_to_end(&mut head)?;
+            let text = match std::str::from_utf8(&head) {
+                Ok(_) => true,
+                // Cut in the middle of a character at the end of what was read.
+                Err(e) => e.error_len().is_none() && len > SNIFF_BYTES,
+            };
+            if !text || head.contains(&0) {
+                return Ok(true);
+            }
+            if format == Format::Csv {
+                return Ok(false);
+            }
+            file.rewind()?;
+            let mut values = serde_json::Deserializer::from_reader(io::BufReader::new(file))
+                .into_iter::<serde_json::Value>();
+            !matches!(values.next(), None | Some(Ok(serde_json::Value::Object(_))))
+        }
+    })
+}
+
+/// Refuses outputs that are, or hold, one of the run's `inputs`: each of `outputs` is a path
+/// and what it is ("output", "dead-letter directory", …). Checked by file identity (device and
+/// inode, whatever the path) and, for directories, by canonical path.
+pub fn check_not_inputs(
+    outputs: &[(&Path, &'static str)],
+    inputs: &[PathBuf],
+) -> Result<(), IoError> {
+    let inputs: Vec<_> = inputs
+        .iter()
+        .map(|p| {
+            let id = fs::metadata(p).ok().as_ref().and_then(file_id);
+            (p, id, fs::canonicalize(p).ok())
+        })
+        .collect();
+    for &(output, what) in outputs {
+        let Ok(meta) = fs::metadata(output) else {
+            continue;
         };
-        match removed {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(
-                path = %self.tmp.display(),
-                error = %e,
-                "cannot remove the temporary output"
-            ),
+        let id = file_id(&meta);
+        let dir = meta
+            .is_dir()
+            .then(|| fs::canonicalize(output).ok())
+            .flatten();
+        for (input, input_id, canonical) in &inputs {
+            let same = id.is_some() && id == *input_id;
+            let inside = matches!((&dir, canonical), (Some(d), Some(c)) if c.starts_with(d));
+            if same || inside {
+                return Err(IoError::OutputIsInput {
+                    path: output.to_path_buf(),
+                    what,
+                    input: input.to_path_buf(),
+                });
+            }
         }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,7 +982,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Renames the finished temporary output `tmp` to `target`.
-fn install(tmp: &Path, target: &Path, overwrite: bool) -> Result<(), IoError> {
+fn install(tmp: &Path, target: &Path, overwrite: bool, format: Format) -> Result<(), IoError> {
     let rename_err = |e| IoError::io(target, "cannot move the output into place", e);
     let existing = match fs::symlink_metadata(target) {
         Ok(meta) => meta,
@@ -763,6 +997,7 @@ fn install(tmp: &Path, target: &Path, overwrite: bool) -> Result<(), IoError> {
             path: target.to_path_buf(),
         });
     }
+    check_replaceable(target, &existing, format)?;
     let tmp_is_dir = fs::symlink_metadata(tmp)
         .map(|m| m.is_dir())
         .unwrap_or(false);
@@ -956,9 +1191,9 @@ mod tests {
         sink.commit().unwrap();
         let mut sink = create(&hive_target, schema.clone(), &options).unwrap();
         sink.write(0, &hive_batch(2, &[20])).unwrap();
-        assert_eq!(entries(&hive_target), ["k=1"]);
+        assert_eq!(entries(&hive_target), [OUTPUT_MARKER, "k=1"]);
         sink.commit().unwrap();
-        assert_eq!(entries(&hive_target), ["k=2"]);
+        assert_eq!(entries(&hive_target), [OUTPUT_MARKER, "k=2"]);
         assert_eq!(read_ids(&hive_target.join("k=2")), [20]);
         assert_eq!(entries(dir.path()), ["hive", "out.parquet"]);
     }
@@ -1035,7 +1270,9 @@ mod tests {
         let mut region_dirs: Vec<String> = expected.keys().map(|k| k.0.clone()).collect();
         region_dirs.sort();
         region_dirs.dedup();
-        assert_eq!(entries(&target), region_dirs);
+        let mut listed = entries(&target);
+        assert_eq!(listed.remove(0), OUTPUT_MARKER, "the marker is written");
+        assert_eq!(listed, region_dirs);
         assert!(region_dirs.contains(&"region=us%2Feast".to_string()));
         assert!(region_dirs.contains(&"region=a%3Db%25".to_string()));
         assert!(region_dirs.contains(&"region=__HIVE_DEFAULT_PARTITION__".to_string()));
@@ -1150,6 +1387,140 @@ mod tests {
             fs::read_to_string(dir.path().join("empty.csv")).unwrap(),
             "id\n"
         );
+    }
+
+    #[test]
+    fn temporary_names_give_their_process_and_kind() {
+        let owner = |file: &str| temporary_owner(file, "out.parquet");
+        assert_eq!(
+            owner(".out.parquet.quiver-tmp-4242-00000000deadbeef"),
+            Some((4242, false))
+        );
+        assert_eq!(
+            owner(".out.parquet.quiver-old-7-0123456789abcdef"),
+            Some((7, true))
+        );
+        for other in [
+            ".out.parquet.quiver-tmp-4242-deadbeef",
+            ".out.parquet.quiver-tmp--0123456789abcdef",
+            ".out.parquet.quiver-tmp-42x-0123456789abcdef",
+            ".out.parquet.quiver-new-42-0123456789abcdef",
+            ".other.parquet.quiver-tmp-42-0123456789abcdef",
+            "out.parquet.quiver-tmp-42-0123456789abcdef",
+            ".out.parquet.quiver-tmp-99999999999-0123456789abcdef",
+        ] {
+            assert_eq!(owner(other), None, "{other}");
+        }
+        // The name a sink makes parses back to this process.
+        let made = sibling_name(Path::new("."), "out.parquet", "tmp");
+        let made = made.file_name().unwrap().to_str().unwrap();
+        assert_eq!(owner(made), Some((std::process::id(), false)));
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(dead));
+    }
+
+    #[test]
+    fn overwrite_replaces_only_files_of_the_format_and_marked_or_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = batch(&[]).schema();
+        // Outputs written by a sink, in every format, are recognised.
+        for format in [Format::Parquet, Format::Csv, Format::Jsonl, Format::Ipc] {
+            let path = dir.path().join(format!("out.{}", format.extension()));
+            let options = SinkOptions {
+                format: Some(format),
+                overwrite: true,
+                ..Default::default()
+            };
+            for ids in [&[1, 2][..], &[]] {
+                let mut sink = create(&path, schema.clone(), &options).unwrap();
+                sink.write(0, &batch(ids)).unwrap();
+                sink.commit().unwrap();
+                assert!(!sniff(&path, format).unwrap(), "{format} {ids:?}");
+            }
+        }
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            path
+        };
+        let foreign = [
+            (
+                write("a.parquet", b"PAR1 but not at the end"),
+                Format::Parquet,
+            ),
+            (write("b.parquet", b"PAR"), Format::Parquet),
+            (write("c.arrow", b"ARROW1 only at the start"), Format::Ipc),
+            (write("d.csv", b"a,b\n\x00\x01\x02"), Format::Csv),
+            (write("e.csv", b"\xff\xfe\xfd"), Format::Csv),
+            (write("f.jsonl", b"[1]\n"), Format::Jsonl),
+            (write("g.jsonl", b"hello\n"), Format::Jsonl),
+        ];
+        for (path, format) in &foreign {
+            assert!(sniff(path, *format).unwrap(), "{}", path.display());
+            let before = fs::read(path).unwrap();
+            let options = SinkOptions {
+                format: Some(*format),
+                overwrite: true,
+                ..Default::default()
+            };
+            let err = create(path, schema.clone(), &options).unwrap_err();
+            assert!(matches!(err, IoError::NotReplaceable { .. }), "{err}");
+            assert_eq!(fs::read(path).unwrap(), before);
+        }
+        assert!(!sniff(&write("h.jsonl", b"\n  \n{\"a\": [1]}\n"), Format::Jsonl).unwrap());
+        assert!(!sniff(&write("i.csv", "é,ß\n".as_bytes()), Format::Csv).unwrap());
+
+        // Directories: empty, or marked, or refused (and left as they were).
+        let options = SinkOptions {
+            overwrite: true,
+            ..Default::default()
+        };
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let mut sink = create(&empty, schema.clone(), &options).unwrap();
+        sink.write(0, &batch(&[5])).unwrap();
+        sink.commit().unwrap();
+        assert!(empty.is_file() && !sniff(&empty, Format::Parquet).unwrap());
+        let unmarked = dir.path().join("unmarked");
+        fs::create_dir(&unmarked).unwrap();
+        fs::write(unmarked.join("notes.txt"), "mine").unwrap();
+        let err = create(&unmarked, schema.clone(), &options).unwrap_err();
+        assert!(err.to_string().contains(OUTPUT_MARKER), "{err}");
+        assert_eq!(entries(&unmarked), ["notes.txt"]);
+        fs::write(unmarked.join(OUTPUT_MARKER), "").unwrap();
+        create(&unmarked, schema.clone(), &options)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(unmarked.is_file());
+
+        // A link is never replaced.
+        let link = dir.path().join("link.parquet");
+        std::os::unix::fs::symlink(dir.path().join("out.parquet"), &link).unwrap();
+        let err = create(&link, schema, &options).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn outputs_that_are_or_hold_an_input_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("sub/in.parquet");
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(&input, "x").unwrap();
+        fs::hard_link(&input, dir.path().join("hard.parquet")).unwrap();
+        let inputs = [input.clone()];
+        for output in ["sub/in.parquet", "hard.parquet", "sub", "."] {
+            let output = dir.path().join(output);
+            let err = check_not_inputs(&[(&output, "output")], &inputs).unwrap_err();
+            assert!(matches!(err, IoError::OutputIsInput { .. }), "{err}");
+        }
+        for output in ["other.parquet", "sub/other.parquet"] {
+            let output = dir.path().join(output);
+            check_not_inputs(&[(&output, "output")], &inputs).unwrap();
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Reading input files: path expansion, format detection, schema unification and batch iteration.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,8 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReaderBuilder,
 };
 
-use super::{arrow_reason, Format, IoError};
+use super::csv_quotes::{QuoteChecked, UnclosedQuote, UNCLOSED_MESSAGE};
+use super::{arrow_reason, file_id, Format, IoError};
 
 /// How input files are found and parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,8 @@ struct Entry {
     format: Format,
     /// The footer parsed by [`open`], so reading does not parse it again.
     parquet: Option<ArrowReaderMetadata>,
+    /// A CSV or JSON-lines file with nothing in it: it contributes no rows.
+    empty: bool,
 }
 
 /// Expands paths and glob patterns (sorted, deduplicated; a pattern matching nothing is an error
@@ -91,31 +94,51 @@ struct Entry {
 /// with `_` in directories, and hidden files matched by `*`, are skipped. CSV and JSON schemas
 /// are inferred per file and then unified (a column that is empty in one file takes its type
 /// from another; Int64 widens to Float64); any other difference is an error naming both files.
+///
+/// Two different paths to one file (a symbolic or hard link to a file already given) are an
+/// error naming both. An empty CSV or JSON-lines file (no header, no rows) contributes no rows
+/// when another file gives the schema, and is an error otherwise. A CSV quoted field that is
+/// never closed is an error naming the line where it opened.
 pub fn open(paths: &[String], options: &SourceOptions) -> Result<Source, IoError> {
     let files = expand(paths)?;
     let mut entries = Vec::with_capacity(files.len());
     let mut unifier: Option<Unifier> = None;
+    let mut first_empty: Option<IoError> = None;
     for (index, path) in files.iter().enumerate() {
         let format = options
             .format
             .or_else(|| Format::from_path(path))
             .ok_or_else(|| IoError::UnknownFormat { path: path.clone() })?;
-        let (schema, parquet) = probe(path, format, options)?;
+        let (schema, parquet) = match probe(path, format, options) {
+            Err(e @ IoError::NoData { .. }) => {
+                first_empty.get_or_insert(e);
+                entries.push(Entry {
+                    path: Arc::from(path.as_path()),
+                    format,
+                    parquet: None,
+                    empty: true,
+                });
+                continue;
+            }
+            other => other?,
+        };
         let inferred = matches!(format, Format::Csv | Format::Jsonl);
         match &mut unifier {
-            None => unifier = Some(Unifier::new(&schema, inferred)),
+            None => unifier = Some(Unifier::new(&schema, inferred, index)),
             Some(unifier) => unifier.add(index, &schema, inferred, &files, options)?,
         }
         entries.push(Entry {
             path: Arc::from(path.as_path()),
             format,
             parquet,
+            empty: false,
         });
     }
     let any_csv = entries.iter().any(|e| e.format == Format::Csv);
-    let schema = match unifier {
-        Some(unifier) => unifier.finish(any_csv),
-        None => Arc::new(Schema::empty()),
+    let schema = match (unifier, first_empty) {
+        (Some(unifier), _) => unifier.finish(any_csv),
+        (None, Some(empty)) => return Err(empty),
+        (None, None) => Arc::new(Schema::empty()),
     };
     tracing::debug!(files = files.len(), schema = %schema, "opened source");
     Ok(Source {
@@ -201,6 +224,9 @@ impl Batches {
             if self.current.is_none() {
                 let entry = self.entries.get(self.next_file)?.clone();
                 self.next_file += 1;
+                if entry.empty {
+                    continue;
+                }
                 match OpenFile::open(&entry, &self.schema, &self.options) {
                     Ok(open) => self.current = Some(open),
                     Err(e) => return Some(Err(e)),
@@ -253,6 +279,7 @@ fn is_pattern(arg: &str) -> bool {
 fn expand(args: &[String]) -> Result<Vec<PathBuf>, IoError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
+    let mut ids: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for arg in args {
         let matched = if is_pattern(arg) {
             expand_pattern(arg)?
@@ -270,14 +297,37 @@ fn expand(args: &[String]) -> Result<Vec<PathBuf>, IoError> {
             }
         };
         for path in matched {
-            // Canonical paths catch `a.csv` and `./a.csv` naming the same file.
-            let key = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-            if seen.insert(key) {
-                out.push(path);
+            // The same path reached twice (`a.csv` and `./a.csv`, or a glob and a name) is
+            // read once; another path to the same file (a link) is an error.
+            if !seen.insert(path_key(&path)) {
+                continue;
             }
+            if let Some(id) = fs::metadata(&path).ok().as_ref().and_then(file_id) {
+                if let Some(other) = ids.insert(id, path.clone()) {
+                    return Err(IoError::SameFile { path, other });
+                }
+            }
+            out.push(path);
         }
     }
     Ok(out)
+}
+
+/// A path with its directory made canonical but its last component kept: the same key for
+/// `a.csv` and `./a.csv`, another for a link `b.csv` to `a.csv`.
+fn path_key(path: &Path) -> PathBuf {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path.to_path_buf();
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    match fs::canonicalize(parent) {
+        Ok(dir) => dir.join(name),
+        Err(_) => path.to_path_buf(),
+    }
 }
 
 fn expand_pattern(pattern: &str) -> Result<Vec<PathBuf>, IoError> {
@@ -354,10 +404,16 @@ fn probe(
             let csv_format = arrow::csv::reader::Format::default()
                 .with_header(options.csv_has_header)
                 .with_delimiter(options.csv_delimiter);
+            let reader = QuoteChecked::new(file, options.csv_delimiter);
+            let unclosed = reader.unclosed();
             let (schema, _) = csv_format
-                .infer_schema(BufReader::new(file), options.infer_limit())
-                .map_err(|e| csv_error(path, e, &Schema::empty(), options))?;
-            Ok((schema, None))
+                .infer_schema(BufReader::new(reader), options.infer_limit())
+                .map_err(|e| csv_read_error(path, e, &Schema::empty(), options, &unclosed))?;
+            let empty = match options.csv_has_header {
+                true => "has no header",
+                false => NO_ROWS,
+            };
+            Ok((no_data_if_blank(path, schema, empty)?, None))
         }
         Format::Jsonl => {
             let mut reader = LineCounter::new(BufReader::new(file));
@@ -368,7 +424,8 @@ fn probe(
             match inferred {
                 Ok((schema, _)) => {
                     let order = json_key_order(path, options.infer_limit())?;
-                    Ok((reorder_fields(schema, &order), None))
+                    let schema = reorder_fields(schema, &order);
+                    Ok((no_data_if_blank(path, schema, NO_ROWS)?, None))
                 }
                 Err(e) => Err(json_error(path, Some(reader.current_line()), e)),
             }
@@ -378,6 +435,35 @@ fn probe(
             Ok((reader.schema().as_ref().clone(), None))
         }
     }
+}
+
+const NO_ROWS: &str = "has no rows to infer a schema from";
+
+/// `schema`, unless it has no columns: then an error, [`IoError::NoData`] with `empty` when the
+/// file holds nothing but white space.
+fn no_data_if_blank(path: &Path, schema: Schema, empty: &'static str) -> Result<Schema, IoError> {
+    if !schema.fields().is_empty() {
+        return Ok(schema);
+    }
+    let mut reader =
+        BufReader::new(File::open(path).map_err(|e| IoError::io(path, "cannot open", e))?);
+    let reason = loop {
+        let buf = reader
+            .fill_buf()
+            .map_err(|e| IoError::io(path, "cannot read", e))?;
+        if buf.is_empty() {
+            break empty;
+        }
+        if !buf.iter().all(u8::is_ascii_whitespace) {
+            break "has no columns";
+        }
+        let n = buf.len();
+        reader.consume(n);
+    };
+    Err(IoError::NoData {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// One column's unified type and where it came from.
@@ -391,21 +477,24 @@ struct Column {
 
 /// Merges the schemas of a source's files, one file at a time.
 struct Unifier {
+    /// The file that gave the first schema.
+    first: usize,
     columns: Vec<Column>,
     metadata: arrow::datatypes::Metadata,
     any_inferred: bool,
 }
 
 impl Unifier {
-    fn new(schema: &Schema, inferred: bool) -> Self {
+    fn new(schema: &Schema, inferred: bool, index: usize) -> Self {
         Unifier {
+            first: index,
             columns: schema
                 .fields()
                 .iter()
                 .map(|f| Column {
                     field: f.as_ref().clone(),
                     fixed: !inferred,
-                    origin: 0,
+                    origin: index,
                 })
                 .collect(),
             metadata: schema.metadata().clone(),
@@ -431,7 +520,7 @@ impl Unifier {
             match (self.columns.get(i), fields.get(i)) {
                 (Some(col), Some(field)) if col.field.name() != field.name() => {
                     return Err(mismatch(
-                        0,
+                        self.first,
                         format!(
                             "column {} is named \"{}\", not \"{}\"",
                             i + 1,
@@ -442,7 +531,7 @@ impl Unifier {
                 }
                 (Some(col), None) => {
                     return Err(mismatch(
-                        0,
+                        self.first,
                         format!(
                             "column \"{}\" (column {}) is missing",
                             col.field.name(),
@@ -452,7 +541,7 @@ impl Unifier {
                 }
                 (None, Some(field)) => {
                     return Err(mismatch(
-                        0,
+                        self.first,
                         format!(
                             "it has an extra column \"{}\" (column {})",
                             field.name(),
@@ -561,9 +650,10 @@ struct OpenFile {
 enum FileBatches {
     Parquet(ParquetRecordBatchReader),
     Csv {
-        reader: Box<arrow::csv::Reader<File>>,
+        reader: Box<arrow::csv::Reader<QuoteChecked<File>>>,
         schema: SchemaRef,
         options: SourceOptions,
+        unclosed: UnclosedQuote,
     },
     Jsonl(Box<JsonLines>),
     Ipc(IpcReader),
@@ -589,16 +679,19 @@ impl OpenFile {
                 FileBatches::Parquet(reader)
             }
             Format::Csv => {
+                let file = QuoteChecked::new(file, options.csv_delimiter);
+                let unclosed = file.unclosed();
                 let reader = arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_header(options.csv_has_header)
                     .with_delimiter(options.csv_delimiter)
                     .with_batch_size(options.batch_size())
                     .build(file)
-                    .map_err(|e| csv_error(path, e, schema, options))?;
+                    .map_err(|e| csv_read_error(path, e, schema, options, &unclosed))?;
                 FileBatches::Csv {
                     reader: Box::new(reader),
                     schema: schema.clone(),
                     options: options.clone(),
+                    unclosed,
                 }
             }
             Format::Jsonl => FileBatches::Jsonl(Box::new(JsonLines::new(
@@ -647,10 +740,11 @@ impl OpenFile {
                 reader,
                 schema,
                 options,
+                unclosed,
             } => reader
                 .next()
                 .transpose()
-                .map_err(|e| csv_error(path, e, schema, options)),
+                .map_err(|e| csv_read_error(path, e, schema, options, unclosed)),
             FileBatches::Jsonl(reader) => reader.next_batch(),
             FileBatches::Ipc(reader) => reader.next_batch(path),
         }
@@ -726,6 +820,25 @@ impl IpcReader {
 }
 
 // CSV ---------------------------------------------------------------------------------------
+
+/// [`csv_error`], unless the reader failed on a quoted field that is never closed.
+fn csv_read_error(
+    path: &Path,
+    err: ArrowError,
+    schema: &Schema,
+    options: &SourceOptions,
+    unclosed: &UnclosedQuote,
+) -> IoError {
+    match unclosed.line(path) {
+        Some(line) => IoError::Malformed {
+            path: path.to_path_buf(),
+            line: Some(line),
+            column: None,
+            message: UNCLOSED_MESSAGE.into(),
+        },
+        None => csv_error(path, err, schema, options),
+    }
+}
 
 /// Turns an arrow CSV error into one naming the file's line and the column.
 ///

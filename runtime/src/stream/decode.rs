@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::tail::Lines;
 use super::StreamError;
+use crate::io::csv_quotes::{QuoteScan, UNCLOSED_MESSAGE};
 use crate::io::{self, Format};
 
 /// What to do with a line that does not parse (`[stream] on-malformed`).
@@ -71,6 +72,13 @@ impl Decoder {
     ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         let rows = rows.max(1);
         if self.format == Format::Csv {
+            // Lines are records here: a quote still open at the end of the lines would make
+            // the decoder drop or merge rows without a word.
+            let mut quotes = QuoteScan::new(self.delimiter);
+            quotes.feed(bytes);
+            if quotes.unclosed().is_some() {
+                return Err(arrow::error::ArrowError::CsvError(UNCLOSED_MESSAGE.into()));
+            }
             let mut d = arrow::csv::ReaderBuilder::new(self.schema.clone())
                 .with_header(false)
                 .with_delimiter(self.delimiter)
@@ -236,6 +244,21 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 3, 5]);
         assert_eq!(bad.len(), 1);
         assert_eq!((bad[0].line, bad[0].text.as_str()), (2, "{\"id\":\"oops\""));
+    }
+
+    #[test]
+    fn a_csv_line_with_a_quote_never_closed_is_a_bad_line() {
+        let d = Decoder::new(schema(), Format::Csv, Some(b"id,name\n".to_vec()), b',');
+        for first in ["\"1,x\n", "1,\"x\n"] {
+            let chunks = [chunk("a.csv", 1, &format!("id,name\n{first}2,y\n3,z\n"))];
+            let (batch, bad) = d.decode(&chunks, OnMalformed::Skip).unwrap();
+            assert_eq!(batch.unwrap().num_rows(), 2, "{first:?}");
+            assert_eq!(bad.len(), 1, "{first:?}");
+            assert_eq!(
+                (bad[0].line, bad[0].message.as_str()),
+                (2, UNCLOSED_MESSAGE)
+            );
+        }
     }
 
     /// CSV header lines are dropped wherever a new file starts; a record with a bad number is
