@@ -565,7 +565,12 @@ fn pass<T>(
         .as_ref()
         .map_or(workers, Partitioning::partitions);
     let (done_tx, done_rx) = sync_channel::<Done>(workers * QUEUE_DEPTH);
-    let outstanding = Outstanding::new(OUTSTANDING_PER_WORKER * workers);
+    // Fit passes hand nothing on per batch (their states come back at the end): only a run's
+    // outputs are bounded.
+    let outstanding = Outstanding::new(match job {
+        Job::Run => OUTSTANDING_PER_WORKER * workers,
+        Job::Fit(_) => usize::MAX,
+    });
     let mut skew = SkewTracker::new(partitions, HOT_KEYS);
     let (mut rows_in, mut batches_in) = (0u64, 0u64);
     setup.progress.set_position(0);
@@ -1083,9 +1088,9 @@ fn read(
     Ok(())
 }
 
-/// Work items dispatched per worker and not yet taken by the consumer. Bounding them bounds
-/// the outputs a run holds at once — in the workers, in the channel and in the ordered writer's
-/// pending map — which the README's host-memory formula counts.
+/// Work items dispatched per worker and not yet taken by the consumer of a run. Bounding them
+/// bounds the outputs a run holds at once — in the workers, in the channel and in the ordered
+/// writer's pending map — which the README's host-memory formula counts.
 const OUTSTANDING_PER_WORKER: usize = 2;
 
 /// Work items dispatched and not yet taken by the consumer, with a ceiling the reader waits
@@ -1443,6 +1448,35 @@ mod tests {
             first_row: 0,
             end_row: 1,
         })
+    }
+
+    #[test]
+    fn the_reader_waits_for_room_and_is_released_when_the_consumer_stops() {
+        let outstanding = Outstanding::new(2);
+        assert!(outstanding.acquire() && outstanding.acquire());
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let o = &outstanding;
+            let third = scope.spawn(move || {
+                let got = o.acquire();
+                tx.send(()).unwrap();
+                got
+            });
+            // Full: the third waits …
+            let wait = std::time::Duration::from_millis(200);
+            assert!(rx.recv_timeout(wait).is_err(), "acquired past the ceiling");
+            // … until one item is taken.
+            outstanding.release();
+            rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            assert!(third.join().unwrap());
+        });
+        // Once the consumer is gone, a waiting reader is let go and told to stop.
+        std::thread::scope(|scope| {
+            let fourth = scope.spawn(|| outstanding.acquire());
+            outstanding.close();
+            assert!(!fourth.join().unwrap());
+        });
+        assert!(!outstanding.acquire());
     }
 
     #[test]
