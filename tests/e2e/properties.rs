@@ -57,14 +57,28 @@ fn name() -> impl Strategy<Value = Name> {
     ]
 }
 
+/// Any type, time zones drawn from any text.
 fn ty() -> impl Strategy<Value = Ty> {
-    let unit = select(vec![Unit::S, Unit::Ms, Unit::Us, Unit::Ns]);
-    let tz = prop_oneof![
+    ty_with(prop_oneof![
         Just(Tz::None),
         Just(Tz::Utc),
         Just(Tz::Offset),
         "\\PC{0,6}".prop_map(Tz::Raw),
-    ];
+    ])
+}
+
+/// Any type a valid plan may declare: time zones are names or offsets in form.
+fn valid_ty() -> impl Strategy<Value = Ty> {
+    ty_with(prop_oneof![
+        Just(Tz::None),
+        Just(Tz::Utc),
+        Just(Tz::Offset),
+        "[A-Za-z_]{1,10}(/[A-Za-z_+-]{1,10}){0,2}".prop_map(Tz::Raw),
+    ])
+}
+
+fn ty_with(tz: impl Strategy<Value = Tz> + Clone + 'static) -> impl Strategy<Value = Ty> {
+    let unit = select(vec![Unit::S, Unit::Ms, Unit::Us, Unit::Ns]);
     prop_oneof![
         6 => select(vec![
             Ty::Boolean,
@@ -260,7 +274,7 @@ fn valid_case(allow_fill: bool) -> impl Strategy<Value = Case> {
     let outputs = vec(
         (
             any::<bool>(),
-            ty(),
+            valid_ty(),
             any::<bool>(),
             any::<u8>(),
             0u8..3,

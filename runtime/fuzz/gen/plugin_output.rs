@@ -846,6 +846,37 @@ fn output_bytes(o: &OutputBatch) -> u64 {
     (columns + o.selection.as_ref().map_or(0, Vec::len)) as u64
 }
 
+/// The rule for a name a plugin gives to a new column, restated as the model: 1 to 256 bytes,
+/// no control character and no direction mark or override.
+fn new_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && !name.chars().any(|c| {
+            c.is_control()
+                || matches!(c as u32, 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069)
+        })
+}
+
+/// The rule for a computed timestamp column's time zone, restated as the model: none, or 1 to
+/// 64 characters of letters, digits and `/ _ - + :` with no empty or `..` part.
+fn time_zone_ok(ty: &Ty) -> bool {
+    let Ty::Timestamp(_, tz) = ty else {
+        return true;
+    };
+    let text = match tz {
+        Tz::None => return true,
+        Tz::Utc => "UTC".to_string(),
+        Tz::Offset => "+05:30".to_string(),
+        Tz::Raw(s) => s.clone(),
+    };
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-+:".contains(c))
+        && text.split('/').all(|part| !part.is_empty() && part != "..")
+}
+
 /// Row `r` of a returned column as bytes (`None`: null), read naively from the lists.
 fn expected_row(c: &ColumnOut, r: usize) -> Option<Vec<u8>> {
     if let Some(v) = &c.validity {
@@ -982,6 +1013,11 @@ pub fn run(case: &Case) -> Result<RecordBatch, abi::AbiError> {
             f.from
                 .as_ref()
                 .is_none_or(|n| input_index(&n.text()).is_some())
+        })
+        && case.plan.output.iter().all(|f| {
+            let name = f.name.text();
+            (input_index(&name).is_some() || new_name_ok(&name))
+                && (f.from.is_some() || time_zone_ok(&f.ty))
         });
     let plan = abi::Plan::check(&b.plan, &schema);
     assert_eq!(plan.is_ok(), naive_ok, "Plan::check: {plan:?}");
