@@ -487,7 +487,52 @@ fn pairs_as_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Resul
     s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
+/// A parameter given as TOML (a pipeline file, the command line, a recording) that has no form
+/// in the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter `{name}`: {what} is not a parameter value (use a boolean, integer, float, string, array of strings or table of strings)")]
+pub struct NotAParamValue {
+    /// The parameter.
+    pub name: String,
+    /// What it was given.
+    pub what: &'static str,
+}
+
 impl ParamValue {
+    /// The contract's form of a TOML value: booleans, integers, floats and strings as they are,
+    /// arrays of strings as text lists, tables of strings as text maps (in file order).
+    pub fn from_toml(name: &str, v: &toml::Value) -> Result<Self, NotAParamValue> {
+        let bad = |what| NotAParamValue {
+            name: name.to_owned(),
+            what,
+        };
+        Ok(match v {
+            toml::Value::Boolean(b) => ParamValue::Boolean(*b),
+            toml::Value::Integer(i) => ParamValue::Int(*i),
+            toml::Value::Float(f) => ParamValue::Float(*f),
+            toml::Value::String(s) => ParamValue::Text(s.clone()),
+            toml::Value::Array(a) => ParamValue::TextList(
+                a.iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| bad("an array with non-strings"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Table(t) => ParamValue::TextMap(
+                t.iter()
+                    .map(|(k, x)| {
+                        x.as_str()
+                            .map(|s| (k.clone(), s.to_owned()))
+                            .ok_or_else(|| bad("a table with non-string values"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Datetime(_) => return Err(bad("a date")),
+        })
+    }
+
     /// Kind of this value.
     pub fn kind(&self) -> ParamKind {
         match self {

@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use crate::fit::{self, FitError, FittedFile};
+pub use crate::chain::RunError;
+use crate::chain::{run_chain, Chain, Incidents, Link, WorkerContext};
+use crate::fit::{self, FittedFile};
 use crate::io::{self, IoError, SinkOptions, SourceOptions};
 use crate::partition::{self, PartitionError, Partitioning, RangeBoundaries, SkewTracker};
-use crate::pipeline::{self, Pipeline, PipelineError, Scheme};
-use crate::plugin::{Host, Instance, Metrics, Plugin, PluginError};
-use crate::policy::{self, ErrorPolicy};
+use crate::pipeline::{boundaries_from_toml, Pipeline, PipelineError, Scheme};
+use crate::plugin::{Host, Instance, Metrics, PluginError};
+use crate::policy::PolicyCounts;
 use crate::replay::Recorder;
 use crate::report::{PluginReport, RunReport};
 use crate::sandbox;
@@ -37,54 +39,6 @@ const DEFAULT_CACHE_MIB: u64 = 4096;
 const QUEUE_DEPTH: usize = 4;
 /// How many of the hottest keys the report lists.
 const HOT_KEYS: usize = 5;
-
-/// Why a run failed. Nothing is written to the output when a run fails.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The pipeline is invalid.
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-    /// Reading input or writing output failed.
-    #[error(transparent)]
-    Io(#[from] IoError),
-    /// Partitioning failed (missing key column, unsupported key type, bad boundaries).
-    #[error("partitioning: {0}")]
-    Partition(#[from] PartitionError),
-    /// A plugin could not be loaded or set up.
-    #[error(transparent)]
-    Plugin(Box<PluginError>),
-    /// A fitted-parameters file cannot be used.
-    #[error(transparent)]
-    Fit(#[from] FitError),
-    /// So many rows failed that the dead-letter policy stopped the run.
-    #[error("more than {limit} rows went to dead letters; stopping the run (the plugin probably fails on every row)")]
-    TooManyDeadLetters {
-        /// The limit.
-        limit: u64,
-    },
-    /// A plugin failed on a batch.
-    #[error("{source}\n  while processing partition {partition}, batch {batch} ({file}, rows {first_row}..{end_row})")]
-    Batch {
-        /// What the plugin did.
-        source: Box<PluginError>,
-        /// The partition.
-        partition: usize,
-        /// The batch number (0-based, in read order).
-        batch: u64,
-        /// The input file.
-        file: String,
-        /// First row of the input batch within its file (0-based).
-        first_row: u64,
-        /// One past its last row.
-        end_row: u64,
-    },
-}
-
-impl From<PluginError> for RunError {
-    fn from(e: PluginError) -> Self {
-        RunError::Plugin(Box::new(e))
-    }
-}
 
 /// Options of a run that are not part of the pipeline.
 #[derive(Debug, Clone, Default)]
@@ -120,254 +74,6 @@ enum Done {
     Failed(Box<RunError>),
 }
 
-/// What error policies did with one input batch.
-#[derive(Default)]
-pub(crate) struct Incidents {
-    /// Rows plugins failed on (dead-letter policy), already annotated for the dataset.
-    pub(crate) dead: Vec<(usize, RecordBatch)>,
-    /// (plugin position, rows) of batches dropped by the skip policy.
-    pub(crate) skipped: Vec<(usize, u64)>,
-    /// Plugin positions of each retry.
-    pub(crate) retries: Vec<usize>,
-}
-
-/// One plugin of a chain: loaded, with checked parameters, its limits and grants.
-pub struct Link {
-    /// The plugin.
-    pub plugin: Arc<Plugin>,
-    /// Its parameters.
-    pub params: Vec<crate::abi::Param>,
-    /// Its limits.
-    pub limits: crate::sandbox::Limits,
-    /// What it may reach outside the sandbox.
-    pub grants: Arc<crate::capability::Grants>,
-}
-
-/// The plugins of a pipeline, loaded and with parameters and grants checked.
-pub struct Chain {
-    /// Each plugin, in chain order.
-    pub plugins: Vec<Link>,
-    /// Each plugin's error policy and retries.
-    pub policies: Vec<(ErrorPolicy, u32)>,
-}
-
-impl Chain {
-    /// Loads every plugin of the pipeline.
-    pub fn load(pipeline: &Pipeline, host: &Host) -> Result<Chain, RunError> {
-        let mut plugins = Vec::with_capacity(pipeline.plugins.len());
-        let policies = pipeline
-            .plugins
-            .iter()
-            .map(|p| (p.on_error, p.retries))
-            .collect();
-        for spec in &pipeline.plugins {
-            let path = pipeline::resolve_plugin(spec, &pipeline.base_dir)?;
-            let limits = spec.limits(&pipeline.limits)?;
-            let plugin = host.load_with(&path, &limits, spec.sha256.as_deref())?;
-            let params = spec.params()?;
-            plugin.check_params(&params)?;
-            let grants = pipeline.grants(spec);
-            plugin.check_grants(&grants)?;
-            plugins.push(Link {
-                plugin,
-                params,
-                limits,
-                grants: Arc::new(grants),
-            });
-        }
-        Ok(Chain { plugins, policies })
-    }
-
-    /// A fresh set of instances, one per plugin, for one worker.
-    pub fn instantiate(&self) -> Result<Vec<Instance>, PluginError> {
-        self.plugins
-            .iter()
-            .map(|l| {
-                Instance::new(
-                    l.plugin.clone(),
-                    l.params.clone(),
-                    l.limits,
-                    l.grants.clone(),
-                )
-            })
-            .collect()
-    }
-
-    /// The output schema of the chain for `input`, asking each plugin for its plan.
-    pub fn output_schema(
-        instances: &mut [Instance],
-        input: &SchemaRef,
-    ) -> Result<SchemaRef, PluginError> {
-        let mut schema = input.clone();
-        for i in instances {
-            schema = i.plan(&schema)?.output;
-        }
-        Ok(schema)
-    }
-}
-
-/// Where a plugin call happens: the plugin's place and policy, the batch's origin, and the
-/// flight recorder.
-struct Step<'a> {
-    position: usize,
-    policy: (ErrorPolicy, u32),
-    /// (partition, batch number).
-    origin: (usize, u64),
-    recorder: &'a Recorder,
-}
-
-/// Runs one plugin over batches, skipping empty ones, under its error policy.
-fn transform_all(
-    instance: &mut Instance,
-    step: &Step<'_>,
-    batches: Vec<RecordBatch>,
-    incidents: &mut Incidents,
-) -> Result<Vec<RecordBatch>, PluginError> {
-    let (position, (policy, retries), origin) = (step.position, step.policy, step.origin);
-    let mut next = Vec::with_capacity(batches.len());
-    for b in batches.iter().filter(|b| b.num_rows() > 0) {
-        let mut attempt = 0;
-        let result = loop {
-            match instance.transform(b) {
-                Err(e) if e.is_call_failure() => {
-                    if attempt == 0 {
-                        step.recorder.record(position, instance, b, &e, origin);
-                    }
-                    if attempt == retries {
-                        break Err(e);
-                    }
-                    tracing::warn!(plugin = %instance.plugin().name, "retrying a batch after: {e}");
-                    attempt += 1;
-                    incidents.retries.push(position);
-                }
-                result => break result,
-            }
-        };
-        let error = match result {
-            Ok(out) => {
-                next.extend(out);
-                continue;
-            }
-            Err(e) if !e.is_call_failure() || policy == ErrorPolicy::Fail => return Err(e),
-            Err(e) => e,
-        };
-        let name = instance.plugin().name.clone();
-        if policy == ErrorPolicy::Skip {
-            tracing::warn!(plugin = %name, "skipping a batch of {} rows: {error}", b.num_rows());
-            incidents.skipped.push((position, b.num_rows() as u64));
-            continue;
-        }
-        // A time limit is not about particular rows, and every probe would wait for it.
-        let splittable = |e: &PluginError| !matches!(e, PluginError::Timeout { .. });
-        let found = policy::bisect(b, error, |slice| instance.transform(slice), splittable);
-        next.extend(found.output);
-        for (rows, error) in found.dead {
-            let annotated =
-                dead_letter_rows(&rows, &error.to_string(), &name, origin).map_err(|source| {
-                    PluginError::Abi {
-                        plugin: name.clone(),
-                        source,
-                    }
-                })?;
-            incidents.dead.push((position, annotated));
-        }
-    }
-    Ok(next)
-}
-
-/// Failing rows with the columns that say what happened.
-pub(crate) fn dead_letter_rows(
-    rows: &RecordBatch,
-    error: &str,
-    plugin: &str,
-    (partition, batch): (usize, u64),
-) -> Result<RecordBatch, crate::abi::AbiError> {
-    use arrow::array::{ArrayRef, StringArray, UInt32Array, UInt64Array};
-    use arrow::datatypes::{DataType, Field, Schema};
-    let n = rows.num_rows();
-    let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
-    let mut columns = rows.columns().to_vec();
-    let extra: [(&str, DataType, ArrayRef); 4] = [
-        (
-            "_error",
-            DataType::Utf8,
-            Arc::new(StringArray::from(vec![error; n])),
-        ),
-        (
-            "_plugin",
-            DataType::Utf8,
-            Arc::new(StringArray::from(vec![plugin; n])),
-        ),
-        (
-            "_partition",
-            DataType::UInt32,
-            Arc::new(UInt32Array::from(vec![partition as u32; n])),
-        ),
-        (
-            "_batch",
-            DataType::UInt64,
-            Arc::new(UInt64Array::from(vec![batch; n])),
-        ),
-    ];
-    for (name, t, array) in extra {
-        fields.push(Arc::new(Field::new(name, t, false)));
-        columns.push(array);
-    }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Runs the chain over one batch.
-pub(crate) fn run_chain(
-    instances: &mut [Instance],
-    context: &WorkerContext<'_>,
-    batch: RecordBatch,
-    origin: (usize, u64),
-    incidents: &mut Incidents,
-) -> Result<Vec<RecordBatch>, PluginError> {
-    run_chain_with(instances, context, batch, origin, incidents, |_, _, _| {
-        Ok(())
-    })
-}
-
-/// Runs the chain over one batch, calling `before` with each plugin and the batches it is
-/// about to transform (streaming refits running statistics there).
-pub(crate) fn run_chain_with(
-    instances: &mut [Instance],
-    context: &WorkerContext<'_>,
-    batch: RecordBatch,
-    origin: (usize, u64),
-    incidents: &mut Incidents,
-    mut before: impl FnMut(usize, &mut Instance, &[RecordBatch]) -> Result<(), PluginError>,
-) -> Result<Vec<RecordBatch>, PluginError> {
-    let mut batches = vec![batch];
-    for (position, instance) in instances.iter_mut().enumerate() {
-        before(position, instance, &batches)?;
-        let step = context.step(position, origin);
-        batches = transform_all(instance, &step, batches, incidents)?;
-    }
-    Ok(batches)
-}
-
-/// What every worker shares: the plugins' policies and the flight recorder.
-pub(crate) struct WorkerContext<'a> {
-    pub(crate) policies: &'a [(ErrorPolicy, u32)],
-    pub(crate) recorder: &'a Recorder,
-}
-
-impl WorkerContext<'_> {
-    fn step(&self, position: usize, origin: (usize, u64)) -> Step<'_> {
-        Step {
-            position,
-            policy: self.policies[position],
-            origin,
-            recorder: self.recorder,
-        }
-    }
-}
-
 fn partitioning(
     pipeline: &Pipeline,
     source: &io::Source,
@@ -395,34 +101,6 @@ fn partitioning(
             Partitioning::Range { key, boundaries }
         }
     }))
-}
-
-pub(crate) fn boundaries_from_toml(values: &[toml::Value]) -> Result<RangeBoundaries, RunError> {
-    let bad = || {
-        PipelineError::Invalid(
-            "[partition] boundaries must be all integers, all numbers or all strings".into(),
-        )
-    };
-    if let Some(ints) = values
-        .iter()
-        .map(toml::Value::as_integer)
-        .collect::<Option<Vec<_>>>()
-    {
-        return Ok(RangeBoundaries::Int(ints));
-    }
-    if let Some(floats) = values
-        .iter()
-        .map(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
-        .collect::<Option<Vec<_>>>()
-    {
-        return Ok(RangeBoundaries::Float(floats));
-    }
-    let strings = values
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(bad)?;
-    Ok(RangeBoundaries::Utf8(strings))
 }
 
 /// Range boundaries at the quantiles of the first `rows` values of `key`.
@@ -1205,10 +883,7 @@ fn fit_batch(
                     states[k].push(merged);
                 }
             }
-            None => {
-                let step = context.step(i, (0, 0));
-                batches = transform_all(instance, &step, batches, &mut incidents)?
-            }
+            None => batches = context.transform(instance, (i, (0, 0)), batches, &mut incidents)?,
         }
     }
     Ok(())
@@ -1290,19 +965,6 @@ fn worker(
 
 /// Most rows a run may send to dead letters (they are kept in memory until the commit).
 const MAX_DEAD_ROWS: u64 = 1 << 20;
-
-/// What error policies did over a run, per plugin position.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyCounts {
-    /// Batches dropped (skip policy).
-    pub skipped_batches: u64,
-    /// Rows of those batches.
-    pub skipped_rows: u64,
-    /// Rows sent to dead letters.
-    pub dead_rows: u64,
-    /// Retries of failing batches.
-    pub retries: u64,
-}
 
 /// Dead-letter rows gathered during a run, written when it commits.
 #[derive(Default)]

@@ -46,7 +46,7 @@ use serde::Deserialize;
 use crate::abi::{Param, ParamValue};
 use crate::capability::Grants;
 use crate::io::Format;
-use crate::partition::HashAlgorithm;
+use crate::partition::{HashAlgorithm, RangeBoundaries};
 use crate::policy::ErrorPolicy;
 use crate::sandbox::{EngineOptions, LimitOutOfRange, Limits};
 
@@ -161,13 +161,13 @@ pub struct StreamSpec {
     /// What to do with an input line that does not parse: `fail` (default), `skip`, or
     /// `dead-letter`.
     #[serde(default)]
-    pub on_malformed: crate::stream::decode::OnMalformed,
+    pub on_malformed: crate::policy::OnMalformed,
     /// An event-time window aggregation after the plugin chain (`[stream.window]`).
-    pub window: Option<crate::stream::window::WindowSpec>,
+    pub window: Option<crate::window::WindowSpec>,
     /// What to do with events behind the watermark (late for their window): `drop`
     /// (default) or `dead-letter`.
     #[serde(default)]
-    pub on_late: crate::stream::LatePolicy,
+    pub on_late: crate::policy::LatePolicy,
 }
 
 /// `[source]`.
@@ -479,38 +479,9 @@ impl PluginSpec {
     }
 }
 
-/// Converts a TOML value to a parameter value.
+/// Converts a TOML value to a parameter value (see [`ParamValue::from_toml`]).
 pub fn param_value(name: &str, v: &toml::Value) -> Result<ParamValue, PipelineError> {
-    let bad = |what: &str| {
-        PipelineError::Invalid(format!(
-            "parameter `{name}`: {what} is not a parameter value (use a boolean, integer, float, string, array of strings or table of strings)"
-        ))
-    };
-    Ok(match v {
-        toml::Value::Boolean(b) => ParamValue::Boolean(*b),
-        toml::Value::Integer(i) => ParamValue::Int(*i),
-        toml::Value::Float(f) => ParamValue::Float(*f),
-        toml::Value::String(s) => ParamValue::Text(s.clone()),
-        toml::Value::Array(a) => ParamValue::TextList(
-            a.iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| bad("an array with non-strings"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        toml::Value::Table(t) => ParamValue::TextMap(
-            t.iter()
-                .map(|(k, x)| {
-                    x.as_str()
-                        .map(|s| (k.clone(), s.to_owned()))
-                        .ok_or_else(|| bad("a table with non-string values"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        toml::Value::Datetime(_) => return Err(bad("a date")),
-    })
+    ParamValue::from_toml(name, v).map_err(|e| PipelineError::Invalid(e.to_string()))
 }
 
 /// Parses `name=value` from the command line. The value is read as TOML (`3`, `2.5`, `true`,
@@ -573,6 +544,36 @@ pub fn resolve_plugin(spec: &PluginSpec, base_dir: &Path) -> Result<PathBuf, Pip
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// Range boundaries given by hand (`[partition] boundaries`): all integers, all numbers or all
+/// strings.
+pub fn boundaries_from_toml(values: &[toml::Value]) -> Result<RangeBoundaries, PipelineError> {
+    let bad = || {
+        PipelineError::Invalid(
+            "[partition] boundaries must be all integers, all numbers or all strings".into(),
+        )
+    };
+    if let Some(ints) = values
+        .iter()
+        .map(toml::Value::as_integer)
+        .collect::<Option<Vec<_>>>()
+    {
+        return Ok(RangeBoundaries::Int(ints));
+    }
+    if let Some(floats) = values
+        .iter()
+        .map(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+        .collect::<Option<Vec<_>>>()
+    {
+        return Ok(RangeBoundaries::Float(floats));
+    }
+    let strings = values
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(bad)?;
+    Ok(RangeBoundaries::Utf8(strings))
 }
 
 #[cfg(test)]

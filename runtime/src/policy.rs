@@ -12,6 +12,10 @@
 //!
 //! Before any policy applies, a failing batch is retried up to `retries` times (a trapped
 //! instance is replaced first), for failures that may not happen again.
+//!
+//! The other "what to do when X fails" choices live here too: a streaming input line that does
+//! not parse ([`OnMalformed`]), an event behind the watermark ([`LatePolicy`]), and what the
+//! policies did over a run ([`PolicyCounts`]).
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -88,6 +92,43 @@ pub fn bisect<E>(
         stack.push((slice.slice(0, mid), None));
     }
     result
+}
+
+/// What error policies did over a run, per plugin position.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyCounts {
+    /// Batches dropped (skip policy).
+    pub skipped_batches: u64,
+    /// Rows of those batches.
+    pub skipped_rows: u64,
+    /// Rows sent to dead letters.
+    pub dead_rows: u64,
+    /// Retries of failing batches.
+    pub retries: u64,
+}
+
+/// What to do with a line that does not parse (`[stream] on-malformed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMalformed {
+    /// Stop the run, naming the line (default).
+    #[default]
+    Fail,
+    /// Drop the line, with a warning.
+    Skip,
+    /// Write the line to the dead letters, with why.
+    DeadLetter,
+}
+
+/// What to do with an event behind the watermark (`[stream] on-late`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatePolicy {
+    /// Drop it (counted in the metrics).
+    #[default]
+    Drop,
+    /// Write it to the dead letters, with the watermark it missed.
+    DeadLetter,
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::abi::Param;
+use crate::abi::{Param, ParamValue};
 use crate::capability::Grants;
 use crate::fit;
 use crate::plugin::{Host, Instance, Metrics, PluginError};
@@ -245,7 +245,7 @@ pub fn replay(dir: &Path, cache_dir: Option<PathBuf>) -> Result<Replayed, Replay
                 let v = toml::Value::try_from(v).map_err(|e| io(&json, &e))?;
                 Ok(Param {
                     name: k.clone(),
-                    value: crate::pipeline::param_value(k, &v).map_err(|e| io(&json, &e))?,
+                    value: ParamValue::from_toml(k, &v).map_err(|e| io(&json, &e))?,
                 })
             })
             .collect::<Result<_, ReplayError>>()?,

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::batch::PolicyCounts;
 use crate::io::SinkSummary;
 use crate::partition::SkewReport;
 use crate::plugin::Metrics;
+use crate::policy::PolicyCounts;
 use crate::sandbox::Limits;
 
 /// A partition is reported as skewed when its size exceeds this multiple of the mean.

@@ -392,7 +392,7 @@ pub fn test(dir: &Path, wasm: &Path, host: &Host) -> Result<TestReport, Authorin
         .map(|(k, v)| {
             Ok(crate::abi::Param {
                 name: k.clone(),
-                value: crate::pipeline::param_value(k, v).map_err(|e| {
+                value: crate::abi::ParamValue::from_toml(k, v).map_err(|e| {
                     AuthoringError::Manifest {
                         path: dir.join(MANIFEST),
                         message: format!("[test] params: {e}"),

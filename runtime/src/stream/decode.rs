@@ -6,25 +6,12 @@ use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use serde::Deserialize;
 
 use super::tail::Lines;
 use super::StreamError;
 use crate::io::csv_quotes::{QuoteScan, UNCLOSED_MESSAGE};
 use crate::io::{self, Format};
-
-/// What to do with a line that does not parse (`[stream] on-malformed`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnMalformed {
-    /// Stop the run, naming the line (default).
-    #[default]
-    Fail,
-    /// Drop the line, with a warning.
-    Skip,
-    /// Write the line to the dead letters, with why.
-    DeadLetter,
-}
+use crate::policy::OnMalformed;
 
 /// A line that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]

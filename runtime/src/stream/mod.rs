@@ -39,7 +39,6 @@ pub mod source;
 pub mod tail;
 mod task;
 pub mod wal;
-pub mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,9 +46,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use serde::Deserialize;
 
-use crate::batch::{Chain, RunError, WorkerContext};
+use crate::chain::{Chain, RunError, WorkerContext};
 use crate::checkpoint::store::{sync_dir, write_durably};
 use crate::checkpoint::{
     self, names, CheckpointStore, Coordinator, Epoch, LocalStore, ProtocolError, SourceOffset,
@@ -59,25 +57,15 @@ use crate::io::{self, Format, IoError, SourceOptions};
 use crate::partition::Partitioning;
 use crate::pipeline::Pipeline;
 use crate::plugin::{Host, PluginError};
+use crate::policy::{LatePolicy, OnMalformed};
 use crate::replay::Recorder;
+use crate::window::{self, WindowSpec};
 use commit::{commit_barriers, Barrier, Committed, TaskBarrier};
-use decode::{Decoder, OnMalformed};
+use decode::Decoder;
 use output::{apply, listing, DEAD_LETTER_DIR};
 use source::{Source, SourceKind};
 use tail::Lines;
 use task::{FromWorker, Task, ToWorker, WorkerSettings};
-use window::WindowSpec;
-
-/// What to do with an event behind the watermark (`[stream] on-late`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LatePolicy {
-    /// Drop it (counted in the metrics).
-    #[default]
-    Drop,
-    /// Write it to the dead letters, with the watermark it missed.
-    DeadLetter,
-}
 
 /// Where a streaming run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -692,7 +680,8 @@ fn stream_partitioning(p: &Pipeline) -> Result<Option<Partitioning>, StreamError
                     "range partitioning in streaming mode needs [partition] boundaries: there is no input to sample them from".into(),
                 ));
             };
-            let boundaries = crate::batch::boundaries_from_toml(values)?;
+            let boundaries =
+                crate::pipeline::boundaries_from_toml(values).map_err(RunError::from)?;
             boundaries
                 .validate()
                 .map_err(|e| StreamError::Setup(e.to_string()))?;

@@ -16,12 +16,13 @@ use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::output::{json_lines, DeadLetters, EpochFile, EpochFiles};
-use super::window::{WindowOperator, WindowSpec};
-use super::{io_err, LatePolicy, StreamError};
-use crate::batch::WorkerContext;
+use super::{io_err, StreamError};
+use crate::chain::WorkerContext;
 use crate::checkpoint::{Epoch, StoreError, TaskId};
 use crate::io::{Format, IoError};
 use crate::plugin::{Instance, Metrics, PluginError};
+use crate::policy::LatePolicy;
+use crate::window::{WindowOperator, WindowSpec};
 
 /// Everything a task saves at a checkpoint, in one blob.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -279,9 +280,9 @@ fn rows(
     let mut dead = DeadLetters(dead_lines);
     let bad_rows = |e: arrow::error::ArrowError| StreamError::Setup(format!("dead letters: {e}"));
     if let Some(batch) = batch {
-        let mut incidents = crate::batch::Incidents::default();
+        let mut incidents = crate::chain::Incidents::default();
         let fits = &mut task.fits;
-        let outputs = crate::batch::run_chain_with(
+        let outputs = crate::chain::run_chain_with(
             &mut task.instances,
             context,
             batch,
@@ -316,7 +317,7 @@ fn rows(
                             "late event: behind the watermark {}",
                             op.watermark().map_or("-".into(), |w| w.to_string())
                         );
-                        let rows = crate::batch::dead_letter_rows(
+                        let rows = crate::chain::dead_letter_rows(
                             &pushed.late,
                             &why,
                             "window",
