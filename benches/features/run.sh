@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 rows=${ROWS:-10000000}
 runs=${RUNS:-3}
 ./plugins/build.sh
-cargo build --release -p quiver
+cargo build --release -p quiver-cli
 
 venv=target/bench-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -59,6 +59,10 @@ use quiver::sandbox::{self, EngineOptions, Limits, StoreState};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
+/// The binary's allocator settings, so the benchmark measures what `quiver` runs with.
+#[path = "../../runtime/cli/src/allocator.rs"]
+mod allocator;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -708,7 +712,7 @@ fn read_first(path: &Path) -> Result<RecordBatch> {
 }
 
 fn main() -> Result<()> {
-    quiver::allocator::tune();
+    allocator::tune();
     let args = Args::parse();
     let host = Host::new(EngineOptions::new(64), Host::default_cache_dir())?;
     let mut f = Figures::default();

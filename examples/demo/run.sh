@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ./plugins/build.sh
-cargo build --release -p quiver
+cargo build --release -p quiver-cli
 mkdir -p target/demo
 
 echo

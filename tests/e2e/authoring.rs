@@ -12,7 +12,7 @@ use crate::support::*;
 const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    repo_root()
 }
 
 /// `quiver` with the tools cache and a shared cargo target directory for Rust plugins, so

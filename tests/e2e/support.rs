@@ -13,11 +13,16 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
+/// The repository's root (the test binary belongs to `runtime/cli`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// Directory holding the plugin components built by `plugins/build.sh`.
 pub fn plugins_dir() -> PathBuf {
     let dir = std::env::var_os("QUIVER_TEST_PLUGINS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+        .unwrap_or_else(|| repo_root().join("target/plugins"));
     assert!(
         dir.join("scale.wasm").is_file(),
         "plugin components missing in {}: run plugins/build.sh first (tests/run.sh does)",
@@ -33,7 +38,7 @@ pub fn plugin(name: &str) -> PathBuf {
 
 /// A shared compile cache so each test does not recompile the components.
 pub fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache")
+    repo_root().join("target/test-compile-cache")
 }
 
 /// The `quiver` binary, with the test compile cache and plugin search path.

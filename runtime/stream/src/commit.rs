@@ -1,0 +1,125 @@
+//! The committer thread: the I/O half of the checkpoint protocol. For each barrier, in order,
+//! it fsyncs every task's closed files, stores each task's state blob, acknowledges every task
+//! to the [`Coordinator`], stores the manifest (the commit point) and renames the files, while
+//! the driver and the workers go on with the next epoch.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use super::output::{apply, DEAD_LETTER_DIR};
+use super::{io_err, StreamError};
+use quiver_checkpoint::store::sync_dir;
+use quiver_checkpoint::{
+    CheckpointStore, Coordinator, Epoch, LocalStore, PendingFile, SourceOffset, TaskId,
+    TaskSnapshot,
+};
+
+/// What one task hands over at a barrier: its closed files and its state blob.
+pub(crate) struct TaskBarrier {
+    pub(crate) task: TaskId,
+    pub(crate) files: Vec<(std::fs::File, PendingFile)>,
+    pub(crate) state: Option<Vec<u8>>,
+}
+
+/// A checkpoint taken at a barrier, for the committer to make durable.
+pub(crate) struct Barrier {
+    /// The source's position after the epoch's last line (`None`: it cannot be rewound).
+    pub(crate) position: Option<serde_json::Value>,
+    /// Every task's part.
+    pub(crate) tasks: Vec<TaskBarrier>,
+}
+
+/// A committed checkpoint: its epoch, the source position it holds, how long the commit took,
+/// and the bytes it made visible.
+pub(crate) struct Committed {
+    pub(crate) epoch: Epoch,
+    pub(crate) position: Option<serde_json::Value>,
+    pub(crate) seconds: f64,
+    pub(crate) bytes: u64,
+}
+
+/// Runs until the driver hangs up; stops at the first error, which it reports on `done`.
+/// `idle` is set while it waits for a barrier, so the driver starts one only then and keeps
+/// reading into the current epoch meanwhile, instead of waiting on a busy committer.
+pub(crate) fn commit_barriers(
+    job: &str,
+    sink_dir: Option<&Path>,
+    mut store: LocalStore,
+    mut coordinator: Coordinator,
+    barriers: Receiver<Barrier>,
+    done: Sender<Result<Committed, StreamError>>,
+    idle: &AtomicBool,
+) {
+    loop {
+        idle.store(true, Ordering::Release);
+        let Ok(b) = barriers.recv() else { return };
+        idle.store(false, Ordering::Release);
+        let result = commit(job, sink_dir, b, &mut store, &mut coordinator);
+        let failed = result.is_err();
+        if done.send(result).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn commit(
+    job: &str,
+    sink_dir: Option<&Path>,
+    b: Barrier,
+    store: &mut LocalStore,
+    coordinator: &mut Coordinator,
+) -> Result<Committed, StreamError> {
+    let started = Instant::now();
+    let position = b.position;
+    let sources = position
+        .clone()
+        .map(|p| ("input".to_string(), SourceOffset(p)))
+        .into_iter()
+        .collect();
+    let epoch = coordinator.start(sources)?;
+    let dir = sink_dir.unwrap_or(Path::new("."));
+    let mut bytes = 0;
+    let mut dead_letters = false;
+    let mut snapshots = Vec::with_capacity(b.tasks.len());
+    for t in b.tasks {
+        let mut pending = Vec::with_capacity(t.files.len());
+        for (file, p) in t.files {
+            // fdatasync: the data and the size, without timestamps nobody reads back.
+            file.sync_data()
+                .map_err(io_err(&dir.join(&p.temp), "cannot sync"))?;
+            bytes += file.metadata().map_or(0, |m| m.len());
+            dead_letters |= p.temp.starts_with(DEAD_LETTER_DIR);
+            pending.push(p);
+        }
+        let state = match &t.state {
+            Some(blob) => Some(store.put_state(job, epoch, t.task, blob)?),
+            None => None,
+        };
+        snapshots.push((t.task, TaskSnapshot { pending, state }));
+    }
+    if let Some(dir) = sink_dir {
+        // The temporary files' names must be durable before a manifest names them.
+        sync_dir(dir)?;
+        if dead_letters {
+            sync_dir(&dir.join(DEAD_LETTER_DIR))?;
+        }
+    }
+    let mut manifest = None;
+    for (task, snapshot) in snapshots {
+        manifest = coordinator.ack(task, epoch, snapshot)?;
+    }
+    let manifest = manifest.expect("every task acknowledged: the checkpoint is complete");
+    store.commit(&manifest)?;
+    // The renames need no fsync: after a crash, recovery redoes them.
+    for action in coordinator.stored(&manifest) {
+        apply(dir, &action)?;
+    }
+    Ok(Committed {
+        epoch,
+        position,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes,
+    })
+}

@@ -1,0 +1,995 @@
+//! Streaming mode: the same pipeline file over an unbounded source, with exactly-once output.
+//!
+//! The [`source`] is a growing file ([`tail`]: JSON lines or CSV), a directory files arrive
+//! in, an HTTP ingest endpoint ([`ingest`], backed by a write-ahead log of segments, [`wal`];
+//! served, like the [`metrics`] endpoint, by [`http`]) or standard input.
+//! Lines are gathered into micro-batches that close at `batch-rows` rows or after `batch-ms`,
+//! whichever comes first, [`decode`]d (a line that does not parse fails the run, is skipped or
+//! goes to the dead letters), run through the plugin chain under the plugins' error policies,
+//! and optionally aggregated in event-time [`window`]s. Output goes to a directory, one file
+//! per checkpoint epoch under a temporary name until the epoch commits, or to stdout.
+//!
+//! State lives in three places, all saved at every checkpoint in one blob per task: plugins
+//! that keep state across batches (the WIT `state` interface: `snapshot`/`restore`), the
+//! running statistics of fitted plugins (`aggregate`: each micro-batch is folded into the
+//! merged state with `partial` and `merge`, and the plugin is refitted with `finish` before it
+//! transforms the batch), and the open windows.
+//!
+//! Every `checkpoint-ms` the driver takes a checkpoint with the [`checkpoint`](quiver_checkpoint)
+//! protocol: it closes the epoch's files, and the committer thread fsyncs them, stores the
+//! state blob and one manifest (the source position after the epoch's last line, the state,
+//! the files to make visible) in the checkpoint store. That write is the commit point; the
+//! files are then renamed to their final names. A run that starts finds the last manifest,
+//! completes its renames, deletes files of epochs that never committed, restores the state and
+//! reads on from the manifest's position, so a crash at any moment (`kill -9` included)
+//! neither loses nor repeats a row of output. Stdin cannot be rewound and stdout cannot take
+//! rows back: with either, delivery is at-least-once (stdout) or rows read since the last
+//! checkpoint are lost (stdin).
+//!
+//! A stop request (SIGINT or SIGTERM in the binary) ends the current micro-batch and takes a
+//! final checkpoint.
+
+mod commit;
+pub mod decode;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+mod output;
+pub mod source;
+pub mod tail;
+mod task;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+
+use commit::{commit_barriers, Barrier, Committed, TaskBarrier};
+use decode::Decoder;
+use output::{apply, listing, DEAD_LETTER_DIR};
+use quiver_checkpoint::store::{sync_dir, write_durably};
+use quiver_checkpoint::{
+    self, names, CheckpointStore, Coordinator, Epoch, LocalStore, ProtocolError, SourceOffset,
+    StoreError,
+};
+use quiver_data::io::{self, Format, IoError, SourceOptions};
+use quiver_data::partition::Partitioning;
+use quiver_exec::chain::{Chain, RunError, WorkerContext};
+use quiver_exec::pipeline::Pipeline;
+use quiver_exec::policy::{LatePolicy, OnMalformed};
+use quiver_exec::window::{self, WindowSpec};
+use quiver_plugin_host::plugin::{Host, PluginError};
+use quiver_plugin_host::replay::Recorder;
+use source::{Source, SourceKind};
+use tail::Lines;
+use task::{FromWorker, Task, ToWorker, WorkerSettings};
+
+/// Where a streaming run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// From the last checkpoint, or the start of the input if there is none.
+    #[default]
+    Resume,
+    /// From the start of the input, forgetting the job's checkpoints (the output directory must
+    /// hold no output of the job).
+    Beginning,
+    /// From this byte offset of the input file (which must start a line), forgetting the
+    /// job's checkpoints, as with `Beginning`.
+    Offset(u64),
+}
+
+/// How a streaming run is driven.
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// Set it to stop: the run closes its micro-batch, takes a final checkpoint and returns.
+    pub stop: Arc<AtomicBool>,
+    /// Show a live status line on stderr.
+    pub status: bool,
+    /// Where to start.
+    pub start: Start,
+    /// Stop at the end of the input (once a poll finds no new line), with a final checkpoint,
+    /// instead of waiting for more.
+    pub stop_at_end: bool,
+}
+
+/// What a streaming run did.
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    /// The job.
+    pub job: String,
+    /// The checkpoint it resumed from (0: none).
+    pub resumed_from: Epoch,
+    /// The last checkpoint committed.
+    pub last_checkpoint: Epoch,
+    /// Lines read.
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Checkpoints committed by this run.
+    pub checkpoints: u64,
+    /// Batches dropped by plugins under the `skip` policy.
+    pub skipped_batches: u64,
+    /// Input lines that did not parse (skipped or dead-lettered).
+    pub malformed: u64,
+    /// Events behind the watermark (dropped or dead-lettered).
+    pub late: u64,
+    /// Rows written to the dead letters.
+    pub dead_letters: u64,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for StreamReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stream `{}`: {} rows in, {} rows out in {:.1} s; {} checkpoints (resumed after checkpoint {}, last {})",
+            self.job,
+            self.rows_in,
+            self.rows_out,
+            self.elapsed.as_secs_f64(),
+            self.checkpoints,
+            self.resumed_from,
+            self.last_checkpoint
+        )?;
+        for (n, what) in [
+            (self.malformed, "malformed lines"),
+            (self.late, "late events"),
+            (self.skipped_batches, "skipped batches"),
+            (self.dead_letters, "dead letters"),
+        ] {
+            if n > 0 {
+                write!(f, "; {n} {what}")?;
+            }
+        }
+        writeln!(f)
+    }
+}
+
+/// A streaming run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The pipeline cannot run in streaming mode as written.
+    #[error("streaming: {0}")]
+    Setup(String),
+    /// Reading the source or writing the output failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The HTTP ingest endpoint stopped working.
+    #[error("HTTP ingest: {0}")]
+    Ingest(String),
+    /// A line of the source does not parse.
+    #[error("{}:{line}: {message}", .path.display())]
+    Malformed {
+        /// The source file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The checkpoint store failed or refused a commit.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The driver broke the checkpoint protocol (a bug).
+    #[error("checkpoint protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// Loading the plugins failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A plugin failed under the `fail` policy.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The window aggregation refused its input.
+    #[error(transparent)]
+    Window(#[from] window::WindowError),
+}
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IoError + 'a {
+    move |source| IoError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// Where output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sink {
+    /// Files in a directory, committed per epoch (exactly-once).
+    Dir(PathBuf),
+    /// JSON lines on stdout, as micro-batches finish (at-least-once).
+    Stdout,
+}
+
+/// The settings of a streaming run, resolved.
+struct Settings {
+    source: SourceKind,
+    in_format: Format,
+    csv_delimiter: u8,
+    sink: Sink,
+    format: Format,
+    job: String,
+    store_dir: PathBuf,
+    batch_rows: usize,
+    batch_age: Duration,
+    /// `None`: checkpoints only when the run stops.
+    checkpoint_every: Option<Duration>,
+    poll: Duration,
+    metrics_addr: Option<String>,
+    on_malformed: OnMalformed,
+    window: Option<WindowSpec>,
+    on_late: LatePolicy,
+}
+
+impl Settings {
+    fn new(p: &Pipeline) -> Result<Settings, StreamError> {
+        let spec = p.stream.clone().unwrap_or_default();
+        let stdout = p.sink.path.as_os_str() == "-";
+        let sink = if stdout {
+            Sink::Stdout
+        } else {
+            Sink::Dir(p.resolve(&p.sink.path))
+        };
+        let uses_dead_letters = spec.on_malformed == OnMalformed::DeadLetter
+            || spec.on_late == LatePolicy::DeadLetter
+            || p.plugins
+                .iter()
+                .any(|s| s.on_error == quiver_exec::policy::ErrorPolicy::DeadLetter);
+        if stdout && uses_dead_letters {
+            return Err(StreamError::Setup(
+                "dead letters are written next to a directory sink; with `path = \"-\"` (stdout) use `fail` or `skip`".into(),
+            ));
+        }
+        if p.dead_letter.is_some() && uses_dead_letters {
+            return Err(StreamError::Setup(format!(
+                "[dead-letter] path is for batch runs; a streaming run writes its dead letters into `{DEAD_LETTER_DIR}/` of the output directory, committed with each checkpoint"
+            )));
+        }
+        if !p.sink.partition_by.is_empty() {
+            return Err(StreamError::Setup(
+                "a Hive-partitioned output is not available in streaming mode yet".into(),
+            ));
+        }
+        let format = match (&sink, p.sink.format) {
+            (Sink::Stdout, None | Some(Format::Jsonl)) => Format::Jsonl,
+            (Sink::Stdout, Some(f)) => {
+                return Err(StreamError::Setup(format!(
+                    "stdout takes JSON lines, not {}",
+                    f.name()
+                )))
+            }
+            (_, Some(Format::Csv)) => {
+                return Err(StreamError::Setup(
+                    "streaming writes Parquet, JSON lines or Arrow IPC files".into(),
+                ))
+            }
+            (_, f) => f.unwrap_or(Format::Parquet),
+        };
+        let job = match spec.job {
+            Some(j) => j,
+            None => match &sink {
+                Sink::Dir(dir) => dir
+                    .file_name()
+                    .map(|n| {
+                        n.to_string_lossy().replace(
+                            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                            "_",
+                        )
+                    })
+                    .unwrap_or_else(|| "stream".into()),
+                Sink::Stdout => "stdout".into(),
+            },
+        };
+        if !names::valid_job(&job) {
+            return Err(StreamError::Setup(format!(
+                "`{job}` cannot name a job: use letters, digits, `-` and `_`"
+            )));
+        }
+        let store_dir = match (spec.checkpoint_dir, &sink) {
+            (Some(d), _) => p.resolve(&d),
+            (None, Sink::Dir(dir)) => {
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                dir.with_file_name(format!("{name}-checkpoints"))
+            }
+            (None, Sink::Stdout) => p.base_dir.join("quiver-checkpoints"),
+        };
+        let source = match (&spec.listen, &p.source.paths[..]) {
+            (Some(addr), []) => SourceKind::Http {
+                addr: addr.clone(),
+                wal: spec
+                    .wal
+                    .map(|w| p.resolve(&w))
+                    .unwrap_or_else(|| store_dir.join(format!("{job}.wal"))),
+                segment_bytes: match spec.wal_segment_bytes {
+                    Some(0) => {
+                        return Err(StreamError::Setup(
+                            "[stream] wal-segment-bytes must be at least 1".into(),
+                        ))
+                    }
+                    Some(n) => n,
+                    None => wal::DEFAULT_SEGMENT_BYTES,
+                },
+            },
+            (Some(_), _) => {
+                return Err(StreamError::Setup(
+                    "[stream] listen takes rows over HTTP: leave [source] paths empty".into(),
+                ))
+            }
+            (None, [one]) if one == "-" => SourceKind::Stdin,
+            (None, [one]) => {
+                let path = p.resolve(Path::new(one));
+                if path.is_dir() {
+                    SourceKind::Directory(path)
+                } else {
+                    SourceKind::File(path)
+                }
+            }
+            (None, paths) => {
+                return Err(StreamError::Setup(format!(
+                    "streaming reads one source (a growing file, a directory files arrive in, `-` for stdin, or [stream] listen); the pipeline names {} paths",
+                    paths.len()
+                )))
+            }
+        };
+        let in_format = match &source {
+            SourceKind::Http { .. } => Format::Jsonl,
+            SourceKind::File(path) => p
+                .source
+                .format
+                .or_else(|| Format::from_path(path))
+                .unwrap_or(Format::Jsonl),
+            _ => p.source.format.unwrap_or(Format::Jsonl),
+        };
+        if !matches!(in_format, Format::Jsonl | Format::Csv) {
+            return Err(StreamError::Setup(format!(
+                "streaming reads JSON lines or CSV; this input is {}",
+                in_format.name()
+            )));
+        }
+        if in_format == Format::Csv && p.source.csv_header == Some(false) {
+            return Err(StreamError::Setup(
+                "a streamed CSV source needs a header line (it names the columns)".into(),
+            ));
+        }
+        Ok(Settings {
+            source,
+            in_format,
+            csv_delimiter: p.source.csv_delimiter.map_or(b',', |c| c as u8),
+            sink,
+            format,
+            job,
+            store_dir,
+            batch_rows: spec.batch_rows.unwrap_or(10_000).max(1),
+            batch_age: Duration::from_millis(spec.batch_ms.unwrap_or(200)),
+            checkpoint_every: match spec.checkpoint_ms.unwrap_or(1000) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            poll: Duration::from_millis(spec.poll_ms.unwrap_or(10).max(1)),
+            metrics_addr: spec.metrics_addr,
+            on_malformed: spec.on_malformed,
+            window: spec.window,
+            on_late: spec.on_late,
+        })
+    }
+
+    /// The directory epoch files go to (`None` for stdout).
+    fn sink_dir(&self) -> Option<&Path> {
+        match &self.sink {
+            Sink::Dir(d) => Some(d),
+            Sink::Stdout => None,
+        }
+    }
+}
+
+/// The input's schema (and for CSV its header line): inferred as batch mode does, from the
+/// first lines the job ever saw, which are kept with its checkpoints so that every restart
+/// reads with the same schema. Returns the lines read from `source` to infer it, which are
+/// the first rows to process.
+fn input_decoder(
+    s: &Settings,
+    source: &mut Source,
+    stop: &AtomicBool,
+) -> Result<(Decoder, Option<Lines>), StreamError> {
+    let ext = s.in_format.extension();
+    let sample = s.store_dir.join(&s.job).join(format!("sample.{ext}"));
+    let options = SourceOptions {
+        format: Some(s.in_format),
+        csv_delimiter: s.csv_delimiter,
+        ..SourceOptions::default()
+    };
+    let mut first = None;
+    if !sample.exists() {
+        let mut lines = source.poll(options.schema_infer_rows)?;
+        while lines.count == 0 {
+            if stop.load(Ordering::Relaxed) || source.ended() {
+                return Err(StreamError::Setup(
+                    "stopped before the source had a complete line to infer its schema from".into(),
+                ));
+            }
+            std::thread::sleep(s.poll);
+            lines = source.poll(options.schema_infer_rows)?;
+        }
+        write_durably(&sample, &lines.bytes)?;
+        first = Some(lines);
+    }
+    let header = if s.in_format == Format::Csv {
+        let text = std::fs::read(&sample).map_err(io_err(&sample, "cannot read"))?;
+        let end = text
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| i + 1);
+        Some(text[..end].to_vec())
+    } else {
+        None
+    };
+    let schema = io::open(&[sample.to_string_lossy().into_owned()], &options)?.schema();
+    Ok((
+        Decoder::new(schema, s.in_format, header, s.csv_delimiter),
+        first,
+    ))
+}
+
+/// Runs `pipeline` in streaming mode until `options.stop` is set (or the input ends, with
+/// `stop_at_end` or a closed stdin).
+pub fn run(
+    pipeline: &Pipeline,
+    host: &Host,
+    options: &StreamOptions,
+) -> Result<StreamReport, StreamError> {
+    let started = Instant::now();
+    let s = Settings::new(pipeline)?;
+    if let Some(dir) = s.sink_dir() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create"))?;
+    }
+    let mut store = LocalStore::new(&s.store_dir);
+    if options.start != Start::Resume {
+        if let Some(dir) = s.sink_dir() {
+            let (_, finals) = listing(dir, &s.job)?;
+            if !finals.is_empty() {
+                return Err(StreamError::Setup(format!(
+                    "{} already holds output ({} and {} more); starting over would write those rows again: remove them first",
+                    dir.display(),
+                    finals[0],
+                    finals.len() - 1
+                )));
+            }
+        }
+        let job_dir = s.store_dir.join(&s.job);
+        if job_dir.exists() {
+            std::fs::remove_dir_all(&job_dir).map_err(io_err(&job_dir, "cannot remove"))?;
+        }
+    }
+    let generation = store.claim(&s.job)?;
+    let last = store.latest(&s.job)?;
+    let temps = match s.sink_dir() {
+        Some(dir) => listing(dir, &s.job)?.0,
+        None => Vec::new(),
+    };
+    let recovery = quiver_checkpoint::recover(&s.job, last.as_ref(), &temps, generation - 1);
+    if let Some(dir) = s.sink_dir() {
+        for action in &recovery.actions {
+            apply(dir, action)?;
+        }
+        sync_dir(dir)?;
+    }
+    let from = match (recovery.sources.get("input"), options.start) {
+        (Some(SourceOffset(v)), _) => Some(v.clone()),
+        (None, Start::Offset(offset)) => match &s.source {
+            SourceKind::File(path) => Some(
+                serde_json::to_value(offset_position(path, offset)?)
+                    .expect("a position serializes"),
+            ),
+            _ => {
+                return Err(StreamError::Setup(
+                    "--from-offset is a byte offset in a followed file; this source is not one"
+                        .into(),
+                ))
+            }
+        },
+        (None, _) => None,
+    };
+    if let Some(f) = &from {
+        tracing::info!(job = %s.job, epoch = recovery.committed, position = %f, "resuming");
+    }
+    let ext = match s.in_format {
+        Format::Csv => ".csv",
+        _ => ".jsonl",
+    };
+    let mut source = Source::open(&s.source, ext, from.as_ref())?;
+
+    let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
+    let chain = Chain::load(pipeline, host)?;
+    let partitioning = stream_partitioning(pipeline)?;
+    let partitions = partitioning.as_ref().map_or(1, |p| p.partitions()) as u32;
+    let mut tasks = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let instances = chain.instantiate()?;
+        let mut task = Task {
+            fits: vec![None; instances.len()],
+            instances,
+            partitions,
+            window: None,
+            window_saved: None,
+            out_schema: None,
+        };
+        if let Some(state) = recovery.state.get(&p) {
+            let bytes = store.get_state(&s.job, state)?;
+            task.restore(&bytes, &s.store_dir.join(&s.job))?;
+        }
+        // Asked once now so that a plugin keeping state is known to from the first batch on
+        // (an instance that then fails cannot be replaced by a blank one).
+        for i in &mut task.instances {
+            i.snapshot()?;
+        }
+        tasks.push(task);
+    }
+    if let Some(t) = recovery.state.keys().find(|t| **t >= partitions) {
+        return Err(StreamError::Setup(format!(
+            "the checkpoint holds state of partition {t}, but the pipeline now makes {partitions} partitions; keep the partition count, or start over with --from-beginning"
+        )));
+    }
+    let recorder = Recorder::new(pipeline.replay_dir());
+    let context = WorkerContext {
+        policies: &chain.policies,
+        recorder: &recorder,
+    };
+
+    let metrics = match &s.metrics_addr {
+        Some(addr) => {
+            let (server, shared) = metrics::serve(addr)
+                .map_err(|e| StreamError::Setup(format!("cannot serve metrics: {e}")))?;
+            // On stderr so that whoever started the run (or a test) learns the port.
+            eprintln!("metrics: http://{}/metrics", server.local_addr());
+            Some((server, shared))
+        }
+        None => None,
+    };
+    let mut snapshot = metrics::Snapshot {
+        job: s.job.clone(),
+        last_epoch: recovery.committed,
+        ..Default::default()
+    };
+    let coordinator = Coordinator::new(&s.job, generation, 0..partitions, recovery.committed);
+    // At most one barrier waits while another commits: the driver blocks beyond that.
+    let (barrier_tx, barrier_rx) = std::sync::mpsc::sync_channel::<Barrier>(0);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let committer_idle = Arc::new(AtomicBool::new(true));
+    let committer = {
+        let sink_dir = s.sink_dir().map(Path::to_path_buf);
+        let job = s.job.clone();
+        let idle = committer_idle.clone();
+        std::thread::Builder::new()
+            .name("quiver-commit".into())
+            .spawn(move || {
+                commit_barriers(
+                    &job,
+                    sink_dir.as_deref(),
+                    store,
+                    coordinator,
+                    barrier_rx,
+                    done_tx,
+                    &idle,
+                )
+            })
+            .map_err(|e| StreamError::Setup(format!("cannot start the committer: {e}")))?
+    };
+    let mut report = StreamReport {
+        job: s.job.clone(),
+        resumed_from: recovery.committed,
+        last_checkpoint: recovery.committed,
+        ..Default::default()
+    };
+    let stdout = std::sync::Mutex::new(std::io::stdout());
+    let worker_settings = WorkerSettings {
+        job: &s.job,
+        sink_dir: s.sink_dir(),
+        format: s.format,
+        window: s.window.as_ref(),
+        on_late: s.on_late,
+        stdout: &stdout,
+    };
+    let driven = std::thread::scope(|scope| -> Result<(), StreamError> {
+        let (from_tx, from_rx) = std::sync::mpsc::channel::<FromWorker>();
+        let mut to_workers = Vec::with_capacity(tasks.len());
+        for (id, task) in tasks.iter_mut().enumerate() {
+            // Two micro-batches queued per worker at most: backpressure up to the source.
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let from = from_tx.clone();
+            let (ws, context) = (&worker_settings, &context);
+            std::thread::Builder::new()
+                .name(format!("quiver-task-{id}"))
+                // Plugins run on this thread's stack: room for the deepest Wasm stack allowed.
+                .stack_size(quiver_plugin_host::sandbox::PLUGIN_THREAD_STACK)
+                .spawn_scoped(scope, move || {
+                    task::work(id as u32, task, ws, context, rx, from)
+                })
+                .map_err(|e| StreamError::Setup(format!("cannot start a worker: {e}")))?;
+            to_workers.push(tx);
+        }
+        drop(from_tx);
+        let mut driver = Driver {
+            s: &s,
+            options,
+            source: &mut source,
+            decoder: &decoder,
+            partitioning: partitioning.as_ref(),
+            to_workers,
+            from_workers: from_rx,
+            barrier_tx: Some(barrier_tx),
+            done_rx: &done_rx,
+            report: &mut report,
+            snapshot: &mut snapshot,
+            plugin_figures: vec![Vec::new(); partitions as usize],
+            open_windows: vec![0; partitions as usize],
+            metrics: metrics.as_ref().map(|(_, text)| text),
+            started,
+            committer_idle: &committer_idle,
+        };
+        let result = driver.drive(first_lines);
+        // Hanging up stops the workers and, after its last commit, the committer.
+        drop(driver);
+        result
+    });
+    let _ = committer.join();
+    // Report the committer's error first: it is why the driver stopped, if it did.
+    for result in done_rx {
+        committed(&source, &mut report, &result?);
+    }
+    driven?;
+    if options.status {
+        eprintln!();
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Takes in a checkpoint the committer has committed: counts it, and tells the source what it
+/// will never read again.
+fn committed(source: &Source, report: &mut StreamReport, c: &Committed) {
+    if let Some(p) = &c.position {
+        source.committed(p);
+    }
+    report.checkpoints += 1;
+    report.last_checkpoint = c.epoch;
+}
+
+/// How a streaming job spreads rows over its tasks: `[partition]` (hash, or range with given
+/// boundaries), else one task.
+fn stream_partitioning(p: &Pipeline) -> Result<Option<Partitioning>, StreamError> {
+    let Some(spec) = &p.partition else {
+        return Ok(None);
+    };
+    let count = spec.count.unwrap_or_else(|| p.worker_count());
+    Ok(Some(match spec.scheme {
+        quiver_exec::pipeline::Scheme::Hash => Partitioning::Hash {
+            keys: spec.by.clone(),
+            algorithm: spec.hash,
+            partitions: count,
+        },
+        quiver_exec::pipeline::Scheme::Range => {
+            let Some(values) = &spec.boundaries else {
+                return Err(StreamError::Setup(
+                    "range partitioning in streaming mode needs [partition] boundaries: there is no input to sample them from".into(),
+                ));
+            };
+            let boundaries =
+                quiver_exec::pipeline::boundaries_from_toml(values).map_err(RunError::from)?;
+            boundaries
+                .validate()
+                .map_err(|e| StreamError::Setup(e.to_string()))?;
+            Partitioning::Range {
+                key: spec.by[0].clone(),
+                boundaries,
+            }
+        }
+    }))
+}
+
+/// The driver's side of a run: reads the source into micro-batches, spreads them over the
+/// workers, and injects barriers.
+struct Driver<'a> {
+    s: &'a Settings,
+    options: &'a StreamOptions,
+    source: &'a mut Source,
+    decoder: &'a Decoder,
+    partitioning: Option<&'a Partitioning>,
+    to_workers: Vec<std::sync::mpsc::SyncSender<ToWorker>>,
+    from_workers: std::sync::mpsc::Receiver<FromWorker>,
+    barrier_tx: Option<std::sync::mpsc::SyncSender<Barrier>>,
+    done_rx: &'a std::sync::mpsc::Receiver<Result<Committed, StreamError>>,
+    report: &'a mut StreamReport,
+    snapshot: &'a mut metrics::Snapshot,
+    /// Per task, the latest figures of each plugin.
+    plugin_figures: Vec<Vec<(String, quiver_plugin_host::plugin::Metrics)>>,
+    open_windows: Vec<u64>,
+    metrics: Option<&'a Arc<std::sync::Mutex<String>>>,
+    started: Instant,
+    /// Set while the committer waits for a barrier.
+    committer_idle: &'a AtomicBool,
+}
+
+impl Driver<'_> {
+    /// Takes in a worker's progress.
+    fn progress(&mut self, p: task::Progress) {
+        let r = &mut *self.report;
+        r.rows_out += p.rows_out;
+        r.skipped_batches += p.skipped;
+        r.late += p.late;
+        r.dead_letters += p.dead_letters;
+        self.snapshot.retries += p.retries;
+        self.open_windows[p.task as usize] = p.open_windows;
+        self.plugin_figures[p.task as usize] = p.plugins;
+    }
+
+    /// Handles what workers reported so far, without waiting.
+    fn poll_workers(&mut self) -> Result<(), StreamError> {
+        while let Ok(msg) = self.from_workers.try_recv() {
+            match msg {
+                FromWorker::Done(p) => self.progress(p),
+                FromWorker::Failed(e) => return Err(e),
+                FromWorker::Barrier { .. } => unreachable!("barriers are awaited"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a barrier to every worker and waits for all their parts.
+    fn barrier(&mut self) -> Result<Vec<TaskBarrier>, StreamError> {
+        for tx in &self.to_workers {
+            if tx.send(ToWorker::Barrier).is_err() {
+                break; // It failed: its error is waiting below.
+            }
+        }
+        let mut parts = Vec::with_capacity(self.to_workers.len());
+        while parts.len() < self.to_workers.len() {
+            match self.from_workers.recv() {
+                Ok(FromWorker::Done(p)) => self.progress(p),
+                Ok(FromWorker::Barrier { task, files, state }) => {
+                    parts.push(TaskBarrier { task, files, state })
+                }
+                Ok(FromWorker::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(StreamError::Setup(
+                        "a worker stopped without saying why".into(),
+                    ))
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Decodes a micro-batch and hands each partition's rows to its worker.
+    fn dispatch(&mut self, chunks: &[Lines], number: u64, epoch: Epoch) -> Result<(), StreamError> {
+        let (batch, bad) = self.decoder.decode(chunks, self.s.on_malformed)?;
+        self.report.malformed += bad.len() as u64;
+        for b in &bad {
+            tracing::warn!("{}:{}: {}", b.path.display(), b.line, b.message);
+        }
+        let mut dead = output::DeadLetters(Vec::new());
+        if self.s.on_malformed == OnMalformed::DeadLetter {
+            dead.lines(&bad);
+        }
+        let n = self.to_workers.len();
+        let mut parts: Vec<Option<RecordBatch>> = match (batch, self.partitioning) {
+            (None, _) => vec![None; n],
+            (Some(b), None) => vec![Some(b)],
+            (Some(b), Some(p)) => {
+                let fail = |e: quiver_data::partition::PartitionError| {
+                    StreamError::Setup(format!("partitioning micro-batch {number}: {e}"))
+                };
+                let assignment = p.assign(&b).map_err(fail)?;
+                quiver_data::partition::split(&b, &assignment, n).map_err(fail)?
+            }
+        };
+        let mut dead = Some(dead.0);
+        for (id, tx) in self.to_workers.iter().enumerate() {
+            let batch = parts[id].take();
+            let letters = if id == 0 {
+                dead.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if batch.is_none() && letters.is_empty() {
+                continue;
+            }
+            let msg = ToWorker::Rows {
+                batch,
+                number,
+                epoch,
+                dead: letters,
+            };
+            if tx.send(msg).is_err() {
+                break; // It failed: its error is reported by the next poll.
+            }
+        }
+        Ok(())
+    }
+
+    fn drive(&mut self, first_lines: Option<Lines>) -> Result<(), StreamError> {
+        let s = self.s;
+        let options = self.options;
+        let mut next_epoch = self.report.resumed_from + 1;
+        // Whether rows were read since the last barrier.
+        let mut dirty = false;
+        let mut last_checkpoint = Instant::now();
+        let mut last_status = Instant::now();
+        let mut last_render = Instant::now();
+        let mut batch_number = 0u64;
+        let mut pending: Vec<Lines> = Vec::new();
+        let mut pending_rows = 0;
+        if let Some(mut lines) = first_lines {
+            self.report.rows_in += lines.count as u64;
+            dirty = true;
+            // The lines read to infer the schema may be more than a micro-batch.
+            while lines.count > s.batch_rows {
+                let front = lines.take_front(s.batch_rows);
+                self.dispatch(&[front], batch_number, next_epoch)?;
+                batch_number += 1;
+            }
+            pending_rows = lines.count;
+            pending.push(lines);
+        }
+        let mut batch_started: Option<Instant> = (pending_rows > 0).then(Instant::now);
+        let mut at_end = false;
+        loop {
+            let stopping = at_end || options.stop.load(Ordering::Relaxed);
+            let lines = if stopping {
+                Lines::default()
+            } else {
+                self.source.poll(s.batch_rows - pending_rows)?
+            };
+            let idle = lines.count == 0;
+            at_end |= idle && (options.stop_at_end || self.source.ended());
+            if !idle {
+                self.report.rows_in += lines.count as u64;
+                if pending_rows == 0 {
+                    batch_started = Some(Instant::now());
+                }
+                pending_rows += lines.count;
+                pending.push(lines);
+                dirty = true;
+            }
+            // While the committer is busy with the last barrier, rows go on into this epoch and
+            // the checkpoint waits until it is free, rather than the driver waiting for it (at
+            // a stop, the send below waits).
+            let committer_free = stopping || self.committer_idle.load(Ordering::Acquire);
+            let due = committer_free
+                && s.checkpoint_every
+                    .is_some_and(|every| last_checkpoint.elapsed() >= every);
+            let full = pending_rows >= s.batch_rows
+                || batch_started.is_some_and(|t| t.elapsed() >= s.batch_age);
+            if pending_rows > 0 && (full || due || stopping) {
+                let chunks = std::mem::take(&mut pending);
+                pending_rows = 0;
+                batch_started = None;
+                self.dispatch(&chunks, batch_number, next_epoch)?;
+                batch_number += 1;
+            }
+            self.poll_workers()?;
+            // Commits finished by the committer (or its error).
+            while let Ok(result) = self.done_rx.try_recv() {
+                let c = result?;
+                committed(self.source, self.report, &c);
+                self.snapshot.last_checkpoint_seconds = c.seconds;
+                self.snapshot.last_checkpoint_bytes = c.bytes;
+            }
+            if (due || stopping) && pending_rows == 0 {
+                if dirty {
+                    let barrier = Barrier {
+                        position: self.source.position(),
+                        tasks: self.barrier()?,
+                    };
+                    let sent = self
+                        .barrier_tx
+                        .as_ref()
+                        .is_some_and(|tx| tx.send(barrier).is_ok());
+                    if !sent {
+                        // The committer stopped on an error, reported once it is joined.
+                        return Ok(());
+                    }
+                    next_epoch += 1;
+                    dirty = false;
+                }
+                last_checkpoint = Instant::now();
+            }
+            // Rendered at most every 100 ms: scrapes are seconds apart, and this is the hot
+            // loop.
+            if self.metrics.is_some()
+                && (last_render.elapsed() >= Duration::from_millis(100) || stopping)
+            {
+                last_render = Instant::now();
+                self.render();
+            }
+            if stopping && pending_rows == 0 && !dirty {
+                return Ok(());
+            }
+            if options.status && last_status.elapsed() >= Duration::from_secs(1) {
+                let r = &self.report;
+                let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                eprint!(
+                    "\r{} rows in ({:.0}/s), {} out; lag {} bytes; checkpoint {} {:.1} s ago   ",
+                    r.rows_in,
+                    r.rows_in as f64 / secs,
+                    r.rows_out,
+                    self.source.lag_bytes(),
+                    r.last_checkpoint,
+                    last_checkpoint.elapsed().as_secs_f64()
+                );
+                last_status = Instant::now();
+            }
+            if idle && !stopping {
+                std::thread::sleep(s.poll);
+            }
+        }
+    }
+
+    /// Renders the metrics page from the latest figures.
+    fn render(&mut self) {
+        let Some(shared) = self.metrics else { return };
+        let (r, m) = (&*self.report, &mut *self.snapshot);
+        m.rows_in = r.rows_in;
+        m.rows_out = r.rows_out;
+        m.lag_bytes = self.source.lag_bytes();
+        m.ingest = self.source.ingest_stats();
+        m.checkpoints = r.checkpoints;
+        m.last_epoch = r.last_checkpoint;
+        m.skipped_batches = r.skipped_batches;
+        m.malformed = r.malformed;
+        m.late = r.late;
+        m.dead_letters = r.dead_letters;
+        m.open_windows = self.open_windows.iter().sum();
+        // Each plugin's figures summed over the tasks.
+        let mut plugins: Vec<(String, quiver_plugin_host::plugin::Metrics)> = Vec::new();
+        for task in &self.plugin_figures {
+            for (i, (name, figures)) in task.iter().enumerate() {
+                match plugins.get_mut(i) {
+                    Some((_, sum)) => sum.merge(figures),
+                    None => plugins.push((name.clone(), figures.clone())),
+                }
+            }
+        }
+        m.plugins = plugins;
+        let text = metrics::render(m);
+        if let Ok(mut t) = shared.lock() {
+            *t = text;
+        }
+    }
+}
+
+/// The position of byte `offset` of `path`, which must be 0 or just after a newline.
+fn offset_position(path: &Path, offset: u64) -> Result<tail::Position, StreamError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io_err(path, "cannot open"))?;
+    let meta = file.metadata().map_err(io_err(path, "cannot stat"))?;
+    if offset > meta.len() {
+        return Err(StreamError::Setup(format!(
+            "{}: offset {offset} is past the end of the file ({} bytes)",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let mut head = vec![0u8; offset as usize];
+    file.read_exact(&mut head)
+        .map_err(io_err(path, "cannot read"))?;
+    if offset > 0 && head.last() != Some(&b'\n') {
+        return Err(StreamError::Setup(format!(
+            "{}: offset {offset} is not at the start of a line",
+            path.display()
+        )));
+    }
+    use std::os::unix::fs::MetadataExt;
+    Ok(tail::Position {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        offset,
+        lines: head.iter().filter(|&&b| b == b'\n').count() as u64,
+    })
+}

@@ -1,0 +1,279 @@
+//! The files of a streaming sink: each epoch's output and dead-letter files, written under
+//! temporary names named by (job, partition, epoch) and renamed when the epoch commits; and
+//! the checkpoint actions (rename, delete) performed on them.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::decode::BadLine;
+use super::{io_err, StreamError};
+use quiver_checkpoint::{names, Action, Epoch, PendingFile};
+use quiver_data::io::{FileWriter, Format, IoError};
+
+/// The directory of a sink's dead letters, relative to the sink's directory: inside it, so
+/// that they commit with the same protocol; `_` makes dataset readers skip it.
+pub(crate) const DEAD_LETTER_DIR: &str = "_dead-letter";
+
+/// Performs one checkpoint action in the output directory (idempotent).
+pub(crate) fn apply(dir: &Path, action: &Action) -> Result<(), StreamError> {
+    match action {
+        Action::Rename { temp, fin } => {
+            let (t, f) = (dir.join(temp), dir.join(fin));
+            match std::fs::rename(&t, &f) {
+                Ok(()) => Ok(()),
+                // Renamed before a crash: done.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.exists() => Ok(()),
+                Err(e) => Err(io_err(&t, "cannot commit")(e).into()),
+            }
+        }
+        Action::Delete(temp) => {
+            let t = dir.join(temp);
+            match std::fs::remove_file(&t) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io_err(&t, "cannot delete an uncommitted file")(e).into())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Names (relative to `dir`) of this job's temporary files and of final files, in `dir` and
+/// its dead-letter directory.
+pub(crate) fn listing(dir: &Path, job: &str) -> Result<(Vec<String>, Vec<String>), StreamError> {
+    let mut temps = Vec::new();
+    let mut finals = Vec::new();
+    for sub in ["", DEAD_LETTER_DIR] {
+        let d = dir.join(sub);
+        let entries = match std::fs::read_dir(&d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sub.is_empty() => continue,
+            r => r.map_err(io_err(&d, "cannot list"))?,
+        };
+        for entry in entries {
+            let name = entry
+                .map_err(io_err(&d, "cannot list"))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            let rel = if sub.is_empty() {
+                name.clone()
+            } else {
+                format!("{sub}/{name}")
+            };
+            if names::parse_temp(&name).is_some_and(|t| t.job == job) {
+                temps.push(rel);
+            } else if name.starts_with("part-") {
+                finals.push(rel);
+            }
+        }
+    }
+    Ok((temps, finals))
+}
+
+/// A file of one epoch, open under its temporary name in the sink's directory.
+pub(crate) struct EpochFile {
+    temp: String,
+    fin: String,
+    path: PathBuf,
+    format: Format,
+    writer: FileWriter,
+}
+
+impl EpochFile {
+    pub(crate) fn create(
+        dir: &Path,
+        job: &str,
+        (partition, epoch): (u32, Epoch),
+        format: Format,
+        schema: &SchemaRef,
+    ) -> Result<EpochFile, StreamError> {
+        let ext = format.extension();
+        let temp = names::temp_name(job, partition, epoch, 0, ext);
+        let fin = names::final_name(partition, epoch, 0, ext);
+        let path = dir.join(&temp);
+        // A file of this name can only be left from a run that crashed before committing.
+        let file = std::fs::File::create(&path).map_err(io_err(&path, "cannot create"))?;
+        let final_path = dir.join(&fin);
+        let writer = FileWriter::new(file, format, schema).map_err(|reason| IoError::Write {
+            path: final_path.clone(),
+            format,
+            reason,
+        })?;
+        Ok(EpochFile {
+            temp,
+            fin,
+            path: final_path,
+            format,
+            writer,
+        })
+    }
+
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), StreamError> {
+        self.writer
+            .write(batch)
+            .map_err(|reason| self.error(reason))
+    }
+
+    fn error(&self, reason: String) -> StreamError {
+        IoError::Write {
+            path: self.path.clone(),
+            format: self.format,
+            reason,
+        }
+        .into()
+    }
+
+    /// Writes the file's footer and hands it over, to be fsynced by the committer.
+    fn close(self) -> Result<(std::fs::File, PendingFile), StreamError> {
+        let path = self.path;
+        let format = self.format;
+        let file = self.writer.finish().map_err(|reason| IoError::Write {
+            path,
+            format,
+            reason,
+        })?;
+        Ok((
+            file,
+            PendingFile {
+                temp: self.temp,
+                fin: self.fin,
+            },
+        ))
+    }
+}
+
+/// An epoch's output and dead-letter files, opened at their first row.
+#[derive(Default)]
+pub(crate) struct EpochFiles {
+    pub(crate) output: Option<EpochFile>,
+    dead: Option<DeadFile>,
+}
+
+impl EpochFiles {
+    /// Closes both, for the committer.
+    pub(crate) fn close(
+        &mut self,
+        dir: &Path,
+    ) -> Result<Vec<(std::fs::File, PendingFile)>, StreamError> {
+        let mut out = Vec::new();
+        if let Some(f) = self.output.take() {
+            out.push(f.close()?);
+        }
+        if let Some(f) = self.dead.take() {
+            out.push(f.close(dir)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `batch` as JSON lines, for stdout and dead letters.
+pub(crate) fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+/// Dead letters of one micro-batch, as one batch of JSON text lines (rows of any schema, with
+/// why they are there).
+pub(crate) struct DeadLetters(pub(crate) Vec<String>);
+
+impl DeadLetters {
+    pub(crate) fn lines(&mut self, bad: &[BadLine]) {
+        for b in bad {
+            self.0.push(
+                serde_json::json!({
+                    "_error": b.message,
+                    "_source": format!("{}:{}", b.path.display(), b.line),
+                    "_line": b.text,
+                })
+                .to_string(),
+            );
+        }
+    }
+
+    pub(crate) fn rows(&mut self, rows: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
+        let text = json_lines(rows)?;
+        self.0
+            .extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
+        Ok(())
+    }
+
+    /// Appends the lines to the epoch's dead-letter file (opened at its first line).
+    pub(crate) fn write(
+        self,
+        files: &mut EpochFiles,
+        dir: &Path,
+        job: &str,
+        at: (u32, Epoch),
+    ) -> Result<u64, StreamError> {
+        if self.0.is_empty() {
+            return Ok(0);
+        }
+        if files.dead.is_none() {
+            files.dead = Some(DeadFile::create(dir, job, at)?);
+        }
+        let dead = files.dead.as_mut().expect("opened above");
+        for line in &self.0 {
+            dead.file
+                .write_all(line.as_bytes())
+                .and_then(|_| dead.file.write_all(b"\n"))
+                .map_err(io_err(&dir.join(&dead.temp), "cannot write"))?;
+        }
+        Ok(self.0.len() as u64)
+    }
+}
+
+/// An epoch's dead letters: JSON lines of any shape, under a temporary name until it commits.
+pub(crate) struct DeadFile {
+    temp: String,
+    fin: String,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl DeadFile {
+    fn create(
+        dir: &Path,
+        job: &str,
+        (partition, epoch): (u32, Epoch),
+    ) -> Result<DeadFile, StreamError> {
+        let sub = dir.join(DEAD_LETTER_DIR);
+        std::fs::create_dir_all(&sub).map_err(io_err(&sub, "cannot create"))?;
+        let ext = Format::Jsonl.extension();
+        let temp = format!(
+            "{DEAD_LETTER_DIR}/{}",
+            names::temp_name(job, partition, epoch, 0, ext)
+        );
+        let fin = format!(
+            "{DEAD_LETTER_DIR}/{}",
+            names::final_name(partition, epoch, 0, ext)
+        );
+        let path = dir.join(&temp);
+        let file = std::fs::File::create(&path).map_err(io_err(&path, "cannot create"))?;
+        Ok(DeadFile {
+            temp,
+            fin,
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn close(self, dir: &Path) -> Result<(std::fs::File, PendingFile), StreamError> {
+        let path = dir.join(&self.temp);
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| io_err(&path, "cannot write")(e.into_error()))?;
+        Ok((
+            file,
+            PendingFile {
+                temp: self.temp,
+                fin: self.fin,
+            },
+        ))
+    }
+}

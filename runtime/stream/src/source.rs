@@ -1,0 +1,355 @@
+//! Where a streaming run's rows come from: one enum over the source kinds, each handing out
+//! complete lines (JSON lines or CSV records) and telling where it is, so that a checkpoint can
+//! rewind it.
+//!
+//! | kind | replay after a crash |
+//! |---|---|
+//! | a growing file ([`tail`](super::tail)) | exact: byte offset and inode |
+//! | a directory files arrive in | exact: the files done, and the offset in the current one |
+//! | HTTP ingest ([`ingest`](super::ingest)) | exact: rows are in a write-ahead log ([`wal`](super::wal)) before they are acknowledged |
+//! | stdin | none: lines read since the last checkpoint are not read again |
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ingest::{IngestConfig, IngestServer, IngestStats};
+use super::tail::{Lines, Position, Tail};
+use super::wal::{self, WalPosition, WalReader};
+use super::StreamError;
+use quiver_data::io::IoError;
+
+/// Which kind of source a pipeline streams from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// One growing file.
+    File(PathBuf),
+    /// A directory that files arrive in.
+    Directory(PathBuf),
+    /// An HTTP endpoint on this address, logging to this write-ahead log.
+    Http {
+        /// `host:port`.
+        addr: String,
+        /// The write-ahead log's directory.
+        wal: PathBuf,
+        /// Size past which the log starts a new segment.
+        segment_bytes: u64,
+    },
+    /// Standard input.
+    Stdin,
+}
+
+/// Where a directory source is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirPosition {
+    /// Files read to their end.
+    pub done: BTreeSet<String>,
+    /// The file being read, and where.
+    pub current: Option<(String, Position)>,
+}
+
+/// A directory into which files arrive; each is read once, in order of arrival.
+pub struct DirSource {
+    dir: PathBuf,
+    extension: &'static str,
+    done: BTreeSet<String>,
+    current: Option<(String, Tail)>,
+}
+
+impl DirSource {
+    fn open(dir: &Path, extension: &'static str, from: DirPosition) -> Result<Self, IoError> {
+        let current = match from.current {
+            Some((name, pos)) => Some((name.clone(), Tail::open(&dir.join(&name), Some(pos))?)),
+            None => None,
+        };
+        Ok(DirSource {
+            dir: dir.into(),
+            extension,
+            done: from.done,
+            current,
+        })
+    }
+
+    /// The next file to read: the oldest not done (by modification time, then name). Names
+    /// starting with `.` or `_` are files still being written (or not data), skipped.
+    fn next_file(&self) -> Result<Option<String>, IoError> {
+        let listing = std::fs::read_dir(&self.dir).map_err(|source| IoError::Io {
+            path: self.dir.clone(),
+            action: "cannot list",
+            source,
+        })?;
+        let mut candidates = Vec::new();
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(['.', '_'])
+                || !name.ends_with(self.extension)
+                || self.done.contains(&name)
+            {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                candidates.push((meta.modified().ok(), name));
+            }
+        }
+        Ok(candidates.into_iter().min().map(|(_, name)| name))
+    }
+
+    fn poll(&mut self, max: usize) -> Result<Lines, IoError> {
+        loop {
+            if let Some((name, tail)) = &mut self.current {
+                let lines = tail.poll(max)?;
+                if lines.count > 0 {
+                    return Ok(lines);
+                }
+                if let Some(last) = tail.last_line() {
+                    return Ok(last);
+                }
+                tracing::debug!(file = %name, "read to its end");
+                self.done.insert(name.clone());
+                self.current = None;
+            }
+            let Some(name) = self.next_file()? else {
+                return Ok(Lines::default());
+            };
+            let tail = Tail::open(&self.dir.join(&name), None)?;
+            self.current = Some((name, tail));
+        }
+    }
+
+    fn position(&self) -> DirPosition {
+        DirPosition {
+            done: self.done.clone(),
+            current: self
+                .current
+                .as_ref()
+                .map(|(n, t)| (n.clone(), t.position())),
+        }
+    }
+
+    fn lag_bytes(&self) -> u64 {
+        self.current.as_ref().map_or(0, |(_, t)| t.lag_bytes())
+    }
+}
+
+/// Lines of standard input, read by a thread into a bounded queue (so a fast writer waits).
+pub struct StdinSource {
+    lines: Receiver<std::io::Result<Vec<u8>>>,
+    read: u64,
+    ended: bool,
+}
+
+impl StdinSource {
+    fn open() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8192);
+        std::thread::Builder::new()
+            .name("quiver-stdin".into())
+            .spawn(move || {
+                let mut input = std::io::stdin().lock();
+                loop {
+                    let mut line = Vec::new();
+                    match input.read_until(b'\n', &mut line) {
+                        Ok(0) => return,
+                        Ok(_) => {
+                            if line.last() != Some(&b'\n') {
+                                line.push(b'\n');
+                            }
+                            if tx.send(Ok(line)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("a thread for stdin");
+        StdinSource {
+            lines: rx,
+            read: 0,
+            ended: false,
+        }
+    }
+
+    fn poll(&mut self, max: usize) -> Result<Lines, IoError> {
+        let mut out = Lines {
+            first_line: self.read + 1,
+            path: PathBuf::from("<stdin>"),
+            ..Lines::default()
+        };
+        while out.count < max {
+            match self.lines.try_recv() {
+                Ok(Ok(line)) => {
+                    out.bytes.extend_from_slice(&line);
+                    out.count += 1;
+                }
+                Ok(Err(source)) => {
+                    return Err(IoError::Io {
+                        path: out.path,
+                        action: "cannot read",
+                        source,
+                    })
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.ended = true;
+                    break;
+                }
+            }
+        }
+        self.read += out.count as u64;
+        Ok(out)
+    }
+}
+
+/// A streaming source, open at its resume point.
+pub enum Source {
+    /// A growing file.
+    File(Tail),
+    /// A directory files arrive in.
+    Directory(DirSource),
+    /// HTTP ingest: the server, and the write-ahead log it appends to.
+    Http(IngestServer, WalReader),
+    /// Standard input.
+    Stdin(StdinSource),
+}
+
+/// The checkpoint's record of a source position that does not read back.
+fn bad_position(v: &serde_json::Value, e: serde_json::Error) -> StreamError {
+    StreamError::Setup(format!(
+        "the checkpoint's source position {v} does not fit this source ({e}); was the pipeline's source changed? Start over with --from-beginning"
+    ))
+}
+
+/// The checkpoint's record of a source position, read as this source's kind of position.
+fn position_from<T: serde::de::DeserializeOwned>(
+    from: Option<&serde_json::Value>,
+) -> Result<Option<T>, StreamError> {
+    from.map(|v| serde_json::from_value(v.clone()).map_err(|e| bad_position(v, e)))
+        .transpose()
+}
+
+impl Source {
+    /// Opens a source of `kind` at `from` (a position from a checkpoint, or `None` for the
+    /// start). `extension` picks a directory's files (`.jsonl`, `.csv`).
+    pub fn open(
+        kind: &SourceKind,
+        extension: &'static str,
+        from: Option<&serde_json::Value>,
+    ) -> Result<Source, StreamError> {
+        Ok(match kind {
+            SourceKind::File(path) => Source::File(Tail::open(path, position_from(from)?)?),
+            SourceKind::Directory(dir) => {
+                let at = position_from(from)?.unwrap_or_default();
+                Source::Directory(DirSource::open(dir, extension, at)?)
+            }
+            SourceKind::Http {
+                addr,
+                wal,
+                segment_bytes,
+            } => {
+                // The server creates the log, or repairs a torn last line, before it is read.
+                let server = IngestServer::start(IngestConfig {
+                    addr: addr.clone(),
+                    wal: wal.clone(),
+                    max_body_bytes: 64 << 20,
+                    max_unread_bytes: 256 << 20,
+                    segment_bytes: *segment_bytes,
+                    handlers: 4,
+                    max_connections: 256,
+                    idle_timeout: Duration::from_secs(30),
+                })
+                .map_err(|e| StreamError::Setup(e.to_string()))?;
+                // On stderr so that whoever started the run (or a test) learns the port.
+                eprintln!("ingest: http://{}/ingest", server.local_addr());
+                let reader = WalReader::open(wal, position_from(from)?)?;
+                server.set_read_offset(reader.position().offset);
+                Source::Http(server, reader)
+            }
+            SourceKind::Stdin => Source::Stdin(StdinSource::open()),
+        })
+    }
+
+    /// Up to `max` complete lines that arrived since the last call. Never blocks.
+    pub fn poll(&mut self, max: usize) -> Result<Lines, StreamError> {
+        Ok(match self {
+            Source::File(t) => t.poll(max)?,
+            Source::Directory(d) => d.poll(max)?,
+            Source::Http(server, r) => {
+                if !server.is_serving() {
+                    return Err(StreamError::Ingest(format!(
+                        "the endpoint on {} stopped unexpectedly (its panic is printed above); restart the run (acknowledged rows are in the write-ahead log)",
+                        server.local_addr()
+                    )));
+                }
+                r.read_up_to(server.durable_end());
+                let lines = r.poll(max)?;
+                server.set_read_offset(r.position().offset);
+                lines
+            }
+            Source::Stdin(s) => s.poll(max)?,
+        })
+    }
+
+    /// Where the lines handed out so far end, for a checkpoint; `None` if the source cannot
+    /// be rewound (stdin).
+    pub fn position(&self) -> Option<serde_json::Value> {
+        let v = match self {
+            Source::File(t) => serde_json::to_value(t.position()),
+            Source::Http(_, r) => serde_json::to_value(r.position()),
+            Source::Directory(d) => serde_json::to_value(d.position()),
+            Source::Stdin(_) => return None,
+        };
+        Some(v.expect("a position serializes"))
+    }
+
+    /// The HTTP ingest endpoint's figures, if the source is one.
+    pub fn ingest_stats(&self) -> Option<IngestStats> {
+        match self {
+            Source::Http(server, _) => Some(server.stats()),
+            _ => None,
+        }
+    }
+
+    /// Bytes that arrived and are not read yet (an estimate of the lag).
+    pub fn lag_bytes(&self) -> u64 {
+        match self {
+            Source::File(t) => t.lag_bytes(),
+            Source::Http(_, r) => r.lag_bytes(),
+            Source::Directory(d) => d.lag_bytes(),
+            Source::Stdin(_) => 0,
+        }
+    }
+
+    /// A checkpoint at `position` has committed: what is before it is never read again. The
+    /// HTTP ingest's log deletes its segments before it; a failure to is only logged (they are
+    /// deleted after a later checkpoint).
+    pub fn committed(&self, position: &serde_json::Value) {
+        let Source::Http(_, reader) = self else {
+            return;
+        };
+        let Ok(at) = serde_json::from_value::<WalPosition>(position.clone()) else {
+            return;
+        };
+        match wal::trim(reader.dir(), at.offset) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                segments = n,
+                offset = at.offset,
+                "trimmed the write-ahead log"
+            ),
+            Err(e) => tracing::warn!("cannot trim the write-ahead log: {e}"),
+        }
+    }
+
+    /// Whether the source has ended for good (stdin closed); other sources never end.
+    pub fn ended(&self) -> bool {
+        matches!(self, Source::Stdin(s) if s.ended)
+    }
+}
