@@ -12,6 +12,9 @@
 //! - [`build`] builds the component to `<dir>/build/<name>.wasm`.
 //! - [`test`](fn@test) runs it on the sample input and compares with the expected rows
 //!   ([`compare`] is the pure part).
+//!
+//! Uses `quiver-plugin-host` (loading and running the built plugin) and `quiver-data` (its
+//! test input).
 
 pub mod compare;
 pub mod kit;

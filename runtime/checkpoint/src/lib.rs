@@ -13,8 +13,10 @@
 //! (rows of an epoch that never committed, which the rewound sources will produce again), and
 //! rewind the sources to the manifest's offsets.
 //!
-//! Nothing in this module does I/O except [`store`], so the protocol is tested exhaustively
+//! Nothing in this crate does I/O except [`store`], so the protocol is tested exhaustively
 //! and fast; the streaming driver performs the actions it returns.
+//!
+//! Uses no other Quiver crate, no Arrow and no wasmtime.
 
 pub mod names;
 pub mod store;

@@ -28,6 +28,9 @@
 //!
 //! A stop request (SIGINT or SIGTERM in the binary) ends the current micro-batch and takes a
 //! final checkpoint.
+//!
+//! Uses `quiver-exec` (the pipeline file, the chain runner, windows, policies),
+//! `quiver-checkpoint`, `quiver-data` and `quiver-plugin-host`.
 
 mod commit;
 pub mod decode;
