@@ -8,11 +8,11 @@
 //! batches and partitions. Quantiles use linear interpolation between closest ranks (numpy's
 //! default, what scikit-learn gets from `np.nanpercentile`): with the n sorted values
 //! x₍₀₎ ≤ … ≤ x₍ₙ₋₁₎ and h = q·(n − 1), Q(q) = x₍⌊h⌋₎ + (h − ⌊h⌋)·(x₍⌊h⌋+1₎ − x₍⌊h⌋₎); the
-//! median is Q(0.5), the IQR Q(0.75) − Q(0.25). Up to 100 000 values per column the quantiles
-//! are exact and the fit does not depend on the partitioning at all; beyond, they come from a
-//! DDSketch with relative accuracy α = 0.001 (each quantile within α of the true one, see
-//! `quiver_sdk::quantile`), still independent of the partitioning (the fitted `exact` field
-//! says which). Infinite values are refused (an error naming the column and row), as
+//! median is Q(0.5), the IQR Q(0.75) − Q(0.25). While a column has at most 100 000 distinct
+//! values (whatever its number of rows) the quantiles are exact and the fit does not depend on
+//! the partitioning at all; beyond, they come from a DDSketch with relative accuracy α = 0.001
+//! (each quantile within α of the true one, see `quiver_sdk::quantile`), still independent of
+//! the partitioning (the fitted `exact` field says which). Infinite values are refused (an error naming the column and row), as
 //! scikit-learn refuses them.
 //!
 //! Transform: every listed column becomes float64, (x − center) / scale, where center is the
@@ -46,7 +46,8 @@ struct ColumnFit {
     column: String,
     /// Number of values seen (non-null, non-NaN).
     count: u64,
-    /// Whether the quantiles are exact (count ≤ 100 000) rather than sketch estimates.
+    /// Whether the quantiles are exact (at most 100 000 distinct values) rather than sketch
+    /// estimates.
     exact: bool,
     /// Subtracted: the median, or 0 (without centering or without values).
     center: f64,
