@@ -33,6 +33,7 @@
 
 use std::collections::BTreeMap;
 
+use quiver_sdk::check_fitted_columns;
 use quiver_sdk::prelude::*;
 use quiver_sdk::quantile::QuantileSummary;
 use serde::{Deserialize, Serialize};
@@ -517,17 +518,7 @@ impl Plugin for Imputer {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = params.text_list("columns");
-        if columns.is_empty() {
-            return Err(Params::invalid("columns", "name at least one column"));
-        }
-        if let Some(c) = columns
-            .iter()
-            .enumerate()
-            .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
-        {
-            return Err(Params::invalid("columns", format!("`{c}` is listed twice")));
-        }
+        let columns = params.columns("columns")?;
         let fill_value = params.text("fill-value").map(str::to_string);
         let strategy = match params.text("strategy").unwrap_or("mean") {
             "mean" => Strategy::Mean,
@@ -682,13 +673,10 @@ impl Aggregate for Imputer {
     }
 
     fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        let names: Vec<&String> = fitted.columns.iter().map(|c| &c.column).collect();
-        if names != self.columns.iter().collect::<Vec<_>>() {
-            return Err(PluginError::new(format!(
-                "fitted for columns {names:?}, but configured for {:?}",
-                self.columns
-            )));
-        }
+        check_fitted_columns(
+            fitted.columns.iter().map(|c| c.column.as_str()),
+            &self.columns,
+        )?;
         if fitted.strategy != self.strategy.name() {
             return Err(PluginError::new(format!(
                 "fitted with strategy `{}`, but configured with `{}`",
