@@ -466,7 +466,10 @@ pub fn python_with_numpy() -> PathBuf {
             ])),
             "pip install numpy failed"
         );
-        assert!(has_numpy(&python), "numpy is not importable after installing it");
+        assert!(
+            has_numpy(&python),
+            "numpy is not importable after installing it"
+        );
     }
     python
 }
