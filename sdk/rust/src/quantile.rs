@@ -79,7 +79,7 @@ use serde::{Deserialize, Serialize};
 /// Default relative accuracy α of the sketch path.
 pub const DEFAULT_ALPHA: f64 = 0.001;
 
-/// Default number of values a summary keeps exactly before it becomes a sketch.
+/// Default number of distinct values a summary keeps exactly before it becomes a sketch.
 pub const DEFAULT_EXACT_LIMIT: u64 = 100_000;
 
 /// A mergeable quantile summary of f64 values (see the [module docs](self)).
@@ -478,19 +478,14 @@ impl QuantileSummary {
 
     /// Adds counted values: exact while the distinct values stay within the limit.
     fn absorb(&mut self, counts: &Counts) {
-        let merged = match &self.repr {
-            Repr::Exact(a) => a.merged(counts),
-            Repr::Sketch(_) => {
-                let m = Mapping::new(self.alpha);
-                let sketch = self.make_sketch();
-                counts.pairs().for_each(|(x, n)| sketch.add(m, x, n));
-                return;
-            }
-        };
-        self.repr = Repr::Exact(merged);
-        if let Repr::Exact(c) = &self.repr {
-            if c.values.len() as u64 > self.exact_limit {
-                self.make_sketch();
+        let m = Mapping::new(self.alpha);
+        match &mut self.repr {
+            Repr::Sketch(sketch) => counts.pairs().for_each(|(x, n)| sketch.add(m, x, n)),
+            Repr::Exact(exact) => {
+                *exact = exact.merged(counts);
+                if exact.values.len() as u64 > self.exact_limit {
+                    self.make_sketch();
+                }
             }
         }
     }
