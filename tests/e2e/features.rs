@@ -332,3 +332,159 @@ fn bad_fits_and_fitted_files_are_refused_and_nothing_is_written() {
         assert!(!dir.path().join("out.parquet").exists());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fitted parameters, byte for byte
+
+/// Every fitted standard plugin, in the configurations whose fitted parameters are kept under
+/// `tests/fixtures/fitted/<name>.json`: (name, plugin, parameters, input file). `in.parquet` is
+/// [`write_input`] of 3000 generated rows with extremes; `many.parquet` holds 200 000 rows of
+/// few distinct integers ([`write_few_distinct_ints`]), past the size where quantiles were
+/// once sketched.
+const FITTED_CASES: &[(&str, &str, &str, &str)] = &[
+    (
+        "min-max-scaler",
+        "min-max-scaler",
+        r#"columns = ["amount", "score", "flat"], min = -1, max = 2"#,
+        "in.parquet",
+    ),
+    (
+        "standard-scaler",
+        "standard-scaler",
+        r#"columns = ["amount", "score", "flat"]"#,
+        "in.parquet",
+    ),
+    (
+        "robust-scaler",
+        "robust-scaler",
+        r#"columns = ["amount", "score", "flat"]"#,
+        "in.parquet",
+    ),
+    (
+        "imputer-mean",
+        "imputer",
+        r#"columns = ["amount", "score"]"#,
+        "in.parquet",
+    ),
+    (
+        "imputer-median",
+        "imputer",
+        r#"columns = ["amount", "score"], strategy = "median""#,
+        "in.parquet",
+    ),
+    (
+        "imputer-most-frequent",
+        "imputer",
+        r#"columns = ["score", "email", "k"], strategy = "most-frequent""#,
+        "in.parquet",
+    ),
+    (
+        "bucketize",
+        "bucketize",
+        r#"column = "amount", quantiles = 10"#,
+        "in.parquet",
+    ),
+    (
+        "one-hot",
+        "one-hot",
+        r#"columns = ["region", "score"]"#,
+        "in.parquet",
+    ),
+    (
+        "one-hot-infrequent",
+        "one-hot",
+        r#"columns = ["user", "note"], max-categories = 4"#,
+        "in.parquet",
+    ),
+    (
+        "ordinal-encoder",
+        "ordinal-encoder",
+        r#"columns = ["user", "score"]"#,
+        "in.parquet",
+    ),
+    (
+        "count-encoder",
+        "count-encoder",
+        r#"columns = ["user", "k"]"#,
+        "in.parquet",
+    ),
+    (
+        "target-encoder",
+        "target-encoder",
+        r#"columns = ["region", "user"], target = "amount", smoothing = 3"#,
+        "in.parquet",
+    ),
+    (
+        "bucketize-many-rows",
+        "bucketize",
+        r#"column = "n", quantiles = 20"#,
+        "many.parquet",
+    ),
+    (
+        "robust-scaler-many-rows",
+        "robust-scaler",
+        r#"columns = ["n"]"#,
+        "many.parquet",
+    ),
+    (
+        "imputer-median-many-rows",
+        "imputer",
+        r#"columns = ["n"], strategy = "median""#,
+        "many.parquet",
+    ),
+];
+
+/// `quiver fit` of one plugin over `input` (one worker, so the merge order is fixed too); the
+/// plugin's fitted parameters.
+fn fitted_by(dir: &Path, plugin_name: &str, params: &str, input: &str) -> serde_json::Value {
+    let p = dir.join("fit.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "workers = 1\n[source]\npaths = [\"{input}\"]\nbatch-size = 700\n[[plugin]]\npath = \"{}\"\nparams = {{ {params} }}\n[sink]\npath = \"out.parquet\"\n",
+            plugin(plugin_name).display()
+        ),
+    )
+    .unwrap();
+    let fitted = dir.join("fitted.json");
+    let mut c = quiver();
+    c.current_dir(dir).arg("fit").arg(&p).arg("-o").arg(&fitted);
+    run_ok(c);
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fitted).unwrap()).unwrap();
+    file["plugins"][0]["fitted"].clone()
+}
+
+/// The fitted parameters of every fitted plugin are the same, byte for byte, as those kept in
+/// `tests/fixtures/fitted/`. `QUIVER_BLESS=1` rewrites the files instead (then review the
+/// diff: only an intended change of a fit may change them).
+#[test]
+fn fitted_parameters_are_the_same_as_the_saved_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "in.parquet", &rows_with_extremes(3000, 61));
+    write_few_distinct_ints(&dir.path().join("many.parquet"), 200_000);
+    let saved = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fitted");
+    let bless = std::env::var_os("QUIVER_BLESS").is_some_and(|v| v == "1");
+    let mut differ = Vec::new();
+    for &(name, plugin_name, params, input) in FITTED_CASES {
+        let got = serde_json::to_string_pretty(&fitted_by(dir.path(), plugin_name, params, input))
+            .unwrap()
+            + "\n";
+        let file = saved.join(format!("{name}.json"));
+        if bless {
+            std::fs::create_dir_all(&saved).unwrap();
+            std::fs::write(&file, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (QUIVER_BLESS=1 writes it)", file.display()));
+        if got != want {
+            differ.push(format!("{name}:\n{got}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "fitted parameters differ from the saved ones:\n{}",
+        differ.join("\n")
+    );
+}

@@ -549,8 +549,10 @@ fn robust_scaler_matches_the_reference_for_any_partitioning() {
     }
 }
 
-/// Beyond 100 000 values the quartiles come from the sketch: within the documented bound of
-/// the true ones, and identical (not just close) for any partitioning, since bucket counts add.
+/// Beyond 100 000 distinct values (`amount`) the quartiles come from the sketch: within the
+/// documented bound of the true ones, and identical (not just close) for any partitioning,
+/// since bucket counts add. A column of as many rows with 1001 distinct values (`k`) stays
+/// exact.
 #[test]
 fn robust_scaler_sketch_path_is_within_its_bound_and_partition_independent() {
     let dir = tempfile::tempdir().unwrap();
@@ -578,10 +580,12 @@ fn robust_scaler_sketch_path_is_within_its_bound_and_partition_independent() {
             let fit = &fitted["columns"][i];
             let v = present_sorted(&t.numbers(name));
             assert_eq!(fit["count"].as_u64().unwrap(), v.len() as u64);
-            assert_eq!(fit["exact"], false, "{name}: {fit}");
-            // |Q̂(q) − Q(q)| ≤ α·max(|x_lo|, |x_lo+1|) for each quartile.
+            let exact = name == "k";
+            assert_eq!(fit["exact"], exact, "{name}: {fit}");
+            // |Q̂(q) − Q(q)| ≤ α·max(|x_lo|, |x_lo+1|) for each quartile; 0 when exact.
             let bound = |q: f64| {
                 let lo = (q * (v.len() - 1) as f64).floor() as usize;
+                let alpha = if exact { 0.0 } else { alpha };
                 alpha * v[lo].abs().max(v[lo + 1].abs()) * (1.0 + 1e-9)
             };
             let center = fit["center"].as_f64().unwrap();
@@ -1043,4 +1047,108 @@ fn bad_inputs_fail_with_clear_messages() {
         r#"column = "amount", quantiles = 3"#,
     );
     assert!(err.contains("infinite") && err.contains("amount"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantiles of many rows with few distinct values, against numpy itself
+
+/// numpy on the values of `n` (one per line in `values.txt`): the boundaries bucketize fits
+/// with `quantiles = 20` (np.quantile, method "linear", deduplicated), every value's bucket
+/// (np.searchsorted, side "right"), the median and the quartiles.
+const NUMPY_QUANTILES: &str = r#"
+import json, sys
+import numpy as np
+x = np.loadtxt(sys.argv[1], dtype=np.int64).astype(np.float64)
+b = np.unique(np.quantile(x, [i / 20 for i in range(1, 20)], method="linear"))
+print(json.dumps({
+    "boundaries": b.tolist(),
+    "buckets": np.searchsorted(b, x, side="right").tolist(),
+    "median": float(np.median(x)),
+    "q25": float(np.quantile(x, 0.25)),
+    "q75": float(np.quantile(x, 0.75)),
+}))
+"#;
+
+/// A column of 200 000 integers with 50 distinct values is past the count where quantiles
+/// used to be sketched, but its distinct values fit the exact summary: the fitted quantiles
+/// are numpy's exactly, every row lands in numpy's bucket, and the fit says it is exact.
+#[test]
+fn quantiles_of_many_rows_with_few_distinct_values_are_numpys() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = write_few_distinct_ints(&dir.path().join("many.parquet"), 200_000);
+    let values: String = n.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(dir.path().join("values.txt"), values).unwrap();
+    let mut py = std::process::Command::new(python_with_numpy());
+    py.arg("-c")
+        .arg(NUMPY_QUANTILES)
+        .arg(dir.path().join("values.txt"));
+    let (ok, out, err) = run(py);
+    assert!(ok, "numpy failed: {err}");
+    let numpy: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let want_buckets: Vec<Option<i32>> = numpy["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| Some(b.as_i64().unwrap() as i32))
+        .collect();
+
+    let fit = |name: &str, params: &str| {
+        let p = pipeline(
+            dir.path(),
+            "many.parquet",
+            7,
+            2,
+            &[(name, params)],
+            "f.parquet",
+        );
+        let fitted = dir.path().join("fitted.json");
+        let mut c = quiver();
+        c.arg("fit").arg(&p).arg("-o").arg(&fitted);
+        run_ok(c);
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&fitted).unwrap()).unwrap();
+        file["plugins"][0]["fitted"].clone()
+    };
+    let bucketize = r#"column = "n", quantiles = 20, output = "bucket""#;
+    let (_, out) = run_plugin(dir.path(), "many.parquet", 7, 2, "bucketize", bucketize);
+    let got_buckets = out_i32(&out, "bucket");
+    let agree = got_buckets
+        .iter()
+        .zip(&want_buckets)
+        .filter(|(g, w)| g == w)
+        .count();
+    let fitted = fit("bucketize", bucketize);
+    eprintln!(
+        "bucketize, 200 000 rows, 50 distinct values: {:.1} % of buckets agree with numpy; \
+         boundaries {} (numpy {})",
+        100.0 * agree as f64 / n.len() as f64,
+        fitted["boundaries"],
+        numpy["boundaries"]
+    );
+    assert_eq!(floats(&fitted["boundaries"]), floats(&numpy["boundaries"]));
+    assert_eq!(agree, n.len(), "every bucket is numpy's");
+    assert_eq!(fitted["exact"], true, "{fitted}");
+
+    let robust = fit("robust-scaler", r#"columns = ["n"]"#);
+    let (median, q25, q75) = (
+        numpy["median"].as_f64().unwrap(),
+        numpy["q25"].as_f64().unwrap(),
+        numpy["q75"].as_f64().unwrap(),
+    );
+    assert_eq!(robust["columns"][0]["center"].as_f64(), Some(median));
+    assert_eq!(robust["columns"][0]["scale"].as_f64(), Some(q75 - q25));
+    assert_eq!(robust["columns"][0]["exact"], true, "{robust}");
+    let imputer = fit("imputer", r#"columns = ["n"], strategy = "median""#);
+    assert_eq!(
+        imputer["columns"][0]["fill"]["float"].as_f64(),
+        Some(median)
+    );
+    assert_eq!(imputer["columns"][0]["exact"], true, "{imputer}");
 }

@@ -161,21 +161,20 @@ fn run_plugin(input: &RecordBatch, name: &str, params: &str, partitions: usize) 
     Out { batch }
 }
 
-/// Runs one plugin that must fail; checks that nothing but the inputs is left and that the
-/// message holds every one of `parts`. Returns the message.
-fn fails(input: &RecordBatch, name: &str, params: &str, parts: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    write_ipc(&dir.path().join("in.arrow"), input);
-    let p = pipeline(dir.path(), name, params, 4);
-    let mut c = quiver();
-    c.current_dir(dir.path()).arg("run").arg(&p);
-    let err = run_err(c);
-    take_recordings(dir.path());
-    assert_only(dir.path(), &["in.arrow", "pipeline.toml"]);
-    for part in parts {
-        assert!(err.contains(part), "expected {part:?} in:\n{err}");
+/// Runs plugin `name` once per case (input, parameters, parts of the message), each of which
+/// must fail: checks that nothing but the inputs is left and that the message holds every part.
+fn fails(name: &str, cases: &[(&RecordBatch, &str, &[&str])]) {
+    for &(input, params, parts) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write_ipc(&dir.path().join("in.arrow"), input);
+        let p = pipeline(dir.path(), name, params, 4);
+        let mut c = quiver();
+        c.current_dir(dir.path()).arg("run").arg(&p);
+        let err = run_err(c);
+        take_recordings(dir.path());
+        assert_only(dir.path(), &["in.arrow", "pipeline.toml"]);
+        contains_all(&err, parts);
     }
-    err
 }
 
 fn ids(n: usize) -> ArrayRef {
@@ -485,35 +484,36 @@ fn feature_hasher_reproduces_the_scikit_learn_example() {
 #[test]
 fn feature_hasher_refuses_bad_input() {
     let input = numeric_batch(50, 3);
-    fails(
-        &input,
-        "feature-hasher",
-        r#"columns = ["s", "f64"]"#,
-        &["feature-hasher", "`f64`", "Float64", "utf8 or integer"],
-    );
-    fails(
-        &input,
-        "feature-hasher",
-        r#"columns = ["s"], n-features = 0"#,
-        &["feature-hasher", "`n-features`", "between 1 and 4096"],
-    );
-    fails(
-        &input,
-        "feature-hasher",
-        r#"columns = ["nosuch"]"#,
-        &["feature-hasher", "nosuch", "not found"],
-    );
-    // An output name that would overwrite an input column.
     let clash = batch(vec![
         ("id", ids(2)),
         ("s", Arc::new(StringArray::from(vec!["a", "b"]))),
         ("hash_3", Arc::new(Int64Array::from(vec![1, 2]))),
     ]);
     fails(
-        &clash,
         "feature-hasher",
-        r#"columns = ["s"]"#,
-        &["feature-hasher", "`hash_3`", "already exists", "`prefix`"],
+        &[
+            (
+                &input,
+                r#"columns = ["s", "f64"]"#,
+                &["feature-hasher", "`f64`", "Float64", "utf8 or integer"],
+            ),
+            (
+                &input,
+                r#"columns = ["s"], n-features = 0"#,
+                &["feature-hasher", "`n-features`", "between 1 and 4096"],
+            ),
+            (
+                &input,
+                r#"columns = ["nosuch"]"#,
+                &["feature-hasher", "nosuch", "not found"],
+            ),
+            // An output name that would overwrite an input column.
+            (
+                &clash,
+                r#"columns = ["s"]"#,
+                &["feature-hasher", "`hash_3`", "already exists", "`prefix`"],
+            ),
+        ],
     );
 }
 
@@ -602,37 +602,38 @@ fn log_transform_matches_reference() {
 #[test]
 fn log_transform_refuses_bad_input() {
     let input = numeric_batch(50, 5);
-    // on-invalid = "error": −1 + 1 = 0 (row 5) stops the run, naming the column and the row
-    // within its batch.
     fails(
-        &input,
         "log-transform",
-        r#"columns = ["f64"], on-invalid = "error""#,
         &[
-            "log-transform",
-            "`f64`",
-            "(row ",
-            "no logarithm",
-            "on-invalid",
+            // on-invalid = "error": −1 + 1 = 0 (row 5) stops the run, naming the column and the row
+            // within its batch.
+            (
+                &input,
+                r#"columns = ["f64"], on-invalid = "error""#,
+                &[
+                    "log-transform",
+                    "`f64`",
+                    "(row ",
+                    "no logarithm",
+                    "on-invalid",
+                ],
+            ),
+            (
+                &input,
+                r#"columns = ["s"]"#,
+                &["log-transform", "`s`", "Utf8", "numeric"],
+            ),
+            (
+                &input,
+                r#"columns = ["f64"], base = 1"#,
+                &["log-transform", "`base`", "other than 1"],
+            ),
+            (
+                &input,
+                r#"columns = ["f64"], on-invalid = "skip""#,
+                &["log-transform", "`on-invalid`", "\"skip\""],
+            ),
         ],
-    );
-    fails(
-        &input,
-        "log-transform",
-        r#"columns = ["s"]"#,
-        &["log-transform", "`s`", "Utf8", "numeric"],
-    );
-    fails(
-        &input,
-        "log-transform",
-        r#"columns = ["f64"], base = 1"#,
-        &["log-transform", "`base`", "other than 1"],
-    );
-    fails(
-        &input,
-        "log-transform",
-        r#"columns = ["f64"], on-invalid = "skip""#,
-        &["log-transform", "`on-invalid`", "\"skip\""],
     );
 }
 
@@ -775,22 +776,24 @@ fn clip_matches_reference_and_keeps_integer_types() {
 fn clip_refuses_bad_input() {
     let input = numeric_batch(50, 7);
     fails(
-        &input,
         "clip",
-        r#"columns = ["s"], min = 0"#,
-        &["clip", "`s`", "Utf8", "numeric"],
-    );
-    fails(
-        &input,
-        "clip",
-        r#"columns = ["f64"], min = 5, max = 1"#,
-        &["clip", "`min`", "must not exceed `max`"],
-    );
-    fails(
-        &input,
-        "clip",
-        r#"columns = ["f64"]"#,
-        &["clip", "`min`", "give `min`, `max` or both"],
+        &[
+            (
+                &input,
+                r#"columns = ["s"], min = 0"#,
+                &["clip", "`s`", "Utf8", "numeric"],
+            ),
+            (
+                &input,
+                r#"columns = ["f64"], min = 5, max = 1"#,
+                &["clip", "`min`", "must not exceed `max`"],
+            ),
+            (
+                &input,
+                r#"columns = ["f64"]"#,
+                &["clip", "`min`", "give `min`, `max` or both"],
+            ),
+        ],
     );
 }
 
@@ -1166,31 +1169,6 @@ fn datetime_parts_refuses_bad_input() {
         ));
         batch(cols)
     };
-    fails(
-        &with("Mars/Olympus_Mons"),
-        "datetime-parts",
-        r#"columns = ["when"]"#,
-        &["datetime-parts", "`when`", "\"Mars/Olympus_Mons\"", "IANA"],
-    );
-    fails(
-        &input,
-        "datetime-parts",
-        r#"columns = ["id"]"#,
-        &["datetime-parts", "`id`", "Int64", "timestamp or date32"],
-    );
-    fails(
-        &input,
-        "datetime-parts",
-        r#"columns = ["d"], parts = ["year", "hour"]"#,
-        &["datetime-parts", "`d`", "no hour"],
-    );
-    fails(
-        &input,
-        "datetime-parts",
-        r#"columns = ["d"], parts = ["century"]"#,
-        &["datetime-parts", "`parts`", "\"century\""],
-    );
-    // A second-unit timestamp far beyond the years int32 holds.
     let far = batch(vec![
         ("id", ids(2)),
         (
@@ -1199,10 +1177,35 @@ fn datetime_parts_refuses_bad_input() {
         ),
     ]);
     fails(
-        &far,
         "datetime-parts",
-        r#"columns = ["when"]"#,
-        &["datetime-parts", "`when`", "does not fit int32", "(row "],
+        &[
+            (
+                &with("Mars/Olympus_Mons"),
+                r#"columns = ["when"]"#,
+                &["datetime-parts", "`when`", "\"Mars/Olympus_Mons\"", "IANA"],
+            ),
+            (
+                &input,
+                r#"columns = ["id"]"#,
+                &["datetime-parts", "`id`", "Int64", "timestamp or date32"],
+            ),
+            (
+                &input,
+                r#"columns = ["d"], parts = ["year", "hour"]"#,
+                &["datetime-parts", "`d`", "no hour"],
+            ),
+            (
+                &input,
+                r#"columns = ["d"], parts = ["century"]"#,
+                &["datetime-parts", "`parts`", "\"century\""],
+            ),
+            // A second-unit timestamp far beyond the years int32 holds.
+            (
+                &far,
+                r#"columns = ["when"]"#,
+                &["datetime-parts", "`when`", "does not fit int32", "(row "],
+            ),
+        ],
     );
 }
 
@@ -1466,25 +1469,27 @@ fn text_normalize_matches_reference() {
 fn text_normalize_refuses_bad_input() {
     let input = text_batch(30, 53);
     fails(
-        &input,
         "text-normalize",
-        r#"columns = ["t"], extract = '(unclosed'"#,
         &[
-            "text-normalize",
-            "`extract`",
-            "not a valid regular expression",
+            (
+                &input,
+                r#"columns = ["t"], extract = '(unclosed'"#,
+                &[
+                    "text-normalize",
+                    "`extract`",
+                    "not a valid regular expression",
+                ],
+            ),
+            (
+                &input,
+                r#"columns = ["t"], unicode = "nfx""#,
+                &["text-normalize", "`unicode`", "\"nfx\"", "nfkc"],
+            ),
+            (
+                &input,
+                r#"columns = ["n"]"#,
+                &["text-normalize", "`n`", "Int64", "utf8"],
+            ),
         ],
-    );
-    fails(
-        &input,
-        "text-normalize",
-        r#"columns = ["t"], unicode = "nfx""#,
-        &["text-normalize", "`unicode`", "\"nfx\"", "nfkc"],
-    );
-    fails(
-        &input,
-        "text-normalize",
-        r#"columns = ["n"]"#,
-        &["text-normalize", "`n`", "Int64", "utf8"],
     );
 }

@@ -241,13 +241,18 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
 
 /// Writes rows as a Parquet file with small row groups.
 pub fn write_parquet(path: &Path, rows: &[Row]) {
-    let batch = to_batch(rows);
+    write_batch(path, &to_batch(rows));
+}
+
+/// Writes one batch as a Parquet file with small row groups (1000 rows), so that a reader
+/// sees several.
+pub fn write_batch(path: &Path, batch: &RecordBatch) {
     let file = std::fs::File::create(path).unwrap();
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(1000))
         .build();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
-    w.write(&batch).unwrap();
+    w.write(batch).unwrap();
     w.close().unwrap();
 }
 
@@ -409,6 +414,69 @@ pub fn reference_hash(algorithm: &str, bytes: &[u8]) -> u64 {
 pub fn part_number(path: &Path) -> usize {
     let stem = path.file_stem().unwrap().to_string_lossy();
     stem.strip_prefix("part-").unwrap().parse().unwrap()
+}
+
+/// Asserts that `text` (an error message, usually) holds every one of `parts`.
+pub fn contains_all(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "expected {p:?} in:\n{text}");
+    }
+}
+
+/// Writes `id` (0..rows) and `n`, `rows` integers in 0..50 in a scrambled order, as a Parquet
+/// file: a column with many rows but few distinct values, where quantiles fall on (or between)
+/// repeated integers. Returns `n`.
+pub fn write_few_distinct_ints(path: &Path, rows: usize) -> Vec<i64> {
+    let n: Vec<i64> = (0..rows as u64)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as i64 % 50)
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+        ),
+        ("n", Arc::new(Int64Array::from(n.clone()))),
+    ])
+    .unwrap();
+    write_batch(path, &batch);
+    n
+}
+
+/// A Python interpreter with numpy, for comparisons against numpy itself: a virtual environment
+/// under `target/test-venv`, made (with numpy from PyPI, by pip) the first time it is needed.
+pub fn python_with_numpy() -> PathBuf {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv");
+    let python = venv.join("bin/python");
+    let has_numpy = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import numpy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_numpy(&python) {
+        let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+        assert!(
+            ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)),
+            "python3 -m venv {} failed",
+            venv.display()
+        );
+        assert!(
+            ok(Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "numpy"
+            ])),
+            "pip install numpy failed"
+        );
+        assert!(
+            has_numpy(&python),
+            "numpy is not importable after installing it"
+        );
+    }
+    python
 }
 
 /// Column of int32 values, for tests that need a small batch.

@@ -17,9 +17,10 @@
 //!   value, make one boundary, as scikit-learn removes zero-width bins), so there are at most
 //!   N buckets. Q is linear interpolation between closest ranks (numpy's default): with the n
 //!   sorted values x₍₀₎ ≤ … ≤ x₍ₙ₋₁₎ and h = q·(n − 1),
-//!   Q(q) = x₍⌊h⌋₎ + (h − ⌊h⌋)·(x₍⌊h⌋+1₎ − x₍⌊h⌋₎). Up to 100 000 values the quantiles are exact;
-//!   beyond, they come from a DDSketch within 0.1 % relative (see `quiver_sdk::quantile`). Either
-//!   way the fit does not depend on the partitioning. Infinite values are refused in this fit
+//!   Q(q) = x₍⌊h⌋₎ + (h − ⌊h⌋)·(x₍⌊h⌋+1₎ − x₍⌊h⌋₎). While the column has at most 100 000
+//!   distinct values (whatever its number of rows) the quantiles are exact; beyond, they come
+//!   from a DDSketch within 0.1 % relative (see `quiver_sdk::quantile`); the fitted `exact`
+//!   field says which. Either way the fit does not depend on the partitioning. Infinite values are refused in this fit
 //!   (an error naming the column and row); a column with no values fits no boundaries (every
 //!   value goes to bucket 0).
 //!
@@ -57,7 +58,8 @@ struct Fitted {
     column: String,
     /// Number of values the quantiles were computed on.
     count: u64,
-    /// Whether the quantiles are exact (count ≤ 100 000) rather than sketch estimates.
+    /// Whether the quantiles are exact (at most 100 000 distinct values) rather than sketch
+    /// estimates.
     exact: bool,
     /// Strictly increasing.
     boundaries: Vec<f64>,

@@ -11,16 +11,17 @@
 //! with `normalize = true` by its share count / N (float64; the shares of the fitted categories
 //! sum to 1). A category not seen in the fit gives 0 (0.0). Nulls stay null.
 
-#[path = "../../one-hot/src/categories.rs"]
-#[allow(dead_code)] // Shared by four encoders; each uses part of it.
-mod categories;
-
-use categories::{
-    category_field, check_fitted_columns, check_keys, columns_param, count_batch, fitted_field,
-    key_at, merge_columns, ColumnStats, Key, KeyMap, Kind,
+use quiver_sdk::categories::{
+    self, category_columns, check_keys, count_categories, fitted_field, key_at, merge_columns, Key,
+    Kind,
 };
 use quiver_sdk::prelude::*;
+use quiver_sdk::ColumnFit;
 use serde::{Deserialize, Serialize};
+
+// Category maps with a fast hash (see `categories::KeyMap`).
+type KeyMap<V> = categories::KeyMap<V, rustc_hash::FxBuildHasher>;
+type ColumnStats<V> = categories::ColumnStats<V, rustc_hash::FxBuildHasher>;
 
 /// The plugin: its parameters and, once fitted, the counts.
 struct CountEncoder {
@@ -39,16 +40,9 @@ struct Encoding {
     total: u64,
 }
 
-/// Fitted parameters: per column, in `columns` order.
+/// The fit of one column (after its name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Fitted {
-    columns: Vec<ColumnFit>,
-}
-
-/// The fit of one column.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ColumnFit {
-    column: String,
+struct Counts {
     kind: Kind,
     /// Non-null rows of the fit: the sum of the counts.
     total: u64,
@@ -91,7 +85,7 @@ impl Plugin for CountEncoder {
 
     fn init(params: Params) -> Result<Self, ParamError> {
         Ok(CountEncoder {
-            columns: columns_param(&params)?,
+            columns: params.columns("columns")?,
             normalize: params.boolean("normalize").unwrap_or(false),
             encodings: None,
         })
@@ -133,60 +127,47 @@ impl Plugin for CountEncoder {
 impl Aggregate for CountEncoder {
     /// Per column: the count of every category.
     type State = Vec<ColumnStats<u64>>;
-    type Fitted = Fitted;
+    type Fitted = PerColumn<Counts>;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
-        for c in &self.columns {
-            category_field(input, c)?;
-        }
-        Ok(self.columns.clone())
+        category_columns(input, &self.columns)
     }
 
     fn partial(&self, input: &Batch) -> Result<Self::State, PluginError> {
-        Ok(count_batch(input))
+        Ok(count_categories(input))
     }
 
     fn merge(&self, states: Vec<Self::State>) -> Result<Self::State, PluginError> {
         merge_columns(self.columns.len(), states, |a, b| *a += b)
     }
 
-    fn finish(&self, state: Self::State) -> Result<Fitted, PluginError> {
-        let columns = self
-            .columns
-            .iter()
-            .zip(state)
-            .map(|(c, stats)| {
-                let counts = stats.map.into_sorted();
-                ColumnFit {
-                    column: c.clone(),
-                    kind: stats.kind,
-                    total: counts.iter().map(|(_, n)| n).sum(),
-                    counts,
-                }
+    fn finish(&self, state: Self::State) -> Result<Self::Fitted, PluginError> {
+        PerColumn::finish(&self.columns, state, |_, stats| {
+            let counts = stats.map.into_sorted();
+            Ok(Counts {
+                kind: stats.kind,
+                total: counts.iter().map(|(_, n)| n).sum(),
+                counts,
             })
-            .collect();
-        Ok(Fitted { columns })
+        })
     }
 
-    fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        check_fitted_columns(
-            fitted.columns.iter().map(|c| c.column.as_str()),
-            &self.columns,
-        )?;
+    fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError> {
+        fitted.check(&self.columns)?;
         let mut encodings = Vec::with_capacity(fitted.columns.len());
-        for fit in fitted.columns {
-            check_keys(&fit.column, fit.kind, fit.counts.iter().map(|(k, _)| k))?;
+        for ColumnFit { column, fit } in fitted.columns {
+            check_keys(&column, fit.kind, fit.counts.iter().map(|(k, _)| k))?;
             let sum: u64 = fit.counts.iter().map(|(_, n)| n).sum();
             if sum != fit.total {
                 return Err(PluginError::new(format!(
-                    "the fitted counts of column `{}` add up to {sum}, not to its total {}",
-                    fit.column, fit.total
+                    "the fitted counts of column `{column}` add up to {sum}, not to its total {}",
+                    fit.total
                 ))
-                .in_column(&fit.column));
+                .in_column(&column));
             }
             encodings.push(Encoding {
                 counts: fit.counts.into_iter().collect(),
-                column: fit.column,
+                column,
                 kind: fit.kind,
                 total: fit.total,
             });

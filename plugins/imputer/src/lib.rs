@@ -9,8 +9,9 @@
 //! * `mean`: Σx / n (Neumaier-compensated sums, merged across batches and partitions, so the
 //!   result agrees across partitionings to ~1e-15 relative). Numeric columns.
 //! * `median`: linear interpolation between the two middle values of the sorted values (numpy's
-//!   `median`, what scikit-learn uses), from `quiver_sdk::quantile::QuantileSummary`: exact up to
-//!   100 000 values per column, a DDSketch estimate within 0.1 % relative beyond. Numeric columns.
+//!   `median`, what scikit-learn uses), from `quiver_sdk::quantile::QuantileSummary`: exact while
+//!   a column has at most 100 000 distinct values (whatever its number of rows), a DDSketch
+//!   estimate within 0.1 % relative beyond; the fitted `exact` field says which. Numeric columns.
 //! * `most-frequent`: the value with the highest count; ties go to the smallest value, as
 //!   scikit-learn does (numeric order for numbers, with −0 counted as 0; byte order, i.e. Unicode
 //!   code point order, for text). Numeric and utf8 columns. The state holds one count per
@@ -32,6 +33,7 @@
 
 use std::collections::BTreeMap;
 
+use quiver_sdk::check_fitted_columns;
 use quiver_sdk::prelude::*;
 use quiver_sdk::quantile::QuantileSummary;
 use serde::{Deserialize, Serialize};
@@ -112,6 +114,10 @@ struct ColumnFit {
     count: u64,
     /// The fill value; none if the column had no values (its missing values stay).
     fill: Option<Fill>,
+    /// Median only: whether it is exact (at most 100 000 distinct values) rather than a sketch
+    /// estimate. Absent for the other strategies, whose fits are always exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exact: Option<bool>,
 }
 
 /// Statistics of one column, by strategy.
@@ -512,17 +518,7 @@ impl Plugin for Imputer {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = params.text_list("columns");
-        if columns.is_empty() {
-            return Err(Params::invalid("columns", "name at least one column"));
-        }
-        if let Some(c) = columns
-            .iter()
-            .enumerate()
-            .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
-        {
-            return Err(Params::invalid("columns", format!("`{c}` is listed twice")));
-        }
+        let columns = params.columns("columns")?;
         let fill_value = params.text("fill-value").map(str::to_string);
         let strategy = match params.text("strategy").unwrap_or("mean") {
             "mean" => Strategy::Mean,
@@ -632,6 +628,7 @@ impl Aggregate for Imputer {
                     column: c.clone(),
                     count: 0,
                     fill: None,
+                    exact: (self.strategy == Strategy::Median).then_some(true),
                 });
                 continue;
             };
@@ -653,6 +650,10 @@ impl Aggregate for Imputer {
                 column: c.clone(),
                 count: s.count(),
                 fill,
+                exact: match s {
+                    ColumnState::Median(q) => Some(q.is_exact()),
+                    _ => None,
+                },
             });
         }
         for c in columns.iter().filter(|c| c.fill.is_none()) {
@@ -672,13 +673,10 @@ impl Aggregate for Imputer {
     }
 
     fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        let names: Vec<&String> = fitted.columns.iter().map(|c| &c.column).collect();
-        if names != self.columns.iter().collect::<Vec<_>>() {
-            return Err(PluginError::new(format!(
-                "fitted for columns {names:?}, but configured for {:?}",
-                self.columns
-            )));
-        }
+        check_fitted_columns(
+            fitted.columns.iter().map(|c| c.column.as_str()),
+            &self.columns,
+        )?;
         if fitted.strategy != self.strategy.name() {
             return Err(PluginError::new(format!(
                 "fitted with strategy `{}`, but configured with `{}`",

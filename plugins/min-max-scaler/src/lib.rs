@@ -27,7 +27,7 @@ struct MinMaxScaler {
     columns: Vec<String>,
     lo: f64,
     hi: f64,
-    fitted: Option<Fitted>,
+    fitted: Option<PerColumn<ColumnFit>>,
 }
 
 /// Count, minimum and maximum of one column's values (min/max meaningless when count is 0).
@@ -79,16 +79,9 @@ fn infinite(column: &str, row: usize) -> PluginError {
     .at_row(row)
 }
 
-/// Fitted parameters: per column, in `columns` order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Fitted {
-    columns: Vec<ColumnFit>,
-}
-
-/// What was fitted for one column.
+/// What was fitted for one column (after its name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ColumnFit {
-    column: String,
     /// Number of values seen (non-null, non-NaN).
     count: u64,
     /// Smallest value (0 if there was none).
@@ -116,17 +109,7 @@ impl Plugin for MinMaxScaler {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = params.text_list("columns");
-        if columns.is_empty() {
-            return Err(Params::invalid("columns", "name at least one column"));
-        }
-        if let Some(c) = columns
-            .iter()
-            .enumerate()
-            .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
-        {
-            return Err(Params::invalid("columns", format!("`{c}` is listed twice")));
-        }
+        let columns = params.columns("columns")?;
         let lo = params.float("min").unwrap_or(0.0);
         let hi = params.float("max").unwrap_or(1.0);
         if !(lo.is_finite() && hi.is_finite() && (hi - lo).is_finite()) {
@@ -159,8 +142,7 @@ impl Plugin for MinMaxScaler {
             .as_ref()
             .ok_or_else(|| PluginError::new(format!("{NAME} is not fitted")))?;
         let (lo, hi) = (self.lo, self.hi);
-        let mut out = Vec::with_capacity(input.columns.len());
-        for (mut column, fit) in input.columns.into_iter().zip(&fitted.columns) {
+        fitted.map_f64(input, |fit| {
             let half_min = fit.min * 0.5;
             let half_range = fit.max * 0.5 - half_min;
             // Multiplies a half-difference, so a zero range (counted as 1) doubles (hi − lo).
@@ -169,17 +151,14 @@ impl Plugin for MinMaxScaler {
             } else {
                 (hi - lo) / half_range
             };
-            let scale = |x: f64| (x * 0.5 - half_min) * half_scale + lo;
-            column.map_f64(scale)?;
-            out.push(column);
-        }
-        Ok(vec![OutputBatch::all_rows(input.rows, out)])
+            move |x: f64| (x * 0.5 - half_min) * half_scale + lo
+        })
     }
 }
 
 impl Aggregate for MinMaxScaler {
     type State = Vec<Range>;
-    type Fitted = Fitted;
+    type Fitted = PerColumn<ColumnFit>;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
         expect_numeric(input, &self.columns)
@@ -202,47 +181,28 @@ impl Aggregate for MinMaxScaler {
         )
     }
 
-    fn finish(&self, state: Vec<Range>) -> Result<Fitted, PluginError> {
-        if state.len() != self.columns.len() {
-            return Err(PluginError::new("a state for another set of columns"));
-        }
-        let columns = self
-            .columns
-            .iter()
-            .zip(state)
-            .map(|(c, r)| {
-                let (min, max) = if r.count == 0 {
-                    (0.0, 0.0)
-                } else {
-                    (r.min, r.max)
-                };
-                ColumnFit {
-                    column: c.clone(),
-                    count: r.count,
-                    min,
-                    max,
-                }
+    fn finish(&self, state: Vec<Range>) -> Result<Self::Fitted, PluginError> {
+        PerColumn::finish(&self.columns, state, |_, r| {
+            let (min, max) = if r.count == 0 {
+                (0.0, 0.0)
+            } else {
+                (r.min, r.max)
+            };
+            Ok(ColumnFit {
+                count: r.count,
+                min,
+                max,
             })
-            .collect();
-        Ok(Fitted { columns })
+        })
     }
 
-    fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        let names: Vec<&String> = fitted.columns.iter().map(|c| &c.column).collect();
-        if names != self.columns.iter().collect::<Vec<_>>() {
-            return Err(PluginError::new(format!(
-                "fitted for columns {names:?}, but configured for {:?}",
-                self.columns
-            )));
-        }
-        if let Some(c) = fitted
-            .columns
-            .iter()
-            .find(|c| !(c.min.is_finite() && c.max.is_finite() && c.min <= c.max))
-        {
+    fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError> {
+        fitted.check(&self.columns)?;
+        let usable = |f: &ColumnFit| f.min.is_finite() && f.max.is_finite() && f.min <= f.max;
+        if let Some(c) = fitted.columns.iter().find(|c| !usable(&c.fit)) {
             return Err(PluginError::new(format!(
                 "fitted range [{}, {}] is not a finite range",
-                c.min, c.max
+                c.fit.min, c.fit.max
             ))
             .in_column(&c.column));
         }

@@ -26,16 +26,17 @@
 //! that is already an input column is an error (rather than silently replacing that column).
 //! The output schema depends on the fitted vocabulary, which is why `prepare` needs the fit.
 
-#[path = "categories.rs"]
-#[allow(dead_code)] // Shared by four encoders; each uses part of it.
-mod categories;
-
-use categories::{
-    category_field, check_fitted_columns, check_keys, columns_param, count_batch, fitted_field,
-    key_at, merge_columns, unknown_category, ColumnStats, Key, KeyMap, Kind,
+use quiver_sdk::categories::{
+    self, category_columns, check_keys, count_categories, fitted_field, key_at, merge_columns,
+    unknown_category, Key, Kind,
 };
 use quiver_sdk::prelude::*;
+use quiver_sdk::ColumnFit;
 use serde::{Deserialize, Serialize};
+
+// Category maps with a fast hash (see `categories::KeyMap`).
+type KeyMap<V> = categories::KeyMap<V, rustc_hash::FxBuildHasher>;
+type ColumnStats<V> = categories::ColumnStats<V, rustc_hash::FxBuildHasher>;
 
 /// Suffix of the indicator of infrequent (and, with `handle-unknown = "other"`, unknown)
 /// categories.
@@ -74,16 +75,9 @@ struct Encoding {
     other: Option<usize>,
 }
 
-/// Fitted parameters: per column, in `columns` order.
+/// The fit of one column (after its name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Fitted {
-    columns: Vec<ColumnFit>,
-}
-
-/// The fit of one column.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ColumnFit {
-    column: String,
+struct Vocabulary {
     kind: Kind,
     /// Kept categories, sorted: one indicator column each.
     categories: Vec<Key>,
@@ -92,19 +86,20 @@ struct ColumnFit {
 }
 
 impl OneHot {
-    fn encoding(&self, fit: ColumnFit) -> Result<Encoding, PluginError> {
+    fn encoding(&self, fit: ColumnFit<Vocabulary>) -> Result<Encoding, PluginError> {
+        let ColumnFit { column, fit } = fit;
         check_keys(
-            &fit.column,
+            &column,
             fit.kind,
             fit.categories.iter().chain(&fit.infrequent),
         )?;
         let mut outputs: Vec<String> = fit
             .categories
             .iter()
-            .map(|k| format!("{}={k}", fit.column))
+            .map(|k| format!("{column}={k}"))
             .collect();
         let other = (!fit.infrequent.is_empty() || self.unknown == Unknown::Other).then(|| {
-            outputs.push(format!("{}={OTHER}", fit.column));
+            outputs.push(format!("{column}={OTHER}"));
             outputs.len() - 1
         });
         let mut slots: KeyMap<usize> = fit.categories.into_iter().zip(0..).collect();
@@ -114,7 +109,7 @@ impl OneHot {
             }
         }
         Ok(Encoding {
-            column: fit.column,
+            column,
             kind: fit.kind,
             outputs,
             slots,
@@ -155,7 +150,7 @@ impl Plugin for OneHot {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = columns_param(&params)?;
+        let columns = params.columns("columns")?;
         let max_categories = match params.int("max-categories") {
             None => None,
             Some(k) if k >= 1 => Some(usize::try_from(k).unwrap_or(usize::MAX)),
@@ -166,17 +161,14 @@ impl Plugin for OneHot {
                 ))
             }
         };
-        let unknown = match params.text("handle-unknown").unwrap_or("ignore") {
-            "ignore" => Unknown::Ignore,
-            "error" => Unknown::Error,
-            "other" => Unknown::Other,
-            other => {
-                return Err(Params::invalid(
-                    "handle-unknown",
-                    format!("must be \"ignore\", \"error\" or \"other\", not {other:?}"),
-                ))
-            }
-        };
+        let unknown = params.one_of(
+            "handle-unknown",
+            &[
+                ("ignore", Unknown::Ignore),
+                ("error", Unknown::Error),
+                ("other", Unknown::Other),
+            ],
+        )?;
         Ok(OneHot {
             columns,
             max_categories,
@@ -274,56 +266,43 @@ impl Plugin for OneHot {
 impl Aggregate for OneHot {
     /// Per column: the count of every category.
     type State = Vec<ColumnStats<u64>>;
-    type Fitted = Fitted;
+    type Fitted = PerColumn<Vocabulary>;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
-        for c in &self.columns {
-            category_field(input, c)?;
-        }
-        Ok(self.columns.clone())
+        category_columns(input, &self.columns)
     }
 
     fn partial(&self, input: &Batch) -> Result<Self::State, PluginError> {
-        Ok(count_batch(input))
+        Ok(count_categories(input))
     }
 
     fn merge(&self, states: Vec<Self::State>) -> Result<Self::State, PluginError> {
         merge_columns(self.columns.len(), states, |a, b| *a += b)
     }
 
-    fn finish(&self, state: Self::State) -> Result<Fitted, PluginError> {
-        let columns = self
-            .columns
-            .iter()
-            .zip(state)
-            .map(|(c, counts)| {
-                let kind = counts.kind;
-                let mut counted = counts.map.into_sorted();
-                let mut infrequent = Vec::new();
-                if let Some(k) = self.max_categories.filter(|&k| k < counted.len()) {
-                    // Most frequent first; `counted` is sorted by value, and the sort is stable,
-                    // so equal counts keep the smaller value first.
-                    counted.sort_by_key(|c| std::cmp::Reverse(c.1));
-                    infrequent = counted.split_off(k).into_iter().map(|(k, _)| k).collect();
-                    infrequent.sort_unstable();
-                    counted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                }
-                ColumnFit {
-                    column: c.clone(),
-                    kind,
-                    categories: counted.into_iter().map(|(k, _)| k).collect(),
-                    infrequent,
-                }
+    fn finish(&self, state: Self::State) -> Result<Self::Fitted, PluginError> {
+        PerColumn::finish(&self.columns, state, |_, counts| {
+            let kind = counts.kind;
+            let mut counted = counts.map.into_sorted();
+            let mut infrequent = Vec::new();
+            if let Some(k) = self.max_categories.filter(|&k| k < counted.len()) {
+                // Most frequent first; `counted` is sorted by value, and the sort is stable,
+                // so equal counts keep the smaller value first.
+                counted.sort_by_key(|c| std::cmp::Reverse(c.1));
+                infrequent = counted.split_off(k).into_iter().map(|(k, _)| k).collect();
+                infrequent.sort_unstable();
+                counted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            Ok(Vocabulary {
+                kind,
+                categories: counted.into_iter().map(|(k, _)| k).collect(),
+                infrequent,
             })
-            .collect();
-        Ok(Fitted { columns })
+        })
     }
 
-    fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        check_fitted_columns(
-            fitted.columns.iter().map(|c| c.column.as_str()),
-            &self.columns,
-        )?;
+    fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError> {
+        fitted.check(&self.columns)?;
         let encodings = fitted
             .columns
             .into_iter()

@@ -15,16 +15,17 @@
 //! vocabulary (0 ≤ value < number of categories), or unknown and known categories would be
 //! confused; this is checked when the fit is set.
 
-#[path = "../../one-hot/src/categories.rs"]
-#[allow(dead_code)] // Shared by four encoders; each uses part of it.
-mod categories;
-
-use categories::{
-    category_field, check_fitted_columns, check_keys, columns_param, fitted_field, key_at,
-    merge_columns, unknown_category, ColumnStats, Key, KeyMap, Kind,
+use quiver_sdk::categories::{
+    self, category_columns, check_keys, fitted_field, key_at, merge_columns, unknown_category, Key,
+    Kind,
 };
 use quiver_sdk::prelude::*;
+use quiver_sdk::ColumnFit;
 use serde::{Deserialize, Serialize};
+
+// Category maps with a fast hash (see `categories::KeyMap`).
+type KeyMap<V> = categories::KeyMap<V, rustc_hash::FxBuildHasher>;
+type ColumnStats<V> = categories::ColumnStats<V, rustc_hash::FxBuildHasher>;
 
 /// The plugin: its parameters and, once fitted, the codes.
 struct OrdinalEncoder {
@@ -42,16 +43,9 @@ struct Encoding {
     codes: KeyMap<i32>,
 }
 
-/// Fitted parameters: per column, in `columns` order.
+/// The fit of one column (after its name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Fitted {
-    columns: Vec<ColumnFit>,
-}
-
-/// The fit of one column.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ColumnFit {
-    column: String,
+struct Vocabulary {
     kind: Kind,
     /// The vocabulary, sorted: category i has code i.
     categories: Vec<Key>,
@@ -90,21 +84,15 @@ impl Plugin for OrdinalEncoder {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = columns_param(&params)?;
+        let columns = params.columns("columns")?;
         let value = params.int("unknown-value").unwrap_or(-1);
         let value = i32::try_from(value).map_err(|_| {
             Params::invalid("unknown-value", format!("{value} does not fit in int32"))
         })?;
-        let unknown_value = match params.text("handle-unknown").unwrap_or("use-encoded-value") {
-            "use-encoded-value" => Some(value),
-            "error" => None,
-            other => {
-                return Err(Params::invalid(
-                    "handle-unknown",
-                    format!("must be \"use-encoded-value\" or \"error\", not {other:?}"),
-                ))
-            }
-        };
+        let unknown_value = params.one_of(
+            "handle-unknown",
+            &[("use-encoded-value", Some(value)), ("error", None)],
+        )?;
         Ok(OrdinalEncoder {
             columns,
             unknown_value,
@@ -152,41 +140,25 @@ impl Plugin for OrdinalEncoder {
 impl Aggregate for OrdinalEncoder {
     /// Per column: the set of categories.
     type State = Vec<ColumnStats<()>>;
-    type Fitted = Fitted;
+    type Fitted = PerColumn<Vocabulary>;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
-        for c in &self.columns {
-            category_field(input, c)?;
-        }
-        Ok(self.columns.clone())
+        category_columns(input, &self.columns)
     }
 
     fn partial(&self, input: &Batch) -> Result<Self::State, PluginError> {
         let rows = input.rows as usize;
-        Ok(input
-            .columns
-            .iter()
-            .map(|column| {
-                let mut seen = ColumnStats::empty(column);
-                for key in (0..rows).filter_map(|i| key_at(column, i)) {
-                    seen.map.entry(key);
-                }
-                seen
-            })
-            .collect())
+        let seen = |column| ColumnStats::of(column, rows, |_, _| ());
+        Ok(input.columns.iter().map(seen).collect())
     }
 
     fn merge(&self, states: Vec<Self::State>) -> Result<Self::State, PluginError> {
         merge_columns(self.columns.len(), states, |_, _| ())
     }
 
-    fn finish(&self, state: Self::State) -> Result<Fitted, PluginError> {
-        let columns = self
-            .columns
-            .iter()
-            .zip(state)
-            .map(|(c, seen)| ColumnFit {
-                column: c.clone(),
+    fn finish(&self, state: Self::State) -> Result<Self::Fitted, PluginError> {
+        PerColumn::finish(&self.columns, state, |_, seen| {
+            Ok(Vocabulary {
                 kind: seen.kind,
                 categories: seen
                     .map
@@ -195,39 +167,33 @@ impl Aggregate for OrdinalEncoder {
                     .map(|(k, ())| k)
                     .collect(),
             })
-            .collect();
-        Ok(Fitted { columns })
+        })
     }
 
-    fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        check_fitted_columns(
-            fitted.columns.iter().map(|c| c.column.as_str()),
-            &self.columns,
-        )?;
+    fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError> {
+        fitted.check(&self.columns)?;
         let mut encodings = Vec::with_capacity(fitted.columns.len());
-        for fit in fitted.columns {
-            check_keys(&fit.column, fit.kind, &fit.categories)?;
+        for ColumnFit { column, fit } in fitted.columns {
+            check_keys(&column, fit.kind, &fit.categories)?;
             let n = fit.categories.len();
             if n > i32::MAX as usize {
                 return Err(PluginError::new(format!(
-                    "column `{}` has {n} categories, more than int32 codes can number",
-                    fit.column
+                    "column `{column}` has {n} categories, more than int32 codes can number"
                 ))
-                .in_column(&fit.column));
+                .in_column(&column));
             }
             if let Some(v) = self.unknown_value.filter(|&v| v >= 0 && (v as usize) < n) {
                 return Err(PluginError::new(format!(
-                    "unknown-value {v} is the code of category `{}` of column `{}` \
+                    "unknown-value {v} is the code of category `{}` of column `{column}` \
                      (codes 0 to {}); choose a negative value or at least {n}",
                     fit.categories[v as usize],
-                    fit.column,
                     n - 1
                 ))
-                .in_column(&fit.column));
+                .in_column(&column));
             }
             encodings.push(Encoding {
                 codes: fit.categories.into_iter().zip(0..).collect(),
-                column: fit.column,
+                column,
                 kind: fit.kind,
             });
         }

@@ -8,11 +8,11 @@
 //! batches and partitions. Quantiles use linear interpolation between closest ranks (numpy's
 //! default, what scikit-learn gets from `np.nanpercentile`): with the n sorted values
 //! x₍₀₎ ≤ … ≤ x₍ₙ₋₁₎ and h = q·(n − 1), Q(q) = x₍⌊h⌋₎ + (h − ⌊h⌋)·(x₍⌊h⌋+1₎ − x₍⌊h⌋₎); the
-//! median is Q(0.5), the IQR Q(0.75) − Q(0.25). Up to 100 000 values per column the quantiles
-//! are exact and the fit does not depend on the partitioning at all; beyond, they come from a
-//! DDSketch with relative accuracy α = 0.001 (each quantile within α of the true one, see
-//! `quiver_sdk::quantile`), still independent of the partitioning (the fitted `exact` field
-//! says which). Infinite values are refused (an error naming the column and row), as
+//! median is Q(0.5), the IQR Q(0.75) − Q(0.25). While a column has at most 100 000 distinct
+//! values (whatever its number of rows) the quantiles are exact and the fit does not depend on
+//! the partitioning at all; beyond, they come from a DDSketch with relative accuracy α = 0.001
+//! (each quantile within α of the true one, see `quiver_sdk::quantile`), still independent of
+//! the partitioning (the fitted `exact` field says which). Infinite values are refused (an error naming the column and row), as
 //! scikit-learn refuses them.
 //!
 //! Transform: every listed column becomes float64, (x − center) / scale, where center is the
@@ -31,22 +31,16 @@ struct RobustScaler {
     columns: Vec<String>,
     with_centering: bool,
     with_scaling: bool,
-    fitted: Option<Fitted>,
+    fitted: Option<PerColumn<ColumnFit>>,
 }
 
-/// Fitted parameters: per column, in `columns` order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Fitted {
-    columns: Vec<ColumnFit>,
-}
-
-/// What was fitted for one column.
+/// What was fitted for one column (after its name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ColumnFit {
-    column: String,
     /// Number of values seen (non-null, non-NaN).
     count: u64,
-    /// Whether the quantiles are exact (count ≤ 100 000) rather than sketch estimates.
+    /// Whether the quantiles are exact (at most 100 000 distinct values) rather than sketch
+    /// estimates.
     exact: bool,
     /// Subtracted: the median, or 0 (without centering or without values).
     center: f64,
@@ -93,19 +87,8 @@ impl Plugin for RobustScaler {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = params.text_list("columns");
-        if columns.is_empty() {
-            return Err(Params::invalid("columns", "name at least one column"));
-        }
-        if let Some(c) = columns
-            .iter()
-            .enumerate()
-            .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
-        {
-            return Err(Params::invalid("columns", format!("`{c}` is listed twice")));
-        }
         Ok(RobustScaler {
-            columns,
+            columns: params.columns("columns")?,
             with_centering: params.boolean("with-centering").unwrap_or(true),
             with_scaling: params.boolean("with-scaling").unwrap_or(true),
             fitted: None,
@@ -121,19 +104,16 @@ impl Plugin for RobustScaler {
             .fitted
             .as_ref()
             .ok_or_else(|| PluginError::new(format!("{NAME} is not fitted")))?;
-        let mut out = Vec::with_capacity(input.columns.len());
-        for (mut column, fit) in input.columns.into_iter().zip(&fitted.columns) {
+        fitted.map_f64(input, |fit| {
             let (center, scale) = (fit.center, fit.scale);
-            column.map_f64(|x| (x - center) / scale)?;
-            out.push(column);
-        }
-        Ok(vec![OutputBatch::all_rows(input.rows, out)])
+            move |x: f64| (x - center) / scale
+        })
     }
 }
 
 impl Aggregate for RobustScaler {
     type State = Vec<QuantileSummary>;
-    type Fitted = Fitted;
+    type Fitted = PerColumn<ColumnFit>;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
         expect_numeric(input, &self.columns)
@@ -153,52 +133,33 @@ impl Aggregate for RobustScaler {
         })
     }
 
-    fn finish(&self, state: Vec<QuantileSummary>) -> Result<Fitted, PluginError> {
-        if state.len() != self.columns.len() {
-            return Err(PluginError::new("a state for another set of columns"));
-        }
-        let columns = self
-            .columns
-            .iter()
-            .zip(state)
-            .map(|(c, s)| {
-                let q = |q: f64| s.quantile(q);
-                let center = match q(0.5) {
-                    Some(m) if self.with_centering => m,
-                    _ => 0.0,
-                };
-                let scale = match (q(0.25), q(0.75)) {
-                    (Some(a), Some(b)) if self.with_scaling && b - a != 0.0 => b - a,
-                    _ => 1.0,
-                };
-                ColumnFit {
-                    column: c.clone(),
-                    count: s.count(),
-                    exact: s.is_exact(),
-                    center,
-                    scale,
-                }
+    fn finish(&self, state: Vec<QuantileSummary>) -> Result<Self::Fitted, PluginError> {
+        PerColumn::finish(&self.columns, state, |_, s| {
+            let q = |q: f64| s.quantile(q);
+            let center = match q(0.5) {
+                Some(m) if self.with_centering => m,
+                _ => 0.0,
+            };
+            let scale = match (q(0.25), q(0.75)) {
+                (Some(a), Some(b)) if self.with_scaling && b - a != 0.0 => b - a,
+                _ => 1.0,
+            };
+            Ok(ColumnFit {
+                count: s.count(),
+                exact: s.is_exact(),
+                center,
+                scale,
             })
-            .collect();
-        Ok(Fitted { columns })
+        })
     }
 
-    fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        let names: Vec<&String> = fitted.columns.iter().map(|c| &c.column).collect();
-        if names != self.columns.iter().collect::<Vec<_>>() {
-            return Err(PluginError::new(format!(
-                "fitted for columns {names:?}, but configured for {:?}",
-                self.columns
-            )));
-        }
-        if let Some(c) = fitted
-            .columns
-            .iter()
-            .find(|c| !(c.center.is_finite() && c.scale.is_finite() && c.scale != 0.0))
-        {
+    fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError> {
+        fitted.check(&self.columns)?;
+        let usable = |f: &ColumnFit| f.center.is_finite() && f.scale.is_finite() && f.scale != 0.0;
+        if let Some(c) = fitted.columns.iter().find(|c| !usable(&c.fit)) {
             return Err(PluginError::new(format!(
                 "fitted center {} and scale {} are not usable (finite, scale not 0)",
-                c.center, c.scale
+                c.fit.center, c.fit.scale
             ))
             .in_column(&c.column));
         }

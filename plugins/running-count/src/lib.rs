@@ -7,12 +7,11 @@
 //! a null key gets a null count and counts for nothing. To count per key in parallel, partition
 //! the stream by the same key, so that each key lives in one instance.
 
-#[path = "../../one-hot/src/categories.rs"]
-#[allow(dead_code)] // Shared with the encoders; this plugin uses a small part.
-mod categories;
-
-use categories::{category_field, key_at, KeyMap};
+use quiver_sdk::categories::{self, category_field, key_at};
 use quiver_sdk::prelude::*;
+
+// Counts per key with a fast hash (see `categories::KeyMap`).
+type KeyMap<V> = categories::KeyMap<V, rustc_hash::FxBuildHasher>;
 
 /// The plugin: its parameters and the counts so far.
 struct RunningCount {

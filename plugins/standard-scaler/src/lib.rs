@@ -14,7 +14,7 @@ struct StandardScaler {
     columns: Vec<String>,
     with_mean: bool,
     with_std: bool,
-    fitted: Option<Fitted>,
+    fitted: Option<PerColumn<ColumnFit>>,
 }
 
 /// Count, mean and sum of squared deviations of one column's values.
@@ -61,15 +61,9 @@ impl Moments {
     }
 }
 
-/// Fitted parameters: per column, in `columns` order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Fitted {
-    columns: Vec<ColumnFit>,
-}
-
+/// What was fitted for one column (after its name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ColumnFit {
-    column: String,
     count: u64,
     mean: f64,
     /// Population standard deviation.
@@ -94,12 +88,8 @@ impl Plugin for StandardScaler {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = params.text_list("columns");
-        if columns.is_empty() {
-            return Err(Params::invalid("columns", "name at least one column"));
-        }
         Ok(StandardScaler {
-            columns,
+            columns: params.columns("columns")?,
             with_mean: params.boolean("with-mean").unwrap_or(true),
             with_std: params.boolean("with-std").unwrap_or(true),
             fitted: None,
@@ -115,24 +105,22 @@ impl Plugin for StandardScaler {
             .fitted
             .as_ref()
             .ok_or_else(|| PluginError::new("standard-scaler is not fitted"))?;
-        let mut out = Vec::with_capacity(input.columns.len());
-        for (mut column, fit) in input.columns.into_iter().zip(&fitted.columns) {
-            let mean = if self.with_mean { fit.mean } else { 0.0 };
-            let scale = if self.with_std && fit.std != 0.0 {
+        let (with_mean, with_std) = (self.with_mean, self.with_std);
+        fitted.map_f64(input, |fit| {
+            let mean = if with_mean { fit.mean } else { 0.0 };
+            let scale = if with_std && fit.std != 0.0 {
                 fit.std
             } else {
                 1.0
             };
-            column.map_f64(|x| (x - mean) / scale)?;
-            out.push(column);
-        }
-        Ok(vec![OutputBatch::all_rows(input.rows, out)])
+            move |x: f64| (x - mean) / scale
+        })
     }
 }
 
 impl Aggregate for StandardScaler {
     type State = Vec<Moments>;
-    type Fitted = Fitted;
+    type Fitted = PerColumn<ColumnFit>;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
         expect_numeric(input, &self.columns)
@@ -150,13 +138,9 @@ impl Aggregate for StandardScaler {
         })
     }
 
-    fn finish(&self, state: Vec<Moments>) -> Result<Fitted, PluginError> {
-        let columns = self
-            .columns
-            .iter()
-            .zip(state)
-            .map(|(c, m)| ColumnFit {
-                column: c.clone(),
+    fn finish(&self, state: Vec<Moments>) -> Result<Self::Fitted, PluginError> {
+        PerColumn::finish(&self.columns, state, |_, m| {
+            Ok(ColumnFit {
                 count: m.n,
                 mean: m.mean,
                 std: if m.n == 0 {
@@ -165,18 +149,11 @@ impl Aggregate for StandardScaler {
                     (m.m2 / m.n as f64).max(0.0).sqrt()
                 },
             })
-            .collect();
-        Ok(Fitted { columns })
+        })
     }
 
-    fn set_fitted(&mut self, fitted: Fitted) -> Result<(), PluginError> {
-        let names: Vec<&String> = fitted.columns.iter().map(|c| &c.column).collect();
-        if names != self.columns.iter().collect::<Vec<_>>() {
-            return Err(PluginError::new(format!(
-                "fitted for columns {names:?}, but configured for {:?}",
-                self.columns
-            )));
-        }
+    fn set_fitted(&mut self, fitted: Self::Fitted) -> Result<(), PluginError> {
+        fitted.check(&self.columns)?;
         self.fitted = Some(fitted);
         Ok(())
     }

@@ -23,16 +23,16 @@
 //! Unlike scikit-learn's TargetEncoder there is no cross-fitting: encoding the training rows
 //! with a fit on those same rows leaks their target, which smoothing only damps.
 
-#[path = "../../one-hot/src/categories.rs"]
-#[allow(dead_code)] // Shared by four encoders; each uses part of it.
-mod categories;
-
-use categories::{
-    category_field, check_fitted_columns, check_keys, columns_param, fitted_field, key_at,
-    merge_columns, type_name, ColumnStats, Key, KeyMap, Kind,
+use quiver_sdk::categories::{
+    self, category_columns, check_keys, fitted_field, key_at, merge_columns, Key, Kind,
 };
+use quiver_sdk::check_fitted_columns;
 use quiver_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
+
+// Category maps with a fast hash (see `categories::KeyMap`).
+type KeyMap<V> = categories::KeyMap<V, rustc_hash::FxBuildHasher>;
+type ColumnStats<V> = categories::ColumnStats<V, rustc_hash::FxBuildHasher>;
 
 /// The plugin: its parameters and, once fitted, the encodings.
 struct TargetEncoder {
@@ -188,7 +188,7 @@ impl Plugin for TargetEncoder {
     }
 
     fn init(params: Params) -> Result<Self, ParamError> {
-        let columns = columns_param(&params)?;
+        let columns = params.columns("columns")?;
         let target = params.text("target").unwrap_or_default().to_string();
         if columns.contains(&target) {
             return Err(Params::invalid(
@@ -255,9 +255,7 @@ impl Aggregate for TargetEncoder {
     type Fitted = Fitted;
 
     fn fit_reads(&self, input: &[Field]) -> Result<Vec<String>, PluginError> {
-        for c in &self.columns {
-            category_field(input, c)?;
-        }
+        let mut reads = category_columns(input, &self.columns)?;
         // The host also asks for the fit's reads before applying saved fitted parameters,
         // to data that need not have the target. So a missing target is not refused here:
         // when fitting, the host itself fails naming the column and the input's columns.
@@ -265,13 +263,11 @@ impl Aggregate for TargetEncoder {
             if !TARGET_TYPES.contains(&f.data_type) {
                 return Err(PluginError::new(format!(
                     "target column `{}` has type {}; the target must be numeric or boolean",
-                    f.name,
-                    type_name(&f.data_type)
+                    f.name, f.data_type
                 ))
                 .in_column(&f.name));
             }
         }
-        let mut reads = self.columns.clone();
         reads.push(self.target.clone());
         Ok(reads)
     }

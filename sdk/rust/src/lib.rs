@@ -58,7 +58,9 @@ mod plan;
 pub mod quantile;
 mod state;
 
-pub use aggregate::{merge_columnwise, Aggregate, FitCalls, Unfitted};
+pub use aggregate::{
+    check_fitted_columns, merge_columnwise, Aggregate, ColumnFit, FitCalls, PerColumn, Unfitted,
+};
 pub use bindings::quiver::plugin::host::Level;
 pub use bindings::quiver::plugin::types::{
     Batch, Column, DataType, Field, InvalidParam, OutputBatch, OutputField, OutputSource, Param,
@@ -71,13 +73,31 @@ pub use params::Params;
 pub use plan::{expect_numeric, expect_type, find_field, NUMERIC};
 pub use state::{State, StateCalls, Stateless};
 
+/// Category columns (text or integers), for encoders that count or collect the categories of
+/// each column when fitted: what a category is ([`Key`](categories::Key),
+/// [`KeyRef`](categories::KeyRef), [`Kind`](categories::Kind)), reading one from a row
+/// ([`key_at`](categories::key_at)), statistics per category that merge exactly
+/// ([`KeyMap`](categories::KeyMap), [`ColumnStats`](categories::ColumnStats),
+/// [`count_categories`](categories::count_categories),
+/// [`merge_columns`](categories::merge_columns)), and the checks and errors the encoders share.
+///
+/// A category is a non-null value of a utf8 column (its text) or of an integer column (its
+/// value; its decimal text where a name is needed). Categories sort by value: text by Unicode
+/// code point (byte order of UTF-8, as Python sorts strings), integers numerically.
+pub mod categories {
+    pub use crate::aggregate::{
+        category_columns, category_field, check_keys, count_categories, fitted_field, key_at,
+        merge_columns, unknown_category, ColumnStats, Key, KeyMap, KeyRef, Kind, CATEGORICAL,
+    };
+}
+
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
         expect_numeric, expect_type, find_field, get_bit, log, merge_columnwise, Aggregate, Batch,
         BitmapBuilder, Column, DataType, Field, Level, Native, OutputBatch, OutputField,
-        OutputSource, ParamError, ParamSpec, ParamValue, Params, Plan, Plugin, PluginError,
-        PluginInfo, State, StringColumnBuilder, Values, NUMERIC,
+        OutputSource, ParamError, ParamSpec, ParamValue, Params, PerColumn, Plan, Plugin,
+        PluginError, PluginInfo, State, StringColumnBuilder, Values, NUMERIC,
     };
 }
 

@@ -165,6 +165,39 @@ impl Params {
         }
     }
 
+    /// A list of column names (`columns`, usually): at least one, none twice.
+    pub fn columns(&self, name: &str) -> Result<Vec<String>, ParamError> {
+        let columns = self.text_list(name);
+        if columns.is_empty() {
+            return Err(Self::invalid(name, "name at least one column"));
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(Self::invalid(name, format!("column `{c}` is named twice")));
+            }
+        }
+        Ok(columns)
+    }
+
+    /// The value paired with the text parameter's choice in `choices` (absent: the empty
+    /// string, refused unless it is a choice); refused with the list of choices otherwise.
+    pub fn one_of<T: Copy>(&self, name: &str, choices: &[(&str, T)]) -> Result<T, ParamError> {
+        let value = self.text(name).unwrap_or_default();
+        if let Some(&(_, v)) = choices.iter().find(|(c, _)| *c == value) {
+            return Ok(v);
+        }
+        let quoted: Vec<String> = choices.iter().map(|(c, _)| format!("{c:?}")).collect();
+        let listed = match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => "nothing".into(),
+        };
+        Err(Self::invalid(
+            name,
+            format!("must be {listed}, not {value:?}"),
+        ))
+    }
+
     /// An `invalid` parameter error.
     pub fn invalid(name: &str, reason: impl Into<String>) -> ParamError {
         ParamError::Invalid(InvalidParam {
@@ -199,5 +232,53 @@ mod tests {
         }
         let absent = Params::check(&specs, vec![]).unwrap();
         assert!(absent.choice("mode", &["slow"]).is_err());
+    }
+
+    fn invalid_reason(e: ParamError) -> String {
+        match e {
+            ParamError::Invalid(i) => format!("`{}`: {}", i.name, i.reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_of_gives_the_value_paired_with_the_choice_or_lists_them() {
+        let specs = [ParamSpec::text("mode", "how")];
+        let given = |v: &str| {
+            let p = Param {
+                name: "mode".into(),
+                value: ParamValue::Text(v.into()),
+            };
+            Params::check(&specs, vec![p]).unwrap()
+        };
+        let choices = [("slow", 1), ("fast", 2), ("warp", 3)];
+        assert_eq!(given("fast").one_of("mode", &choices), Ok(2));
+        let err = given("drop").one_of("mode", &choices).unwrap_err();
+        assert_eq!(
+            invalid_reason(err),
+            r#"`mode`: must be "slow", "fast" or "warp", not "drop""#
+        );
+        let err = given("x").one_of("mode", &choices[..1]).unwrap_err();
+        assert_eq!(invalid_reason(err), r#"`mode`: must be "slow", not "x""#);
+    }
+
+    #[test]
+    fn columns_are_at_least_one_and_none_twice() {
+        let specs = [ParamSpec::text_list("columns", "which")];
+        let given = |v: &[&str]| {
+            let p = Param {
+                name: "columns".into(),
+                value: ParamValue::TextList(v.iter().map(|s| s.to_string()).collect()),
+            };
+            Params::check(&specs, vec![p]).unwrap()
+        };
+        assert_eq!(
+            given(&["a", "b"]).columns("columns"),
+            Ok(vec!["a".into(), "b".into()])
+        );
+        let err = given(&[]).columns("columns").unwrap_err();
+        assert_eq!(invalid_reason(err), "`columns`: name at least one column");
+        let err = given(&["a", "b", "a"]).columns("columns").unwrap_err();
+        assert_eq!(invalid_reason(err), "`columns`: column `a` is named twice");
     }
 }

@@ -1,15 +1,17 @@
-//! Mergeable quantile summaries: exact up to a size, then a DDSketch.
+//! Mergeable quantile summaries: exact up to a number of distinct values, then a DDSketch.
 //!
 //! A [`QuantileSummary`] is made to be an [`Aggregate::State`](crate::Aggregate::State): build
 //! one per batch (it implements [`Extend<f64>`]), [`merge`](QuantileSummary::merge) them in any
 //! order and grouping, and ask the merged one for quantiles. NaN values are ignored (never
 //! counted); ±∞ are counted like any other value.
 //!
-//! # Two representations, chosen by the count alone
+//! # Two representations, chosen by the number of distinct values alone
 //!
-//! * **Exact** while the summary holds at most `exact_limit` values (100 000 by default): every
-//!   value is kept, sorted by [`f64::total_cmp`].
-//! * **Sketch** as soon as it holds more: a [DDSketch] with relative accuracy α (0.001 by
+//! * **Exact** while the summary holds at most `exact_limit` distinct values (100 000 by
+//!   default), however many times each occurs: every distinct value is kept with its count,
+//!   sorted by [`f64::total_cmp`] (so −0 and +0 are two values). A column of millions of rows
+//!   with few distinct values (integers, codes, prices) stays exact.
+//! * **Sketch** as soon as it holds more distinct values: a [DDSketch] with relative accuracy α (0.001 by
 //!   default). A positive value x goes to bucket `i = ⌈ln x / ln γ⌉` with γ = (1 + α)/(1 − α),
 //!   i.e. the bucket (γ^(i−1), γ^i]; a negative one to bucket ⌈ln |x| / ln γ⌉ of a separate
 //!   negative store; zeros (±0), +∞ and −∞ have their own counts; the exact minimum and maximum
@@ -17,12 +19,12 @@
 //!   most ~730 000 bucket indices at α = 0.001, ~15 000 for data spanning 1e-3..1e10).
 //!
 //! The result therefore depends only on the multiset of values, never on insertion order or on
-//! the merge tree: a summary of n ≤ `exact_limit` values is exact in every partial state (each
-//! holds at most n values) and the sorted sequence of a multiset is unique; a summary of more
-//! values is a sketch whose bucket counts are sums of one bucket per value, and min/max are taken
-//! in the total order. Switching representation happens when a merged count first exceeds the
-//! limit, wherever that is in the tree, and gives the same buckets as inserting every value into
-//! a sketch directly.
+//! the merge tree: a multiset of d ≤ `exact_limit` distinct values is exact in every partial
+//! state (each holds at most those d values), and its value → count map is unique; one of more
+//! distinct values is a sketch whose bucket counts are sums of one bucket per value, and min/max
+//! are taken in the total order. Switching representation happens when a merge first holds more
+//! distinct values than the limit, wherever that is in the tree, and gives the same buckets as
+//! inserting every value into a sketch directly.
 //!
 //! # Quantile definition
 //!
@@ -77,7 +79,7 @@ use serde::{Deserialize, Serialize};
 /// Default relative accuracy α of the sketch path.
 pub const DEFAULT_ALPHA: f64 = 0.001;
 
-/// Default number of values a summary keeps exactly before it becomes a sketch.
+/// Default number of distinct values a summary keeps exactly before it becomes a sketch.
 pub const DEFAULT_EXACT_LIMIT: u64 = 100_000;
 
 /// A mergeable quantile summary of f64 values (see the [module docs](self)).
@@ -90,10 +92,87 @@ pub struct QuantileSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Repr {
-    /// Every value, sorted by `total_cmp`; never more than `exact_limit` of them.
-    Exact(Vec<f64>),
-    /// More than `exact_limit` values.
+    /// Every distinct value with its count; never more than `exact_limit` distinct values.
+    Exact(Counts),
+    /// More than `exact_limit` distinct values.
     Sketch(Sketch),
+}
+
+/// Distinct values, sorted by `total_cmp`, with cumulative counts: `ends[i]` values are ≤
+/// `values[i]`, so the value of rank r is found by binary search (a fit asks for up to 10 000
+/// quantiles of one summary).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Counts {
+    values: Vec<f64>,
+    ends: Vec<u64>,
+}
+
+impl Counts {
+    /// The non-NaN `values`, counted.
+    fn of(values: impl Iterator<Item = f64>) -> Counts {
+        let mut sorted: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let mut counts = Counts::default();
+        for (i, &x) in sorted.iter().enumerate() {
+            // Equal in the total order: the same value (and never −0 with +0).
+            if counts
+                .values
+                .last()
+                .is_some_and(|l| l.total_cmp(&x).is_eq())
+            {
+                *counts.ends.last_mut().expect("one per value") = i as u64 + 1;
+            } else {
+                counts.values.push(x);
+                counts.ends.push(i as u64 + 1);
+            }
+        }
+        counts
+    }
+
+    fn count(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Each distinct value with how many times it occurs.
+    fn pairs(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.values
+            .iter()
+            .zip(self.ends.iter().zip(starts))
+            .map(|(&x, (&end, start))| (x, end - start))
+    }
+
+    /// The value of 0-based rank r < count.
+    fn at_rank(&self, r: u64) -> f64 {
+        self.values[self.ends.partition_point(|&end| end <= r)]
+    }
+
+    /// Both multisets in one.
+    fn merged(&self, other: &Counts) -> Counts {
+        let mut out = Counts::default();
+        let mut push = |x: f64, c: u64| {
+            let end = out.ends.last().copied().unwrap_or(0) + c;
+            match out.values.last() {
+                Some(l) if l.total_cmp(&x).is_eq() => *out.ends.last_mut().expect("one") = end,
+                _ => {
+                    out.values.push(x);
+                    out.ends.push(end);
+                }
+            }
+        };
+        let (mut a, mut b) = (self.pairs().peekable(), other.pairs().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if y.0.total_cmp(&x.0).is_lt() => b.next(),
+                (Some(_), _) => a.next(),
+                (None, _) => b.next(),
+            };
+            match next {
+                Some((x, c)) => push(x, c),
+                None => return out,
+            }
+        }
+    }
 }
 
 /// A DDSketch with unbounded sparse stores (no collapsing, so it stays order-independent).
@@ -187,21 +266,21 @@ impl Sketch {
         }
     }
 
-    /// Adds one non-NaN value.
-    fn add(&mut self, m: Mapping, x: f64) {
-        self.count += 1;
+    /// Adds `n` times one non-NaN value.
+    fn add(&mut self, m: Mapping, x: f64, n: u64) {
+        self.count += n;
         self.min = total_min(self.min, x);
         self.max = total_max(self.max, x);
         if x == 0.0 {
-            self.zero += 1;
+            self.zero += n;
         } else if x == f64::INFINITY {
-            self.pos_inf += 1;
+            self.pos_inf += n;
         } else if x == f64::NEG_INFINITY {
-            self.neg_inf += 1;
+            self.neg_inf += n;
         } else if x > 0.0 {
-            *self.positive.entry(m.index(x)).or_insert(0) += 1;
+            *self.positive.entry(m.index(x)).or_insert(0) += n;
         } else {
-            *self.negative.entry(m.index(-x)).or_insert(0) += 1;
+            *self.negative.entry(m.index(-x)).or_insert(0) += n;
         }
     }
 
@@ -270,24 +349,6 @@ fn lerp(a: f64, b: f64, t: f64) -> f64 {
     }
 }
 
-/// Merges two sequences sorted by `total_cmp`.
-fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if b[j].total_cmp(&a[i]) == Ordering::Less {
-            out.push(b[j]);
-            j += 1;
-        } else {
-            out.push(a[i]);
-            i += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
-}
-
 impl Default for QuantileSummary {
     fn default() -> Self {
         Self::new()
@@ -301,7 +362,7 @@ impl QuantileSummary {
     }
 
     /// An empty summary with relative accuracy `alpha` on the sketch path, exact up to
-    /// `exact_limit` values. Only summaries with the same settings can be merged.
+    /// `exact_limit` distinct values. Only summaries with the same settings can be merged.
     ///
     /// # Panics
     ///
@@ -315,7 +376,7 @@ impl QuantileSummary {
         QuantileSummary {
             alpha,
             exact_limit,
-            repr: Repr::Exact(Vec::new()),
+            repr: Repr::Exact(Counts::default()),
         }
     }
 
@@ -324,7 +385,7 @@ impl QuantileSummary {
         self.alpha
     }
 
-    /// Number of values kept exactly before the summary becomes a sketch.
+    /// Number of distinct values kept exactly before the summary becomes a sketch.
     pub fn exact_limit(&self) -> u64 {
         self.exact_limit
     }
@@ -332,7 +393,7 @@ impl QuantileSummary {
     /// Number of (non-NaN) values summarised.
     pub fn count(&self) -> u64 {
         match &self.repr {
-            Repr::Exact(v) => v.len() as u64,
+            Repr::Exact(c) => c.count(),
             Repr::Sketch(s) => s.count,
         }
     }
@@ -342,7 +403,7 @@ impl QuantileSummary {
         self.count() == 0
     }
 
-    /// Whether answers are exact (at most `exact_limit` values), not sketch estimates.
+    /// Whether answers are exact (at most `exact_limit` distinct values), not sketch estimates.
     pub fn is_exact(&self) -> bool {
         matches!(self.repr, Repr::Exact(_))
     }
@@ -350,7 +411,7 @@ impl QuantileSummary {
     /// The smallest value (exact on both paths), if any.
     pub fn min(&self) -> Option<f64> {
         match &self.repr {
-            Repr::Exact(v) => v.first().copied(),
+            Repr::Exact(c) => c.values.first().copied(),
             Repr::Sketch(s) => Some(s.min),
         }
     }
@@ -358,7 +419,7 @@ impl QuantileSummary {
     /// The largest value (exact on both paths), if any.
     pub fn max(&self) -> Option<f64> {
         match &self.repr {
-            Repr::Exact(v) => v.last().copied(),
+            Repr::Exact(c) => c.values.last().copied(),
             Repr::Sketch(s) => Some(s.max),
         }
     }
@@ -370,7 +431,7 @@ impl QuantileSummary {
             return None;
         }
         Some(match &self.repr {
-            Repr::Exact(v) => v[r as usize],
+            Repr::Exact(c) => c.at_rank(r),
             Repr::Sketch(s) => s.at_rank(Mapping::new(self.alpha), r),
         })
     }
@@ -408,28 +469,33 @@ impl QuantileSummary {
                 ),
             });
         }
-        let total = self.count() + other.count();
-        if let (Repr::Exact(a), Repr::Exact(b)) = (&mut self.repr, &other.repr) {
-            if total <= self.exact_limit {
-                *a = merge_sorted(a, b);
-                return Ok(());
-            }
-        }
-        let m = Mapping::new(self.alpha);
-        let sketch = self.make_sketch();
         match &other.repr {
-            Repr::Exact(b) => b.iter().for_each(|&x| sketch.add(m, x)),
-            Repr::Sketch(o) => sketch.absorb(o),
+            Repr::Exact(b) => self.absorb(b),
+            Repr::Sketch(o) => self.make_sketch().absorb(o),
         }
         Ok(())
     }
 
+    /// Adds counted values: exact while the distinct values stay within the limit.
+    fn absorb(&mut self, counts: &Counts) {
+        let m = Mapping::new(self.alpha);
+        match &mut self.repr {
+            Repr::Sketch(sketch) => counts.pairs().for_each(|(x, n)| sketch.add(m, x, n)),
+            Repr::Exact(exact) => {
+                *exact = exact.merged(counts);
+                if exact.values.len() as u64 > self.exact_limit {
+                    self.make_sketch();
+                }
+            }
+        }
+    }
+
     /// Turns the summary into a sketch (if it is not one) and returns it.
     fn make_sketch(&mut self) -> &mut Sketch {
-        if let Repr::Exact(values) = &self.repr {
+        if let Repr::Exact(counts) = &self.repr {
             let m = Mapping::new(self.alpha);
             let mut sketch = Sketch::empty();
-            values.iter().for_each(|&x| sketch.add(m, x));
+            counts.pairs().for_each(|(x, n)| sketch.add(m, x, n));
             self.repr = Repr::Sketch(sketch);
         }
         match &mut self.repr {
@@ -442,27 +508,16 @@ impl QuantileSummary {
 impl Extend<f64> for QuantileSummary {
     /// Adds values, ignoring NaN. Add a batch at a time: the exact path sorts once per call.
     fn extend<I: IntoIterator<Item = f64>>(&mut self, values: I) {
-        let mut values = values.into_iter().filter(|x| !x.is_nan());
-        if let Repr::Exact(v) = &mut self.repr {
-            let sorted = v.len();
-            for x in values.by_ref() {
-                v.push(x);
-                if v.len() as u64 > self.exact_limit {
-                    break;
-                }
+        match &mut self.repr {
+            Repr::Sketch(sketch) => {
+                let m = Mapping::new(self.alpha);
+                values
+                    .into_iter()
+                    .filter(|x| !x.is_nan())
+                    .for_each(|x| sketch.add(m, x, 1));
             }
-            if v.len() as u64 <= self.exact_limit {
-                // The stable sort finds the sorted prefix as one run: O(n + k log k).
-                if v.len() > sorted {
-                    v.sort_by(f64::total_cmp);
-                }
-                return;
-            }
-            // Past the limit: the sketch takes these values and every following one.
+            Repr::Exact(_) => self.absorb(&Counts::of(values.into_iter())),
         }
-        let m = Mapping::new(self.alpha);
-        let sketch = self.make_sketch();
-        values.for_each(|x| sketch.add(m, x));
     }
 }
 
@@ -611,6 +666,59 @@ mod tests {
         assert!(!over.is_exact());
         let wrong = QuantileSummary::with_accuracy(0.01, 1000);
         assert!(over.merge(&wrong).unwrap_err().to_string().contains("α"));
+    }
+
+    #[test]
+    fn many_values_with_few_distinct_ones_stay_exact() {
+        // 300 000 integers in 0..50: three times the limit in values, but 50 distinct ones.
+        let mut rng = Rng(5);
+        let values: Vec<f64> = (0..300_000).map(|_| (rng.next() % 50) as f64).collect();
+        let one = summary_of(&values, DEFAULT_ALPHA, DEFAULT_EXACT_LIMIT);
+        assert!(one.is_exact());
+        assert_eq!(one.count(), 300_000);
+        for parts in [2, 7, 64] {
+            for balanced in [true, false] {
+                assert_eq!(merged(&values, parts, balanced, DEFAULT_EXACT_LIMIT), one);
+            }
+        }
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        for k in 0..=1000 {
+            let q = k as f64 / 1000.0;
+            assert_eq!(one.quantile(q), Some(reference(&sorted, q)), "q = {q}");
+        }
+        for r in (0..300_000).step_by(7919).chain([299_999]) {
+            assert_eq!(one.value_at_rank(r), Some(sorted[r as usize]), "rank {r}");
+        }
+        // −0 and +0 are two values, counted apart, and the minimum is −0.
+        let zeros: QuantileSummary = [0.0, -0.0, 0.0].into_iter().collect();
+        assert_eq!(zeros.min().map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(
+            zeros.value_at_rank(1).map(f64::to_bits),
+            Some(0f64.to_bits())
+        );
+    }
+
+    #[test]
+    fn the_switch_to_the_sketch_counts_distinct_values() {
+        // 20 distinct values, each 100 times: exact at a limit of 20, a sketch at 19.
+        let values: Vec<f64> = (0..2000).map(|i| f64::from(i % 20) * 1.5).collect();
+        assert!(summary_of(&values, DEFAULT_ALPHA, 20).is_exact());
+        let sketched = summary_of(&values, DEFAULT_ALPHA, 19);
+        assert!(!sketched.is_exact());
+        // The same buckets as a sketch of every value, whatever the merge tree.
+        for parts in [3, 64] {
+            for balanced in [true, false] {
+                assert_eq!(merged(&values, parts, balanced, 19), sketched);
+            }
+        }
+        let mut direct = QuantileSummary::with_accuracy(DEFAULT_ALPHA, 0);
+        direct.extend(values.iter().copied());
+        assert_eq!(direct.count(), sketched.count());
+        for k in 0..=20 {
+            let q = f64::from(k) / 20.0;
+            assert_eq!(direct.quantile(q), sketched.quantile(q), "q = {q}");
+        }
     }
 
     /// Checks both documented bounds of the sketch path on `values` (sorted here).
