@@ -40,12 +40,6 @@ impl Case {
     }
 }
 
-fn contains_all(err: &str, parts: &[&str]) {
-    for p in parts {
-        assert!(err.contains(p), "expected {p:?} in:\n{err}");
-    }
-}
-
 #[test]
 fn malformed_csv_row_names_file_and_line() {
     let case = Case::new();
