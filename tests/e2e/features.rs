@@ -463,7 +463,7 @@ fn fitted_parameters_are_the_same_as_the_saved_ones() {
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), "in.parquet", &rows_with_extremes(3000, 61));
     write_few_distinct_ints(&dir.path().join("many.parquet"), 200_000);
-    let saved = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fitted");
+    let saved = repo_root().join("tests/fixtures/fitted");
     let bless = std::env::var_os("QUIVER_BLESS").is_some_and(|v| v == "1");
     let mut differ = Vec::new();
     for &(name, plugin_name, params, input) in FITTED_CASES {

@@ -447,7 +447,7 @@ pub fn write_few_distinct_ints(path: &Path, rows: usize) -> Vec<i64> {
 pub fn python_with_numpy() -> PathBuf {
     static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv");
+    let venv = repo_root().join("target/test-venv");
     let python = venv.join("bin/python");
     let has_numpy = |python: &Path| {
         Command::new(python)

@@ -834,7 +834,7 @@ impl Outstanding {
 }
 
 /// What the workers produce, as the consumer takes it; each item taken makes room for the
-/// reader, and dropping it (the consumer stopped) releases the reader for good.
+/// reader, and a failure or dropping it (the consumer stopped) releases the reader for good.
 struct Taken<'a> {
     rx: Receiver<Done>,
     outstanding: &'a Outstanding,
@@ -845,7 +845,13 @@ impl Iterator for Taken<'_> {
 
     fn next(&mut self) -> Option<Done> {
         let done = self.rx.recv().ok()?;
-        self.outstanding.release();
+        match done {
+            // A failed worker never answers for the items still queued to it, which would keep
+            // their room taken for ever; and a failed pass reads no further anyway (what was
+            // dispatched, all earlier batches, still reports its failures).
+            Done::Failed(_) => self.outstanding.close(),
+            Done::Batches { .. } => self.outstanding.release(),
+        }
         Some(done)
     }
 }
@@ -1154,6 +1160,25 @@ mod tests {
             assert!(!fourth.join().unwrap());
         });
         assert!(!outstanding.acquire());
+    }
+
+    #[test]
+    fn a_failure_stops_the_reader_whose_queued_work_will_never_be_answered() {
+        // Two items went to a worker that then failed: it answers with one failure and never
+        // for the other, so the room that item takes would never come back.
+        let outstanding = Outstanding::new(2);
+        assert!(outstanding.acquire() && outstanding.acquire());
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(Done::Failed(at(0, 0))).unwrap();
+        let mut taken = Taken {
+            rx,
+            outstanding: &outstanding,
+        };
+        assert!(matches!(taken.next(), Some(Done::Failed(_))));
+        // The reader is told to stop at once instead of waiting (or handing out more work).
+        assert!(!outstanding.acquire());
+        drop(tx);
+        assert!(taken.next().is_none());
     }
 
     #[test]
