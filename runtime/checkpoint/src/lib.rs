@@ -16,7 +16,7 @@
 //! Nothing in this crate does I/O except [`store`], so the protocol is tested exhaustively
 //! and fast; the streaming driver performs the actions it returns.
 //!
-//! Uses no other Quiver crate, no Arrow and no wasmtime.
+//! Uses `quiver-durable` only: no Arrow, no wasmtime.
 
 pub mod names;
 pub mod store;

@@ -6,7 +6,6 @@
 //! damaged checkpoint is reported as [`StoreError::Corrupt`], naming the file, and never used.
 //! A replicated store implements the same trait.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -107,29 +106,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` so that after a crash it holds either its old contents or all of
-/// `bytes`: temporary file, fsync, rename, fsync of the directory.
+/// [`quiver_durable::write_durably`], naming `path` in the error. Durability point: the
+/// directory fsync at its end.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    tmp.write_all(bytes).map_err(io(path))?;
-    tmp.as_file().sync_data().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| StoreError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    sync_dir(dir)
+    quiver_durable::write_durably(path, bytes).map_err(io(path))
 }
 
-/// Makes the renames and deletions in `dir` durable.
+/// [`quiver_durable::sync_dir`], naming `dir` in the error.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    quiver_durable::sync_dir(dir).map_err(io(dir))
 }
 
 /// A manifest file: a header line with the checksum and length of the JSON body, then the body.

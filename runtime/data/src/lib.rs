@@ -9,7 +9,7 @@
 //!   encoding), range partitioning (boundaries by hand or from a sample's quantiles), and skew
 //!   and hot-key tracking — pure logic over Arrow batches.
 //!
-//! Uses Arrow and Parquet; no WebAssembly, no other Quiver crate.
+//! Uses Arrow, Parquet and `quiver-durable`; no WebAssembly.
 
 pub mod io;
 pub mod partition;

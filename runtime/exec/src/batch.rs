@@ -989,13 +989,13 @@ const MAX_DEAD_ROWS: u64 = 1 << 20;
 
 /// Dead-letter rows gathered during a run, written when it commits.
 #[derive(Default)]
-struct DeadLetters {
+struct DeadLetterRows {
     rows: BTreeMap<usize, Vec<RecordBatch>>,
     counts: BTreeMap<usize, PolicyCounts>,
     total: u64,
 }
 
-impl DeadLetters {
+impl DeadLetterRows {
     fn record(&mut self, incidents: Incidents) -> Result<(), RunError> {
         for (position, rows) in incidents.skipped {
             let c = self.counts.entry(position).or_default();
@@ -1049,7 +1049,7 @@ impl DeadLetters {
 /// What the writer produced.
 struct Written {
     output: io::SinkSummary,
-    dead: DeadLetters,
+    dead: DeadLetterRows,
 }
 
 /// Writes results as they arrive (in input order when `ordered`), gathers what error policies
@@ -1063,7 +1063,7 @@ fn write(
 ) -> Result<Written, RunError> {
     let mut pending: BTreeMap<u64, (usize, Vec<RecordBatch>)> = BTreeMap::new();
     let mut next = 0u64;
-    let mut dead = DeadLetters::default();
+    let mut dead = DeadLetterRows::default();
     let mut failure = EarliestFailure::default();
     for msg in done {
         let (partition, seq, batches) = match msg {

@@ -420,9 +420,9 @@ pub enum WindowError {
         /// The time column.
         column: String,
     },
-    /// Snapshot bytes could not be restored.
+    /// SavedWindows bytes could not be restored.
     #[error("window: cannot restore snapshot: {0}")]
-    Snapshot(String),
+    SavedWindows(String),
     /// An Arrow kernel failed.
     #[error("window: {0}")]
     Arrow(#[from] ArrowError),
@@ -898,7 +898,7 @@ impl WindowOperator {
             .iter()
             .map(|(end, start, key)| {
                 let window = &self.groups[key].windows[start];
-                SnapshotWindow {
+                SavedWindow {
                     key: key_index[&key[..]],
                     start: *start,
                     end: *end,
@@ -910,7 +910,7 @@ impl WindowOperator {
                 }
             })
             .collect();
-        let snapshot = Snapshot {
+        let snapshot = SavedWindows {
             format: SNAPSHOT_FORMAT.to_string(),
             version: SNAPSHOT_VERSION,
             spec: self.spec.clone(),
@@ -926,9 +926,9 @@ impl WindowOperator {
     /// different spec or key types.
     pub fn restore(spec: WindowSpec, input: SchemaRef, state: &[u8]) -> Result<Self, WindowError> {
         let mut op = WindowOperator::new(spec, input)?;
-        let bad = |msg: String| WindowError::Snapshot(msg);
+        let bad = |msg: String| WindowError::SavedWindows(msg);
 
-        let header: SnapshotHeader = serde_json::from_slice(state)
+        let header: SavedWindowsHeader = serde_json::from_slice(state)
             .map_err(|e| bad(format!("not a window operator snapshot ({e})")))?;
         if header.format.as_deref() != Some(SNAPSHOT_FORMAT) {
             return Err(bad(format!(
@@ -942,7 +942,7 @@ impl WindowOperator {
                 header.version
             )));
         }
-        let snapshot: Snapshot =
+        let snapshot: SavedWindows =
             serde_json::from_slice(state).map_err(|e| bad(format!("malformed state: {e}")))?;
         if snapshot.spec != op.spec {
             let json = |s: &WindowSpec| serde_json::to_string(s).unwrap_or_default();
@@ -1232,14 +1232,14 @@ impl WindowOperator {
 
 /// Just enough of a snapshot to give a clear error for foreign bytes.
 #[derive(Deserialize)]
-struct SnapshotHeader {
+struct SavedWindowsHeader {
     format: Option<String>,
     version: Option<u32>,
 }
 
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct Snapshot {
+struct SavedWindows {
     format: String,
     version: u32,
     spec: WindowSpec,
@@ -1247,12 +1247,12 @@ struct Snapshot {
     /// Hex of an Arrow IPC stream holding one row per open key; absent
     /// without key columns.
     keys_ipc: Option<String>,
-    windows: Vec<SnapshotWindow>,
+    windows: Vec<SavedWindow>,
 }
 
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct SnapshotWindow {
+struct SavedWindow {
     /// Row in the key table.
     key: usize,
     start: i64,
@@ -1276,7 +1276,7 @@ fn encode_keys_ipc(codec: &KeyCodec, keys: &[&Arc<[u8]>]) -> Result<Vec<u8>, Arr
 }
 
 fn decode_keys_ipc(codec: &KeyCodec, bytes: &[u8]) -> Result<Vec<Arc<[u8]>>, WindowError> {
-    let bad = |msg: String| WindowError::Snapshot(format!("key table: {msg}"));
+    let bad = |msg: String| WindowError::SavedWindows(format!("key table: {msg}"));
     let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| bad(e.to_string()))?;
     let expected = key_schema(codec);
     let actual = reader.schema();

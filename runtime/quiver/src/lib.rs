@@ -49,6 +49,7 @@
 //!
 //! | crate | modules here | what it holds |
 //! |---|---|---|
+//! | `quiver-durable` | [`durable`] | temporary names, fsync, rename, directory fsync: how every writer makes a file survive a crash |
 //! | `quiver-checkpoint` | [`checkpoint`] | the checkpoint protocol (pure) and its durable store; no Arrow, no wasmtime |
 //! | `quiver-data` | [`io`], [`partition`] | sources, sinks, formats; hash and range partitioning, skew; Arrow and Parquet, no wasmtime |
 //! | `quiver-plugin-host` | [`untrusted`], [`capability`], [`sandbox`], [`abi`], [`plugin`], [`fit`], [`replay`] | the only crate with wasmtime |
@@ -60,6 +61,7 @@
 pub use quiver_authoring as authoring;
 pub use quiver_checkpoint as checkpoint;
 pub use quiver_data::{io, partition};
+pub use quiver_durable as durable;
 pub use quiver_exec::{batch, chain, pipeline, policy, report, window};
 pub use quiver_plugin_host::{abi, capability, fit, plugin, replay, sandbox, untrusted};
 pub use quiver_stream as stream;

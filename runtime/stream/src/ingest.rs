@@ -61,6 +61,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response};
+use quiver_durable::sync_dir;
 
 use super::http::{answer, HttpError, HttpLimits, HttpServer};
 use super::wal::{segment_name, segments};
@@ -452,10 +453,6 @@ impl Wal {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// If the log does not end in `\n`, cuts it back to just after its last `\n`: the rest is a line
 /// torn by a crash during an append, which was therefore never acknowledged. Returns the length.
 fn cut_torn_tail(file: &mut File, path: &Path) -> io::Result<u64> {
@@ -597,7 +594,7 @@ impl Worker {
     /// Checks a whole body and appends its rows to the log.
     fn append(&self, format: Format, body: &[u8]) -> Result<(u64, u64), Refusal> {
         let (lines, rows) = match format {
-            Format::JsonLines => json_lines(body)?,
+            Format::JsonLines => checked_json_lines(body)?,
             Format::ArrowStream => {
                 arrow_lines(body, self.max_body_bytes.max(self.max_unread_bytes))?
             }
@@ -758,7 +755,7 @@ async fn drain(body: &mut Incoming, idle: Duration) {
 
 /// Checks that every non-empty line is a JSON object; returns those lines, each ending in
 /// `\n`, and how many there are.
-fn json_lines(body: &[u8]) -> Result<(Vec<u8>, u64), Refusal> {
+fn checked_json_lines(body: &[u8]) -> Result<(Vec<u8>, u64), Refusal> {
     let mut out = Vec::with_capacity(body.len() + 1);
     let mut rows = 0;
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {

@@ -30,7 +30,7 @@
 //! final checkpoint.
 //!
 //! Uses `quiver-exec` (the pipeline file, the chain runner, windows, policies),
-//! `quiver-checkpoint`, `quiver-data` and `quiver-plugin-host`.
+//! `quiver-checkpoint`, `quiver-data`, `quiver-durable` and `quiver-plugin-host`.
 
 mod commit;
 pub mod decode;
@@ -66,7 +66,7 @@ use quiver_exec::policy::{LatePolicy, OnMalformed};
 use quiver_exec::window::{self, WindowSpec};
 use quiver_plugin_host::plugin::{Host, PluginError};
 use quiver_plugin_host::replay::Recorder;
-use source::{Source, SourceKind};
+use source::{SourceKind, StreamInput};
 use tail::Lines;
 use task::{FromWorker, Task, ToWorker, WorkerSettings};
 
@@ -398,7 +398,7 @@ impl Settings {
 /// the first rows to process.
 fn input_decoder(
     s: &Settings,
-    source: &mut Source,
+    source: &mut StreamInput,
     stop: &AtomicBool,
 ) -> Result<(Decoder, Option<Lines>), StreamError> {
     let ext = s.in_format.extension();
@@ -506,7 +506,7 @@ pub fn run(
         Format::Csv => ".csv",
         _ => ".jsonl",
     };
-    let mut source = Source::open(&s.source, ext, from.as_ref())?;
+    let mut source = StreamInput::open(&s.source, ext, from.as_ref())?;
 
     let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
     let chain = Chain::load(pipeline, host)?;
@@ -555,7 +555,7 @@ pub fn run(
         }
         None => None,
     };
-    let mut snapshot = metrics::Snapshot {
+    let mut snapshot = metrics::MetricsSnapshot {
         job: s.job.clone(),
         last_epoch: recovery.committed,
         ..Default::default()
@@ -656,7 +656,7 @@ pub fn run(
 
 /// Takes in a checkpoint the committer has committed: counts it, and tells the source what it
 /// will never read again.
-fn committed(source: &Source, report: &mut StreamReport, c: &Committed) {
+fn committed(source: &StreamInput, report: &mut StreamReport, c: &Committed) {
     if let Some(p) = &c.position {
         source.committed(p);
     }
@@ -701,7 +701,7 @@ fn stream_partitioning(p: &Pipeline) -> Result<Option<Partitioning>, StreamError
 struct Driver<'a> {
     s: &'a Settings,
     options: &'a StreamOptions,
-    source: &'a mut Source,
+    source: &'a mut StreamInput,
     decoder: &'a Decoder,
     partitioning: Option<&'a Partitioning>,
     to_workers: Vec<std::sync::mpsc::SyncSender<ToWorker>>,
@@ -709,7 +709,7 @@ struct Driver<'a> {
     barrier_tx: Option<std::sync::mpsc::SyncSender<Barrier>>,
     done_rx: &'a std::sync::mpsc::Receiver<Result<Committed, StreamError>>,
     report: &'a mut StreamReport,
-    snapshot: &'a mut metrics::Snapshot,
+    snapshot: &'a mut metrics::MetricsSnapshot,
     /// Per task, the latest figures of each plugin.
     plugin_figures: Vec<Vec<(String, quiver_plugin_host::plugin::Metrics)>>,
     open_windows: Vec<u64>,
@@ -776,7 +776,7 @@ impl Driver<'_> {
         for b in &bad {
             tracing::warn!("{}:{}: {}", b.path.display(), b.line, b.message);
         }
-        let mut dead = output::DeadLetters(Vec::new());
+        let mut dead = output::DeadLetterLines(Vec::new());
         if self.s.on_malformed == OnMalformed::DeadLetter {
             dead.lines(&bad);
         }

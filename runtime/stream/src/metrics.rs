@@ -1,7 +1,7 @@
 //! The Prometheus endpoint of a streaming run: `GET /metrics` on the address in `[stream]
 //! metrics-addr` (or `--metrics-addr`).
 //!
-//! The driver renders a [`Snapshot`] to the text exposition format after every micro-batch and
+//! The driver renders a [`MetricsSnapshot`] to the text exposition format after every micro-batch and
 //! checkpoint ([`render`] is pure); a small server thread answers each request with the latest
 //! text, so scraping never waits for or slows the pipeline.
 
@@ -19,7 +19,7 @@ use quiver_plugin_host::plugin::Metrics;
 
 /// What a streaming run exposes.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub struct MetricsSnapshot {
     /// The job.
     pub job: String,
     /// Lines read from the source.
@@ -62,7 +62,7 @@ fn label(v: &str) -> String {
 }
 
 /// The snapshot in Prometheus' text exposition format (version 0.0.4).
-pub fn render(s: &Snapshot) -> String {
+pub fn render(s: &MetricsSnapshot) -> String {
     let job = label(&s.job);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
@@ -253,7 +253,7 @@ mod tests {
     fn the_endpoint_serves_the_latest_snapshot_in_the_text_format() {
         let (server, shared) = serve("127.0.0.1:0").unwrap();
         let addr = server.local_addr();
-        let mut s = Snapshot {
+        let mut s = MetricsSnapshot {
             job: "j\"1".into(),
             rows_in: 10,
             rows_out: 7,
@@ -266,7 +266,7 @@ mod tests {
                     ..Metrics::default()
                 },
             )],
-            ..Snapshot::default()
+            ..MetricsSnapshot::default()
         };
         *shared.lock().unwrap() = render(&s);
         let page = get(addr, "/metrics");

@@ -170,7 +170,7 @@ impl EpochFiles {
 }
 
 /// Writes `batch` as JSON lines, for stdout and dead letters.
-pub(crate) fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+pub(crate) fn encode_json_lines(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut out = Vec::new();
     let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
     w.write(batch)?;
@@ -181,9 +181,9 @@ pub(crate) fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::A
 
 /// Dead letters of one micro-batch, as one batch of JSON text lines (rows of any schema, with
 /// why they are there).
-pub(crate) struct DeadLetters(pub(crate) Vec<String>);
+pub(crate) struct DeadLetterLines(pub(crate) Vec<String>);
 
-impl DeadLetters {
+impl DeadLetterLines {
     pub(crate) fn lines(&mut self, bad: &[BadLine]) {
         for b in bad {
             self.0.push(
@@ -198,7 +198,7 @@ impl DeadLetters {
     }
 
     pub(crate) fn rows(&mut self, rows: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
-        let text = json_lines(rows)?;
+        let text = encode_json_lines(rows)?;
         self.0
             .extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
         Ok(())

@@ -209,7 +209,7 @@ impl StdinSource {
 }
 
 /// A streaming source, open at its resume point.
-pub enum Source {
+pub enum StreamInput {
     /// A growing file.
     File(Tail),
     /// A directory files arrive in.
@@ -235,19 +235,19 @@ fn position_from<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-impl Source {
+impl StreamInput {
     /// Opens a source of `kind` at `from` (a position from a checkpoint, or `None` for the
     /// start). `extension` picks a directory's files (`.jsonl`, `.csv`).
     pub fn open(
         kind: &SourceKind,
         extension: &'static str,
         from: Option<&serde_json::Value>,
-    ) -> Result<Source, StreamError> {
+    ) -> Result<StreamInput, StreamError> {
         Ok(match kind {
-            SourceKind::File(path) => Source::File(Tail::open(path, position_from(from)?)?),
+            SourceKind::File(path) => StreamInput::File(Tail::open(path, position_from(from)?)?),
             SourceKind::Directory(dir) => {
                 let at = position_from(from)?.unwrap_or_default();
-                Source::Directory(DirSource::open(dir, extension, at)?)
+                StreamInput::Directory(DirSource::open(dir, extension, at)?)
             }
             SourceKind::Http {
                 addr,
@@ -270,18 +270,18 @@ impl Source {
                 eprintln!("ingest: http://{}/ingest", server.local_addr());
                 let reader = WalReader::open(wal, position_from(from)?)?;
                 server.set_read_offset(reader.position().offset);
-                Source::Http(server, reader)
+                StreamInput::Http(server, reader)
             }
-            SourceKind::Stdin => Source::Stdin(StdinSource::open()),
+            SourceKind::Stdin => StreamInput::Stdin(StdinSource::open()),
         })
     }
 
     /// Up to `max` complete lines that arrived since the last call. Never blocks.
     pub fn poll(&mut self, max: usize) -> Result<Lines, StreamError> {
         Ok(match self {
-            Source::File(t) => t.poll(max)?,
-            Source::Directory(d) => d.poll(max)?,
-            Source::Http(server, r) => {
+            StreamInput::File(t) => t.poll(max)?,
+            StreamInput::Directory(d) => d.poll(max)?,
+            StreamInput::Http(server, r) => {
                 if !server.is_serving() {
                     return Err(StreamError::Ingest(format!(
                         "the endpoint on {} stopped unexpectedly (its panic is printed above); restart the run (acknowledged rows are in the write-ahead log)",
@@ -293,7 +293,7 @@ impl Source {
                 server.set_read_offset(r.position().offset);
                 lines
             }
-            Source::Stdin(s) => s.poll(max)?,
+            StreamInput::Stdin(s) => s.poll(max)?,
         })
     }
 
@@ -301,10 +301,10 @@ impl Source {
     /// be rewound (stdin).
     pub fn position(&self) -> Option<serde_json::Value> {
         let v = match self {
-            Source::File(t) => serde_json::to_value(t.position()),
-            Source::Http(_, r) => serde_json::to_value(r.position()),
-            Source::Directory(d) => serde_json::to_value(d.position()),
-            Source::Stdin(_) => return None,
+            StreamInput::File(t) => serde_json::to_value(t.position()),
+            StreamInput::Http(_, r) => serde_json::to_value(r.position()),
+            StreamInput::Directory(d) => serde_json::to_value(d.position()),
+            StreamInput::Stdin(_) => return None,
         };
         Some(v.expect("a position serializes"))
     }
@@ -312,7 +312,7 @@ impl Source {
     /// The HTTP ingest endpoint's figures, if the source is one.
     pub fn ingest_stats(&self) -> Option<IngestStats> {
         match self {
-            Source::Http(server, _) => Some(server.stats()),
+            StreamInput::Http(server, _) => Some(server.stats()),
             _ => None,
         }
     }
@@ -320,10 +320,10 @@ impl Source {
     /// Bytes that arrived and are not read yet (an estimate of the lag).
     pub fn lag_bytes(&self) -> u64 {
         match self {
-            Source::File(t) => t.lag_bytes(),
-            Source::Http(_, r) => r.lag_bytes(),
-            Source::Directory(d) => d.lag_bytes(),
-            Source::Stdin(_) => 0,
+            StreamInput::File(t) => t.lag_bytes(),
+            StreamInput::Http(_, r) => r.lag_bytes(),
+            StreamInput::Directory(d) => d.lag_bytes(),
+            StreamInput::Stdin(_) => 0,
         }
     }
 
@@ -331,7 +331,7 @@ impl Source {
     /// HTTP ingest's log deletes its segments before it; a failure to is only logged (they are
     /// deleted after a later checkpoint).
     pub fn committed(&self, position: &serde_json::Value) {
-        let Source::Http(_, reader) = self else {
+        let StreamInput::Http(_, reader) = self else {
             return;
         };
         let Ok(at) = serde_json::from_value::<WalPosition>(position.clone()) else {
@@ -350,6 +350,6 @@ impl Source {
 
     /// Whether the source has ended for good (stdin closed); other sources never end.
     pub fn ended(&self) -> bool {
-        matches!(self, Source::Stdin(s) if s.ended)
+        matches!(self, StreamInput::Stdin(s) if s.ended)
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use super::output::{json_lines, DeadLetters, EpochFile, EpochFiles};
+use super::output::{encode_json_lines, DeadLetterLines, EpochFile, EpochFiles};
 use super::{io_err, StreamError};
 use quiver_checkpoint::{Epoch, StoreError, TaskId};
 use quiver_data::io::{Format, IoError};
@@ -277,7 +277,7 @@ fn rows(
         task: id,
         ..Progress::default()
     };
-    let mut dead = DeadLetters(dead_lines);
+    let mut dead = DeadLetterLines(dead_lines);
     let bad_rows = |e: arrow::error::ArrowError| StreamError::Setup(format!("dead letters: {e}"));
     if let Some(batch) = batch {
         let mut incidents = quiver_exec::chain::Incidents::default();
@@ -362,7 +362,7 @@ fn rows(
                 }
                 None => {
                     let stdout = PathBuf::from("<stdout>");
-                    let text = json_lines(out).map_err(|e| IoError::Write {
+                    let text = encode_json_lines(out).map_err(|e| IoError::Write {
                         path: stdout.clone(),
                         format: Format::Jsonl,
                         reason: e.to_string(),

@@ -4,7 +4,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{Array, ArrayRef, UInt32Array};
@@ -17,6 +16,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+
+use quiver_durable::{create_temp_dir, create_temp_file, parent_dir, sync_dir, temp_sibling};
 
 use super::{arrow_reason, file_id, Format, IoError};
 
@@ -130,7 +131,7 @@ pub fn create(path: &Path, schema: SchemaRef, options: &SinkOptions) -> Result<S
     }
 
     let (layout, tmp) = if options.partition_by.is_empty() {
-        let (tmp, file) = temp_file(&parent, &name)
+        let (tmp, file) = create_temp_file(&parent, &name)
             .map_err(|e| IoError::io(&parent, "cannot create a temporary file", e))?;
         let writer = match FileWriter::new(file, format, &schema) {
             Ok(writer) => writer,
@@ -146,7 +147,7 @@ pub fn create(path: &Path, schema: SchemaRef, options: &SinkOptions) -> Result<S
         (Layout::Single(Some(Box::new(writer))), tmp)
     } else {
         let hive = Hive::new(&schema, &options.partition_by, &target)?;
-        let tmp = temp_dir(&parent, &name)
+        let tmp = create_temp_dir(&parent, &name)
             .map_err(|e| IoError::io(&parent, "cannot create a temporary directory", e))?;
         (Layout::Hive(Box::new(hive)), tmp)
     };
@@ -925,67 +926,6 @@ impl FileWriter {
 // ---------------------------------------------------------------------------------------------
 // Files and renames
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// A hard-to-guess suffix for temporary names; `create_new` guards against collisions anyway.
-fn random_suffix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    format!("{}-{:016x}", std::process::id(), hasher.finish())
-}
-
-fn sibling_name(parent: &Path, name: &str, tag: &str) -> PathBuf {
-    parent.join(format!(".{name}.quiver-{tag}-{}", random_suffix()))
-}
-
-fn temp_file(parent: &Path, name: &str) -> io::Result<(PathBuf, File)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let path = sibling_name(parent, name, "tmp");
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
-}
-
-fn temp_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
-    let mut last = None;
-    for _ in 0..16 {
-        let path = sibling_name(parent, name, "tmp");
-        match fs::create_dir(&path) {
-            Ok(()) => return Ok(path),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
 /// Renames the finished temporary output `tmp` to `target`.
 fn install(tmp: &Path, target: &Path, overwrite: bool, format: Format) -> Result<(), IoError> {
     let rename_err = |e| IoError::io(target, "cannot move the output into place", e);
@@ -1014,7 +954,7 @@ fn install(tmp: &Path, target: &Path, overwrite: bool, format: Format) -> Result
     let name = target
         .file_name()
         .map_or("output".into(), |n| n.to_string_lossy());
-    let old = sibling_name(&parent_dir(target), &name, "old");
+    let old = temp_sibling(&parent_dir(target), &name, "old");
     fs::rename(target, &old)
         .map_err(|e| IoError::io(target, "cannot move the previous output aside", e))?;
     if let Err(e) = fs::rename(tmp, target) {
@@ -1417,7 +1357,7 @@ mod tests {
             assert_eq!(owner(other), None, "{other}");
         }
         // The name a sink makes parses back to this process.
-        let made = sibling_name(Path::new("."), "out.parquet", "tmp");
+        let made = temp_sibling(Path::new("."), "out.parquet", "tmp");
         let made = made.file_name().unwrap().to_str().unwrap();
         assert_eq!(owner(made), Some((std::process::id(), false)));
         assert!(process_alive(std::process::id()));
