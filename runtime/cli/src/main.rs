@@ -435,8 +435,10 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
 
 /// `quiver run --stream`: until SIGINT or SIGTERM, which end it with a final checkpoint.
 fn run_stream(p: &Pipeline, host: &Host, args: &RunArgs) -> Result<()> {
+    let status = std::io::stderr().is_terminal();
     let options = stream::StreamOptions {
-        status: std::io::stderr().is_terminal(),
+        status,
+        events: Some(std::sync::Arc::new(print_stream_event)),
         start: match (args.from_beginning, args.from_offset) {
             (true, _) => stream::Start::Beginning,
             (_, Some(o)) => stream::Start::Offset(o),
@@ -452,9 +454,31 @@ fn run_stream(p: &Pipeline, host: &Host, args: &RunArgs) -> Result<()> {
             .and_then(|_| signal_hook::flag::register(signal, options.stop.clone()))
             .context("installing the stop signal handlers")?;
     }
-    let report = stream::run(p, host, &options)?;
-    eprint!("{report}");
+    let report = stream::run(p, host, &options);
+    if status {
+        // Ends the status line.
+        eprintln!();
+    }
+    eprint!("{}", report?);
     Ok(())
+}
+
+/// Prints what a streaming run tells: the endpoints' addresses (on stderr, so that whoever
+/// started the run, a test too, learns the ports) and the live status line.
+fn print_stream_event(event: stream::StreamEvent) {
+    match event {
+        stream::StreamEvent::IngestListening(addr) => eprintln!("ingest: http://{addr}/ingest"),
+        stream::StreamEvent::MetricsListening(addr) => eprintln!("metrics: http://{addr}/metrics"),
+        stream::StreamEvent::Status(s) => eprint!(
+            "\r{} rows in ({:.0}/s), {} out; lag {} bytes; checkpoint {} {:.1} s ago   ",
+            s.rows_in,
+            s.rows_per_second,
+            s.rows_out,
+            s.lag_bytes,
+            s.last_checkpoint,
+            s.since_checkpoint.as_secs_f64()
+        ),
+    }
 }
 
 /// Batch mode: on SIGINT or SIGTERM, removes the run's temporary outputs and exits with

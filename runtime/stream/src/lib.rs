@@ -84,18 +84,72 @@ pub enum Start {
     Offset(u64),
 }
 
+/// What a streaming run tells its caller while it runs; the library prints nothing, the
+/// `quiver` binary prints these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The HTTP ingest endpoint listens here (the port is the system's choice for `:0`).
+    IngestListening(std::net::SocketAddr),
+    /// The metrics endpoint listens here.
+    MetricsListening(std::net::SocketAddr),
+    /// The live figures, about once a second when [`StreamOptions::status`] is set.
+    Status(StreamStatus),
+}
+
+/// The live figures of a streaming run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStatus {
+    /// Lines read so far.
+    pub rows_in: u64,
+    /// Lines read per second since the start.
+    pub rows_per_second: f64,
+    /// Rows written so far.
+    pub rows_out: u64,
+    /// Bytes of input not read yet.
+    pub lag_bytes: u64,
+    /// The last checkpoint committed.
+    pub last_checkpoint: Epoch,
+    /// Time since the last checkpoint was taken.
+    pub since_checkpoint: Duration,
+}
+
+/// Where a run's [`StreamEvent`]s go.
+pub type EventSink = Arc<dyn Fn(StreamEvent) + Send + Sync>;
+
 /// How a streaming run is driven.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StreamOptions {
     /// Set it to stop: the run closes its micro-batch, takes a final checkpoint and returns.
     pub stop: Arc<AtomicBool>,
-    /// Show a live status line on stderr.
+    /// Send [`StreamEvent::Status`] about once a second.
     pub status: bool,
+    /// Where events go (nowhere by default).
+    pub events: Option<EventSink>,
     /// Where to start.
     pub start: Start,
     /// Stop at the end of the input (once a poll finds no new line), with a final checkpoint,
     /// instead of waiting for more.
     pub stop_at_end: bool,
+}
+
+impl std::fmt::Debug for StreamOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamOptions")
+            .field("stop", &self.stop)
+            .field("status", &self.status)
+            .field("events", &self.events.is_some())
+            .field("start", &self.start)
+            .field("stop_at_end", &self.stop_at_end)
+            .finish()
+    }
+}
+
+impl StreamOptions {
+    fn tell(&self, event: StreamEvent) {
+        if let Some(events) = &self.events {
+            events(event);
+        }
+    }
 }
 
 /// What a streaming run did.
@@ -507,6 +561,9 @@ pub fn run(
         _ => ".jsonl",
     };
     let mut source = StreamInput::open(&s.source, ext, from.as_ref())?;
+    if let Some(addr) = source.ingest_addr() {
+        options.tell(StreamEvent::IngestListening(addr));
+    }
 
     let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
     let chain = Chain::load(pipeline, host)?;
@@ -549,8 +606,7 @@ pub fn run(
         Some(addr) => {
             let (server, shared) = metrics::serve(addr)
                 .map_err(|e| StreamError::Setup(format!("cannot serve metrics: {e}")))?;
-            // On stderr so that whoever started the run (or a test) learns the port.
-            eprintln!("metrics: http://{}/metrics", server.local_addr());
+            options.tell(StreamEvent::MetricsListening(server.local_addr()));
             Some((server, shared))
         }
         None => None,
@@ -647,9 +703,6 @@ pub fn run(
         committed(&source, &mut report, &result?);
     }
     driven?;
-    if options.status {
-        eprintln!();
-    }
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -917,15 +970,14 @@ impl Driver<'_> {
             if options.status && last_status.elapsed() >= Duration::from_secs(1) {
                 let r = &self.report;
                 let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-                eprint!(
-                    "\r{} rows in ({:.0}/s), {} out; lag {} bytes; checkpoint {} {:.1} s ago   ",
-                    r.rows_in,
-                    r.rows_in as f64 / secs,
-                    r.rows_out,
-                    self.source.lag_bytes(),
-                    r.last_checkpoint,
-                    last_checkpoint.elapsed().as_secs_f64()
-                );
+                options.tell(StreamEvent::Status(StreamStatus {
+                    rows_in: r.rows_in,
+                    rows_per_second: r.rows_in as f64 / secs,
+                    rows_out: r.rows_out,
+                    lag_bytes: self.source.lag_bytes(),
+                    last_checkpoint: r.last_checkpoint,
+                    since_checkpoint: last_checkpoint.elapsed(),
+                }));
                 last_status = Instant::now();
             }
             if idle && !stopping {

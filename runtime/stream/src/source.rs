@@ -266,14 +266,20 @@ impl StreamInput {
                     idle_timeout: Duration::from_secs(30),
                 })
                 .map_err(|e| StreamError::Setup(e.to_string()))?;
-                // On stderr so that whoever started the run (or a test) learns the port.
-                eprintln!("ingest: http://{}/ingest", server.local_addr());
                 let reader = WalReader::open(wal, position_from(from)?)?;
                 server.set_read_offset(reader.position().offset);
                 StreamInput::Http(server, reader)
             }
             SourceKind::Stdin => StreamInput::Stdin(StdinSource::open()),
         })
+    }
+
+    /// Where the HTTP ingest endpoint listens, for an HTTP source.
+    pub fn ingest_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            StreamInput::Http(server, _) => Some(server.local_addr()),
+            _ => None,
+        }
     }
 
     /// Up to `max` complete lines that arrived since the last call. Never blocks.
