@@ -57,7 +57,21 @@ pub enum StoreError {
 }
 
 /// Durable storage of checkpoints, one job at a time.
-pub trait CheckpointStore {
+///
+/// Every method is blocking and fallible: it returns once what it did is durable (a write) or
+/// known (a read), or with the error that stopped it. The streaming committer calls it from a
+/// thread of its own, so the store must be `Send`. A store over a network must bound every call
+/// by [`CheckpointStore::call_timeout`] and fail with an error naming the call when it passes:
+/// a commit that times out is not known to have failed, and the protocol's fencing and
+/// idempotent commits make retrying it safe.
+pub trait CheckpointStore: Send {
+    /// The most one call may block before it fails; `None` for a store that does no I/O over
+    /// a network (its calls end when the disk answers).
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Forgets everything stored for `job` (a run that starts over), durably.
+    fn forget(&mut self, job: &str) -> Result<(), StoreError>;
     /// Takes the next generation for `job` and records it durably; from then on commits of
     /// lower generations are refused.
     fn claim(&mut self, job: &str) -> Result<Generation, StoreError>;
@@ -245,6 +259,32 @@ impl LocalStore {
 }
 
 impl CheckpointStore for LocalStore {
+    fn forget(&mut self, job: &str) -> Result<(), StoreError> {
+        self.last.remove(job);
+        self.since_gc.remove(job);
+        let dir = self.job_dir(job);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io(&dir))?.path();
+            // The generation stays: a writer of an earlier run must still be fenced off.
+            if path.file_name().is_some_and(|n| n == "generation") {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(io(&path))?;
+        }
+        // Durability point of the forgetting: the job directory's fsync.
+        sync_dir(&dir)
+    }
+
     fn claim(&mut self, job: &str) -> Result<Generation, StoreError> {
         let next = self.generation(job)? + 1;
         write_durably(

@@ -14,6 +14,11 @@ struct MemStore {
 }
 
 impl CheckpointStore for MemStore {
+    fn forget(&mut self, _job: &str) -> Result<(), StoreError> {
+        // The generation stays: fencing must outlive a restart from scratch.
+        self.manifests.clear();
+        Ok(())
+    }
     fn claim(&mut self, _job: &str) -> Result<Generation, StoreError> {
         self.generation += 1;
         Ok(self.generation)
@@ -344,6 +349,28 @@ mod local_store {
         // Old checkpoints go every KEEP commits: between KEEP and 2·KEEP − 1 are kept.
         assert!((KEEP..2 * KEEP).contains(&count("", "manifest-")));
         assert_eq!(count("state", ""), count("", "manifest-"));
+    }
+
+    #[test]
+    fn forgetting_a_job_drops_its_checkpoints_but_still_fences_its_old_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LocalStore::new(dir.path());
+        let old = s.claim(JOB).unwrap();
+        let r = s.put_state(JOB, 1, 0, b"state").unwrap();
+        s.commit(&manifest(old, 1, Some(r))).unwrap();
+        s.forget(JOB).unwrap();
+        let mut reopened = LocalStore::new(dir.path());
+        assert_eq!(reopened.latest(JOB).unwrap(), None);
+        let new = reopened.claim(JOB).unwrap();
+        assert!(new > old, "a new run's generation {new} must exceed {old}");
+        // A writer of the forgotten run cannot commit into the new one.
+        assert!(matches!(
+            reopened.commit(&manifest(old, 1, None)),
+            Err(StoreError::Fenced { .. })
+        ));
+        reopened.commit(&manifest(new, 1, None)).unwrap();
+        // Forgetting a job that has nothing is fine.
+        reopened.forget("never-ran").unwrap();
     }
 
     #[test]

@@ -9,18 +9,25 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
 use super::output::{apply, DEAD_LETTER_DIR};
-use super::{io_err, StreamError};
+use super::StreamError;
 use quiver_checkpoint::store::sync_dir;
 use quiver_checkpoint::{
-    CheckpointStore, Coordinator, Epoch, LocalStore, PendingFile, SourceOffset, TaskId,
-    TaskSnapshot,
+    CheckpointStore, Coordinator, Epoch, PendingFile, SourceOffset, TaskId, TaskSnapshot,
 };
 
-/// What one task hands over at a barrier: its closed files and its state blob.
-pub(crate) struct TaskBarrier {
-    pub(crate) task: TaskId,
-    pub(crate) files: Vec<(std::fs::File, PendingFile)>,
-    pub(crate) state: Option<Vec<u8>>,
+/// What one task hands over at a barrier, as plain data that can cross a process boundary: the
+/// names of the files it closed — already on disk, synced by the task before it acknowledged —
+/// their size, and its state blob.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BarrierAck {
+    /// The task.
+    pub task: TaskId,
+    /// Its closed files, under their temporary names.
+    pub files: Vec<PendingFile>,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Its state blob, if it keeps state.
+    pub state: Option<Vec<u8>>,
 }
 
 /// A checkpoint taken at a barrier, for the committer to make durable.
@@ -28,7 +35,7 @@ pub(crate) struct Barrier {
     /// The source's position after the epoch's last line (`None`: it cannot be rewound).
     pub(crate) position: Option<serde_json::Value>,
     /// Every task's part.
-    pub(crate) tasks: Vec<TaskBarrier>,
+    pub(crate) tasks: Vec<BarrierAck>,
 }
 
 /// A committed checkpoint: its epoch, the source position it holds, how long the commit took,
@@ -43,10 +50,10 @@ pub(crate) struct Committed {
 /// Runs until the driver hangs up; stops at the first error, which it reports on `done`.
 /// `idle` is set while it waits for a barrier, so the driver starts one only then and keeps
 /// reading into the current epoch meanwhile, instead of waiting on a busy committer.
-pub(crate) fn commit_barriers(
+pub(crate) fn commit_barriers<S: CheckpointStore>(
     job: &str,
     sink_dir: Option<&Path>,
-    mut store: LocalStore,
+    mut store: S,
     mut coordinator: Coordinator,
     barriers: Receiver<Barrier>,
     done: Sender<Result<Committed, StreamError>>,
@@ -64,11 +71,11 @@ pub(crate) fn commit_barriers(
     }
 }
 
-fn commit(
+fn commit<S: CheckpointStore>(
     job: &str,
     sink_dir: Option<&Path>,
     b: Barrier,
-    store: &mut LocalStore,
+    store: &mut S,
     coordinator: &mut Coordinator,
 ) -> Result<Committed, StreamError> {
     let started = Instant::now();
@@ -84,15 +91,9 @@ fn commit(
     let mut dead_letters = false;
     let mut snapshots = Vec::with_capacity(b.tasks.len());
     for t in b.tasks {
-        let mut pending = Vec::with_capacity(t.files.len());
-        for (file, p) in t.files {
-            // fdatasync: the data and the size, without timestamps nobody reads back.
-            file.sync_data()
-                .map_err(io_err(&dir.join(&p.temp), "cannot sync"))?;
-            bytes += file.metadata().map_or(0, |m| m.len());
-            dead_letters |= p.temp.starts_with(DEAD_LETTER_DIR);
-            pending.push(p);
-        }
+        bytes += t.bytes;
+        dead_letters |= t.files.iter().any(|p| p.temp.starts_with(DEAD_LETTER_DIR));
+        let pending = t.files;
         let state = match &t.state {
             Some(blob) => Some(store.put_state(job, epoch, t.task, blob)?),
             None => None,

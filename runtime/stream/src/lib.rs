@@ -16,7 +16,8 @@
 //! transforms the batch), and the open windows.
 //!
 //! Every `checkpoint-ms` the driver takes a checkpoint with the [`checkpoint`](quiver_checkpoint)
-//! protocol: it closes the epoch's files, and the committer thread fsyncs them, stores the
+//! protocol: each task closes and fdatasyncs the epoch's files and acknowledges with their names
+//! ([`BarrierAck`], plain data), and the committer thread syncs the output directory, stores the
 //! state blob and one manifest (the source position after the epoch's last line, the state,
 //! the files to make visible) in the checkpoint store. That write is the commit point; the
 //! files are then renamed to their final names. A run that starts finds the last manifest,
@@ -50,7 +51,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 
-use commit::{commit_barriers, Barrier, Committed, TaskBarrier};
+pub use commit::BarrierAck;
+use commit::{commit_barriers, Barrier, Committed};
 use decode::Decoder;
 use output::{apply, listing, DEAD_LETTER_DIR};
 use quiver_checkpoint::store::{sync_dir, write_durably};
@@ -496,17 +498,40 @@ fn input_decoder(
 
 /// Runs `pipeline` in streaming mode until `options.stop` is set (or the input ends, with
 /// `stop_at_end` or a closed stdin).
+///
+/// Checkpoints go to a [`LocalStore`] in the pipeline's checkpoint directory.
 pub fn run(
     pipeline: &Pipeline,
     host: &Host,
     options: &StreamOptions,
 ) -> Result<StreamReport, StreamError> {
-    let started = Instant::now();
     let s = Settings::new(pipeline)?;
+    let store = LocalStore::new(&s.store_dir);
+    drive(pipeline, host, options, s, store)
+}
+
+/// [`run`] with checkpoints in `store` (a store other processes share, for one).
+pub fn run_with_store<S: CheckpointStore + 'static>(
+    pipeline: &Pipeline,
+    host: &Host,
+    options: &StreamOptions,
+    store: S,
+) -> Result<StreamReport, StreamError> {
+    let s = Settings::new(pipeline)?;
+    drive(pipeline, host, options, s, store)
+}
+
+fn drive<S: CheckpointStore + 'static>(
+    pipeline: &Pipeline,
+    host: &Host,
+    options: &StreamOptions,
+    s: Settings,
+    mut store: S,
+) -> Result<StreamReport, StreamError> {
+    let started = Instant::now();
     if let Some(dir) = s.sink_dir() {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create"))?;
     }
-    let mut store = LocalStore::new(&s.store_dir);
     if options.start != Start::Resume {
         if let Some(dir) = s.sink_dir() {
             let (_, finals) = listing(dir, &s.job)?;
@@ -519,10 +544,7 @@ pub fn run(
                 )));
             }
         }
-        let job_dir = s.store_dir.join(&s.job);
-        if job_dir.exists() {
-            std::fs::remove_dir_all(&job_dir).map_err(io_err(&job_dir, "cannot remove"))?;
-        }
+        store.forget(&s.job)?;
     }
     let generation = store.claim(&s.job)?;
     let last = store.latest(&s.job)?;
@@ -791,14 +813,14 @@ impl Driver<'_> {
             match msg {
                 FromWorker::Done(p) => self.progress(p),
                 FromWorker::Failed(e) => return Err(e),
-                FromWorker::Barrier { .. } => unreachable!("barriers are awaited"),
+                FromWorker::Barrier(_) => unreachable!("barriers are awaited"),
             }
         }
         Ok(())
     }
 
     /// Sends a barrier to every worker and waits for all their parts.
-    fn barrier(&mut self) -> Result<Vec<TaskBarrier>, StreamError> {
+    fn barrier(&mut self) -> Result<Vec<BarrierAck>, StreamError> {
         for tx in &self.to_workers {
             if tx.send(ToWorker::Barrier).is_err() {
                 break; // It failed: its error is waiting below.
@@ -808,9 +830,7 @@ impl Driver<'_> {
         while parts.len() < self.to_workers.len() {
             match self.from_workers.recv() {
                 Ok(FromWorker::Done(p)) => self.progress(p),
-                Ok(FromWorker::Barrier { task, files, state }) => {
-                    parts.push(TaskBarrier { task, files, state })
-                }
+                Ok(FromWorker::Barrier(ack)) => parts.push(ack),
                 Ok(FromWorker::Failed(e)) => return Err(e),
                 Err(_) => {
                     return Err(StreamError::Setup(

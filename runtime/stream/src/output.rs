@@ -154,18 +154,27 @@ pub(crate) struct EpochFiles {
 
 impl EpochFiles {
     /// Closes both, for the committer.
-    pub(crate) fn close(
-        &mut self,
-        dir: &Path,
-    ) -> Result<Vec<(std::fs::File, PendingFile)>, StreamError> {
-        let mut out = Vec::new();
+    /// Closes the epoch's files and makes their contents durable (`fdatasync`: the data and
+    /// the size, without timestamps nobody reads back) — before the task acknowledges the
+    /// barrier, so that the acknowledgement is plain names. Returns them and their total size.
+    /// Their names become durable when the committer syncs the directory.
+    pub(crate) fn close(&mut self, dir: &Path) -> Result<(Vec<PendingFile>, u64), StreamError> {
+        let mut closed = Vec::new();
         if let Some(f) = self.output.take() {
-            out.push(f.close()?);
+            closed.push(f.close()?);
         }
         if let Some(f) = self.dead.take() {
-            out.push(f.close(dir)?);
+            closed.push(f.close(dir)?);
         }
-        Ok(out)
+        let mut bytes = 0;
+        let mut pending = Vec::with_capacity(closed.len());
+        for (file, p) in closed {
+            let path = dir.join(&p.temp);
+            file.sync_data().map_err(io_err(&path, "cannot sync"))?;
+            bytes += file.metadata().map_err(io_err(&path, "cannot stat"))?.len();
+            pending.push(p);
+        }
+        Ok((pending, bytes))
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use super::commit::BarrierAck;
 use super::output::{encode_json_lines, DeadLetterLines, EpochFile, EpochFiles};
 use super::{io_err, StreamError};
 use quiver_checkpoint::{Epoch, StoreError, TaskId};
@@ -174,11 +175,7 @@ pub(crate) enum FromWorker {
     /// A micro-batch is done.
     Done(Progress),
     /// The worker's part of a barrier.
-    Barrier {
-        task: TaskId,
-        files: Vec<(std::fs::File, quiver_checkpoint::PendingFile)>,
-        state: Option<Vec<u8>>,
-    },
+    Barrier(BarrierAck),
     /// It failed and stopped.
     Failed(StreamError),
 }
@@ -249,14 +246,16 @@ fn barrier(
     s: &WorkerSettings<'_>,
     files: &mut EpochFiles,
 ) -> Result<FromWorker, StreamError> {
-    Ok(FromWorker::Barrier {
+    let (files, bytes) = match s.sink_dir {
+        Some(dir) => files.close(dir)?,
+        None => (Vec::new(), 0),
+    };
+    Ok(FromWorker::Barrier(BarrierAck {
         task: id,
-        files: match s.sink_dir {
-            Some(dir) => files.close(dir)?,
-            None => Vec::new(),
-        },
+        files,
+        bytes,
         state: task.snapshot()?,
-    })
+    }))
 }
 
 /// Runs one micro-batch of this partition through the chain and the window into the epoch's
