@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./plugins/build.sh
-cargo build --release -p quiver-bench
+# The streaming parts run the quiver binary next to quiver-bench.
+cargo build --release -p quiver-bench -p quiver-cli
 mkdir -p target/bench-data
 
 peer=target/bench-data/peer.jsonl
