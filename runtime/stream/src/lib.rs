@@ -245,6 +245,44 @@ pub enum StreamError {
     /// The window aggregation refused its input.
     #[error(transparent)]
     Window(#[from] window::WindowError),
+    /// The metrics endpoint cannot be served.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(#[source] http::HttpError),
+    /// The HTTP ingest endpoint cannot start (its address, its write-ahead log).
+    #[error("HTTP ingest: {0}")]
+    IngestStart(#[source] ingest::IngestError),
+    /// A thread of the run cannot be started.
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        /// Which thread: `the committer`, `a worker`.
+        what: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A worker thread ended without reporting an error (it panicked).
+    #[error("a worker stopped without saying why (it panicked; see the log above)")]
+    WorkerGone,
+    /// A micro-batch could not be split into partitions.
+    #[error("partitioning micro-batch {batch}: {source}")]
+    Partition {
+        /// The micro-batch.
+        batch: u64,
+        /// Why.
+        source: quiver_data::partition::PartitionError,
+    },
+    /// Rows could not be turned into dead letters.
+    #[error("dead letters: {0}")]
+    DeadLetters(#[source] quiver_plugin_host::abi::AbiError),
+    /// The output's columns changed between micro-batches.
+    #[error("micro-batch {batch}: the output's columns changed from [{before}] to [{after}]; a stream's output keeps one schema (a fitted plugin whose columns depend on the data, such as one-hot's, cannot run on a stream)")]
+    SchemaChanged {
+        /// The micro-batch.
+        batch: u64,
+        /// The columns before.
+        before: String,
+        /// The columns now.
+        after: String,
+    },
 }
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IoError + 'a {
@@ -626,8 +664,7 @@ fn drive<S: CheckpointStore + 'static>(
 
     let metrics = match &s.metrics_addr {
         Some(addr) => {
-            let (server, shared) = metrics::serve(addr)
-                .map_err(|e| StreamError::Setup(format!("cannot serve metrics: {e}")))?;
+            let (server, shared) = metrics::serve(addr).map_err(StreamError::Metrics)?;
             options.tell(StreamEvent::MetricsListening(server.local_addr()));
             Some((server, shared))
         }
@@ -660,7 +697,10 @@ fn drive<S: CheckpointStore + 'static>(
                     &idle,
                 )
             })
-            .map_err(|e| StreamError::Setup(format!("cannot start the committer: {e}")))?
+            .map_err(|source| StreamError::Thread {
+                what: "the committer",
+                source,
+            })?
     };
     let mut report = StreamReport {
         job: s.job.clone(),
@@ -692,7 +732,10 @@ fn drive<S: CheckpointStore + 'static>(
                 .spawn_scoped(scope, move || {
                     task::work(id as u32, task, ws, context, rx, from)
                 })
-                .map_err(|e| StreamError::Setup(format!("cannot start a worker: {e}")))?;
+                .map_err(|source| StreamError::Thread {
+                    what: "a worker",
+                    source,
+                })?;
             to_workers.push(tx);
         }
         drop(from_tx);
@@ -832,11 +875,7 @@ impl Driver<'_> {
                 Ok(FromWorker::Done(p)) => self.progress(p),
                 Ok(FromWorker::Barrier(ack)) => parts.push(ack),
                 Ok(FromWorker::Failed(e)) => return Err(e),
-                Err(_) => {
-                    return Err(StreamError::Setup(
-                        "a worker stopped without saying why".into(),
-                    ))
-                }
+                Err(_) => return Err(StreamError::WorkerGone),
             }
         }
         Ok(parts)
@@ -858,8 +897,9 @@ impl Driver<'_> {
             (None, _) => vec![None; n],
             (Some(b), None) => vec![Some(b)],
             (Some(b), Some(p)) => {
-                let fail = |e: quiver_data::partition::PartitionError| {
-                    StreamError::Setup(format!("partitioning micro-batch {number}: {e}"))
+                let fail = |source| StreamError::Partition {
+                    batch: number,
+                    source,
                 };
                 let assignment = p.assign(&b).map_err(fail)?;
                 quiver_data::partition::split(&b, &assignment, n).map_err(fail)?

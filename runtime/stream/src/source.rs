@@ -265,7 +265,7 @@ impl StreamInput {
                     max_connections: 256,
                     idle_timeout: Duration::from_secs(30),
                 })
-                .map_err(|e| StreamError::Setup(e.to_string()))?;
+                .map_err(StreamError::IngestStart)?;
                 let reader = WalReader::open(wal, position_from(from)?)?;
                 server.set_read_offset(reader.position().offset);
                 StreamInput::Http(server, reader)

@@ -277,7 +277,7 @@ fn rows(
         ..Progress::default()
     };
     let mut dead = DeadLetterLines(dead_lines);
-    let bad_rows = |e: arrow::error::ArrowError| StreamError::Setup(format!("dead letters: {e}"));
+    let bad_rows = |e: arrow::error::ArrowError| StreamError::DeadLetters(e.into());
     if let Some(batch) = batch {
         let mut incidents = quiver_exec::chain::Incidents::default();
         let fits = &mut task.fits;
@@ -322,7 +322,7 @@ fn rows(
                             "window",
                             (id as usize, number),
                         )
-                        .map_err(|e| StreamError::Setup(e.to_string()))?;
+                        .map_err(StreamError::DeadLetters)?;
                         dead.rows(&rows).map_err(bad_rows)?;
                     }
                     closed.push(pushed.closed);
@@ -340,11 +340,11 @@ fn rows(
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                return Err(StreamError::Setup(format!(
-                    "micro-batch {number}: the output's columns changed from [{}] to [{}]; a stream's output keeps one schema (a fitted plugin whose columns depend on the data, such as one-hot's, cannot run on a stream)",
-                    names(first),
-                    names(&out.schema())
-                )));
+                return Err(StreamError::SchemaChanged {
+                    batch: number,
+                    before: names(first),
+                    after: names(&out.schema()),
+                });
             }
             match s.sink_dir {
                 Some(dir) => {
