@@ -44,11 +44,10 @@
 //! unbidden, the streaming run stops ([`IngestServer::is_serving`]) rather than stay up deaf.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::panic;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,10 +60,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response};
-use quiver_durable::sync_dir;
 
 use super::http::{answer, HttpError, HttpLimits, HttpServer};
-use super::wal::{segment_name, segments};
+use super::wal::WalWriter;
 
 /// Content types whose body is JSON lines; no content type at all counts too.
 const JSON_LINES_TYPES: [&str; 4] = [
@@ -187,7 +185,7 @@ impl IngestServer {
     /// Opens (and if need be repairs) the log, binds the address and starts the server thread;
     /// returns at once.
     pub fn start(config: IngestConfig) -> Result<IngestServer, IngestError> {
-        let wal = Wal::open(&config.wal, config.segment_bytes)?;
+        let wal = WalWriter::open(&config.wal, config.segment_bytes)?;
         let shared = Arc::new(Shared::default());
         shared.log_end.store(wal.end(), Ordering::Relaxed);
         let wal_end = wal.end();
@@ -264,226 +262,6 @@ impl IngestServer {
     }
 }
 
-/// The log, as the server thread writes it: its newest segment, appended to.
-struct Wal {
-    dir: PathBuf,
-    /// Locked while the server runs; the lock goes with it.
-    _lock: File,
-    /// The newest segment, opened for appending (and reading, for the repair at start);
-    /// shared with a sync running outside the lock.
-    file: Arc<File>,
-    /// Its path, for messages.
-    path: PathBuf,
-    /// The log offset of its first byte.
-    base: u64,
-    /// Its length: everything in it is whole lines.
-    len: u64,
-    /// The log offset up to which everything was fsynced (or was there at the start).
-    durable: u64,
-    segment_bytes: u64,
-    /// Why appending is no longer safe, once a failed write could not be undone or an fsync
-    /// failed (after which the kernel may have dropped the data while a later fsync succeeds).
-    broken: Option<String>,
-}
-
-impl Wal {
-    fn open(dir: &Path, segment_bytes: u64) -> Result<Wal, IngestError> {
-        let wal_err = |source| IngestError::Wal {
-            path: dir.to_path_buf(),
-            source,
-        };
-        if dir.is_file() {
-            return Err(wal_err(io::Error::other(
-                "this is a file; the write-ahead log is a directory of segments (move the file away, or name another path in [stream] wal)",
-            )));
-        }
-        let dirs: Vec<&Path> = dir
-            .ancestors()
-            .map(|d| {
-                if d.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    d
-                }
-            })
-            .collect();
-        // Directories created below the first existing one must reach the disk too.
-        let existing = dirs.iter().position(|d| d.is_dir()).unwrap_or(0);
-        fs::create_dir_all(dir).map_err(wal_err)?;
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("LOCK"))
-            .map_err(wal_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(IngestError::WalLocked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(wal_err(e)),
-        }
-        let (base, path) = segments(dir)
-            .map_err(|e| wal_err(io::Error::other(e.to_string())))?
-            .pop()
-            .unwrap_or_else(|| (0, dir.join(segment_name(0))));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(wal_err)?;
-        // A newly created log is only durable once its directory entries are.
-        for d in &dirs[..=existing] {
-            sync_dir(d).map_err(wal_err)?;
-        }
-        let len = cut_torn_tail(&mut file, &path).map_err(wal_err)?;
-        Ok(Wal {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            file: Arc::new(file),
-            path,
-            base,
-            len,
-            durable: base + len,
-            segment_bytes,
-            broken: None,
-        })
-    }
-
-    /// The log offset after its last line.
-    fn end(&self) -> u64 {
-        self.base + self.len
-    }
-
-    /// Appends `bytes` (whole lines) with one write; returns the log's new end. The bytes are
-    /// durable only once a [`Worker::sync_to`] has covered them.
-    fn write(&mut self, bytes: &[u8]) -> Result<u64, String> {
-        if let Some(refusal) = self.refusal() {
-            return Err(refusal);
-        }
-        if let Err(e) = (&*self.file).write_all(bytes) {
-            let mut msg = format!(
-                "{}: cannot append to the write-ahead log: {e}",
-                self.path.display()
-            );
-            // A partial write must not stay: the next append would glue onto the torn line.
-            // (Earlier appends waiting for their sync stay.)
-            if let Err(undo) = self.cut_back(self.len) {
-                msg.push_str(&format!("; cutting it back failed too: {undo}"));
-                self.broken = Some(msg.clone());
-            }
-            return Err(msg);
-        }
-        self.len += bytes.len() as u64;
-        let end = self.end();
-        if self.len >= self.segment_bytes {
-            self.roll();
-        }
-        Ok(end)
-    }
-
-    /// After a failed fsync: drops what was not durable (none of it was acknowledged) and
-    /// refuses appends from now on, as the kernel may have dropped written data while a later
-    /// fsync succeeds.
-    fn sync_failed(&mut self, msg: &str) -> String {
-        let mut msg = msg.to_string();
-        if let Err(undo) = self.cut_back(self.durable.saturating_sub(self.base)) {
-            msg.push_str(&format!("; cutting it back failed too: {undo}"));
-        }
-        self.broken = Some(msg.clone());
-        msg
-    }
-
-    /// Starts the next segment. Failing to create it is harmless (appends go on to this one);
-    /// failing to make its name durable once it exists breaks the log, as rows appended to it
-    /// could vanish with it.
-    fn roll(&mut self) {
-        // A sync covers the newest segment only: this one must be durable before the next.
-        if let Err(e) = self.file.sync_data() {
-            self.sync_failed(&format!(
-                "{}: cannot fsync the write-ahead log: {e}",
-                self.path.display()
-            ));
-            return;
-        }
-        self.durable = self.end();
-        let path = self.dir.join(segment_name(self.end()));
-        let file = match OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(segment = %path.display(), error = %e, "cannot start a new write-ahead log segment; appending to the current one");
-                return;
-            }
-        };
-        self.base = self.end();
-        self.len = 0;
-        self.file = Arc::new(file);
-        self.path = path;
-        if let Err(e) = sync_dir(&self.dir) {
-            self.broken = Some(format!(
-                "{}: cannot fsync the directory after starting a segment: {e}",
-                self.dir.display()
-            ));
-        }
-    }
-
-    /// Why nothing can be appended any more, if so.
-    fn refusal(&self) -> Option<String> {
-        let why = self.broken.as_ref()?;
-        Some(format!(
-            "{}: the write-ahead log failed earlier ({why}); restart the ingest server",
-            self.dir.display()
-        ))
-    }
-
-    /// Cuts the newest segment back to `len` bytes.
-    fn cut_back(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)?;
-        self.file.sync_all()?;
-        self.len = len;
-        Ok(())
-    }
-}
-
-/// If the log does not end in `\n`, cuts it back to just after its last `\n`: the rest is a line
-/// torn by a crash during an append, which was therefore never acknowledged. Returns the length.
-fn cut_torn_tail(file: &mut File, path: &Path) -> io::Result<u64> {
-    let len = file.metadata()?.len();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut end = len;
-    let keep = loop {
-        if end == 0 {
-            break 0;
-        }
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            break start + i as u64 + 1;
-        }
-        end = start;
-    };
-    if keep < len {
-        file.set_len(keep)?;
-        file.sync_all()?;
-        tracing::warn!(
-            wal = %path.display(),
-            dropped_bytes = len - keep,
-            "cut a torn last line off the write-ahead log (an append interrupted by a crash, never acknowledged)"
-        );
-    }
-    Ok(keep)
-}
-
 /// How a request body is read.
 #[derive(Debug, Clone, Copy)]
 enum Format {
@@ -496,7 +274,7 @@ type Refusal = (u16, String);
 
 /// What the connections share: the log and the limits.
 struct Worker {
-    wal: Mutex<Wal>,
+    wal: Mutex<WalWriter>,
     /// Held by the one sync running at a time; requests waiting for it are covered together.
     sync_turn: Mutex<()>,
     shared: Arc<Shared>,
@@ -622,12 +400,12 @@ impl Worker {
     }
 
     /// The log, even if a handler panicked holding it (its methods keep it consistent).
-    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+    fn wal(&self) -> std::sync::MutexGuard<'_, WalWriter> {
         self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tells the driver and backpressure how far the log is durable.
-    fn publish(&self, wal: &Wal) {
+    fn publish(&self, wal: &WalWriter) {
         self.shared.log_end.store(wal.durable, Ordering::Release);
     }
 
@@ -846,7 +624,12 @@ fn arrow_to_json(body: &[u8], max_json: u64) -> Result<(Vec<u8>, u64), Refusal> 
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::io::{Read, Write};
+    use std::path::Path;
+
     use super::*;
+    use crate::wal::{segment_name, segments};
 
     use std::collections::HashMap;
     use std::net::TcpStream;
@@ -1241,7 +1024,7 @@ mod tests {
 
     fn worker(wal: &Path, segment_bytes: u64) -> Worker {
         Worker {
-            wal: Mutex::new(Wal::open(wal, segment_bytes).unwrap()),
+            wal: Mutex::new(WalWriter::open(wal, segment_bytes).unwrap()),
             sync_turn: Mutex::new(()),
             shared: Arc::default(),
             max_body_bytes: 1 << 20,
