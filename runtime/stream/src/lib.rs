@@ -559,17 +559,23 @@ pub fn run_with_store<S: CheckpointStore + 'static>(
     drive(pipeline, host, options, s, store)
 }
 
-fn drive<S: CheckpointStore + 'static>(
-    pipeline: &Pipeline,
-    host: &Host,
+/// Where a run starts: its generation (which fences off every earlier writer of the job), what
+/// the last checkpoint says, and the source position to read on from.
+struct Resumed {
+    generation: quiver_checkpoint::Generation,
+    recovery: quiver_checkpoint::Recovery,
+    from: Option<serde_json::Value>,
+}
+
+/// Recovery, before anything is read: starts over (forgetting the job, refusing if output is
+/// already committed) or resumes; takes a new generation; completes the last checkpoint's
+/// renames and deletes the files of epochs that never committed — durable once the output
+/// directory is synced —; and works out where the source reads on.
+fn resume<S: CheckpointStore>(
+    s: &Settings,
+    store: &mut S,
     options: &StreamOptions,
-    s: Settings,
-    mut store: S,
-) -> Result<StreamReport, StreamError> {
-    let started = Instant::now();
-    if let Some(dir) = s.sink_dir() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create"))?;
-    }
+) -> Result<Resumed, StreamError> {
     if options.start != Start::Resume {
         if let Some(dir) = s.sink_dir() {
             let (_, finals) = listing(dir, &s.job)?;
@@ -613,22 +619,23 @@ fn drive<S: CheckpointStore + 'static>(
         },
         (None, _) => None,
     };
-    if let Some(f) = &from {
-        tracing::info!(job = %s.job, epoch = recovery.committed, position = %f, "resuming");
-    }
-    let ext = match s.in_format {
-        Format::Csv => ".csv",
-        _ => ".jsonl",
-    };
-    let mut source = StreamInput::open(&s.source, ext, from.as_ref())?;
-    if let Some(addr) = source.ingest_addr() {
-        options.tell(StreamEvent::IngestListening(addr));
-    }
+    Ok(Resumed {
+        generation,
+        recovery,
+        from,
+    })
+}
 
-    let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
-    let chain = Chain::load(pipeline, host)?;
-    let partitioning = stream_partitioning(pipeline)?;
-    let partitions = partitioning.as_ref().map_or(1, |p| p.partitions()) as u32;
+/// One task per partition, each with its own instances of the chain and, when resuming, the
+/// state the last checkpoint saved for it. A checkpoint holding state of a partition the
+/// pipeline no longer makes is refused.
+fn restore_tasks<S: CheckpointStore>(
+    s: &Settings,
+    store: &S,
+    chain: &Chain,
+    partitions: u32,
+    recovery: &quiver_checkpoint::Recovery,
+) -> Result<Vec<Task>, StreamError> {
     let mut tasks = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
         let instances = chain.instantiate()?;
@@ -656,6 +663,42 @@ fn drive<S: CheckpointStore + 'static>(
             "the checkpoint holds state of partition {t}, but the pipeline now makes {partitions} partitions; keep the partition count, or start over with --from-beginning"
         )));
     }
+    Ok(tasks)
+}
+
+fn drive<S: CheckpointStore + 'static>(
+    pipeline: &Pipeline,
+    host: &Host,
+    options: &StreamOptions,
+    s: Settings,
+    mut store: S,
+) -> Result<StreamReport, StreamError> {
+    let started = Instant::now();
+    if let Some(dir) = s.sink_dir() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create"))?;
+    }
+    let Resumed {
+        generation,
+        recovery,
+        from,
+    } = resume(&s, &mut store, options)?;
+    if let Some(f) = &from {
+        tracing::info!(job = %s.job, epoch = recovery.committed, position = %f, "resuming");
+    }
+    let ext = match s.in_format {
+        Format::Csv => ".csv",
+        _ => ".jsonl",
+    };
+    let mut source = StreamInput::open(&s.source, ext, from.as_ref())?;
+    if let Some(addr) = source.ingest_addr() {
+        options.tell(StreamEvent::IngestListening(addr));
+    }
+
+    let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
+    let chain = Chain::load(pipeline, host)?;
+    let partitioning = stream_partitioning(pipeline)?;
+    let partitions = partitioning.as_ref().map_or(1, |p| p.partitions()) as u32;
+    let mut tasks = restore_tasks(&s, &store, &chain, partitions, &recovery)?;
     let recorder = Recorder::new(pipeline.replay_dir());
     let context = WorkerContext {
         policies: &chain.policies,
