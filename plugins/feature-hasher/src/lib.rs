@@ -16,6 +16,7 @@
 
 use std::io::Write;
 
+use quiver_sdk::categories::CATEGORICAL;
 use quiver_sdk::prelude::*;
 
 /// Largest `n-features`: every index is a dense float64 column, so a wider output would make
@@ -30,19 +31,6 @@ struct FeatureHasher {
     alternate_sign: bool,
     hash_column_name: bool,
 }
-
-/// Column types whose values can be hashed: text and integers (by their decimal text).
-const HASHABLE: [DataType; 9] = [
-    DataType::Utf8,
-    DataType::Int8,
-    DataType::Int16,
-    DataType::Int32,
-    DataType::Int64,
-    DataType::Uint8,
-    DataType::Uint16,
-    DataType::Uint32,
-    DataType::Uint64,
-];
 
 /// MurmurHash3 x86_32 (Austin Appleby's reference `MurmurHash3_x86_32`): 4-byte little-endian
 /// blocks, then the tail, then the length and the final avalanche.
@@ -175,7 +163,7 @@ impl Plugin for FeatureHasher {
         let mut plan = Plan::passthrough(input);
         for name in &self.columns {
             let field = find_field(input, name)?;
-            if !HASHABLE.contains(&field.data_type) {
+            if !CATEGORICAL.contains(&field.data_type) {
                 return Err(PluginError::new(format!(
                     "column `{name}` has type {}; feature-hasher hashes utf8 or integer columns",
                     field.data_type
