@@ -47,7 +47,21 @@ pub fn quiver() -> Command {
     c.env("QUIVER_CACHE_DIR", cache_dir())
         .env("QUIVER_PLUGIN_PATH", plugins_dir())
         .env_remove("QUIVER_LOG");
+    die_with_the_test(&mut c);
     c
+}
+
+/// The child gets SIGKILL when the test thread that started it ends, so no process outlives
+/// its test, also when the test binary itself is killed (and its watchdogs with it).
+fn die_with_the_test(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec; prctl is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// `program` with `args`, then the quiver binary as its last argument, in the environment of
@@ -62,6 +76,7 @@ pub fn quiver_under(program: &str, args: &[&str]) -> Command {
         };
     }
     c.args(args).arg(q.get_program());
+    die_with_the_test(&mut c);
     c
 }
 
