@@ -838,7 +838,7 @@ fn forward_logs(plugin: &str, lines: &[(LogSource, String)], dropped: usize) {
 }
 
 /// Figures of one instance (summed over replacements).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// `transform` calls.
     pub calls: u64,

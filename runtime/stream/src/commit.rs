@@ -5,7 +5,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::output::{apply, DEAD_LETTER_DIR};
@@ -47,7 +49,73 @@ pub(crate) struct Committed {
     pub(crate) bytes: u64,
 }
 
-/// Runs until the driver hangs up; stops at the first error, which it reports on `done`.
+/// The committer thread as the driver sees it: where barriers go, where committed
+/// checkpoints (or the error that stopped it) come back, and whether it is waiting.
+pub(crate) struct CommitterHandle {
+    /// Barriers to commit; dropping it stops the committer after its last commit.
+    pub(crate) barriers: SyncSender<Barrier>,
+    /// Each commit's outcome, in order.
+    pub(crate) done: Receiver<Result<Committed, StreamError>>,
+    /// Set while the committer waits for a barrier.
+    pub(crate) idle: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl CommitterHandle {
+    /// Starts the committer of `job` over `store`.
+    pub(crate) fn spawn<S: CheckpointStore + 'static>(
+        job: &str,
+        sink_dir: Option<&Path>,
+        store: S,
+        coordinator: Coordinator,
+    ) -> Result<Self, StreamError> {
+        // At most one barrier waits while another commits: the driver blocks beyond that.
+        let (barrier_tx, barrier_rx) = std::sync::mpsc::sync_channel::<Barrier>(0);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let idle = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (job, sink_dir, idle) = (
+                job.to_string(),
+                sink_dir.map(Path::to_path_buf),
+                idle.clone(),
+            );
+            std::thread::Builder::new()
+                .name("quiver-commit".into())
+                .spawn(move || {
+                    commit_barriers(
+                        &job,
+                        sink_dir.as_deref(),
+                        store,
+                        coordinator,
+                        barrier_rx,
+                        done_tx,
+                        &idle,
+                    )
+                })
+                .map_err(|source| StreamError::Thread {
+                    what: "the committer",
+                    source,
+                })?
+        };
+        Ok(Self {
+            barriers: barrier_tx,
+            done: done_rx,
+            idle,
+            thread,
+        })
+    }
+
+    /// Hangs up, waits for the committer's last commit, and hands over the outcomes not taken
+    /// in yet.
+    pub(crate) fn finish(self) -> Receiver<Result<Committed, StreamError>> {
+        drop(self.barriers);
+        // A panic of the committer shows as a missing outcome: the run then ends with the
+        // outcomes it has.
+        let _ = self.thread.join();
+        self.done
+    }
+}
+
 /// `idle` is set while it waits for a barrier, so the driver starts one only then and keeps
 /// reading into the current epoch meanwhile, instead of waiting on a busy committer.
 pub(crate) fn commit_barriers<S: CheckpointStore>(

@@ -27,6 +27,12 @@
 //! rows back: with either, delivery is at-least-once (stdout) or rows read since the last
 //! checkpoint are lost (stdin).
 //!
+//! The driver and the tasks talk only in [`messages`]: micro-batches and barriers one way,
+//! progress, acknowledgements and failures the other, all serialisable (a micro-batch as Arrow
+//! IPC), so a task need not share the driver's process. A run is its settings, its recovery
+//! (`resume`, then the tasks restored from the last checkpoint), the committer thread, one
+//! worker thread per task, and the driver loop.
+//!
 //! A stop request (SIGINT or SIGTERM in the binary) ends the current micro-batch and takes a
 //! final checkpoint.
 //!
@@ -37,6 +43,7 @@ mod commit;
 pub mod decode;
 pub mod http;
 pub mod ingest;
+pub mod messages;
 pub mod metrics;
 mod output;
 pub mod source;
@@ -52,8 +59,9 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 
 pub use commit::BarrierAck;
-use commit::{commit_barriers, Barrier, Committed};
+use commit::{Barrier, Committed, CommitterHandle};
 use decode::Decoder;
+use messages::{FromWorker, ToWorker};
 use output::{apply, listing, DEAD_LETTER_DIR};
 use quiver_checkpoint::store::{sync_dir, write_durably};
 use quiver_checkpoint::{
@@ -70,7 +78,7 @@ use quiver_plugin_host::plugin::{Host, PluginError};
 use quiver_plugin_host::replay::Recorder;
 use source::{SourceKind, StreamInput};
 use tail::Lines;
-use task::{FromWorker, Task, ToWorker, WorkerSettings};
+use task::{Task, WorkerSettings};
 
 /// Where a streaming run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -258,6 +266,12 @@ pub enum StreamError {
         what: &'static str,
         /// The system's error.
         source: std::io::Error,
+    },
+    /// A task in another thread or process failed; only its message reached the driver.
+    #[error("{message}")]
+    TaskFailed {
+        /// The task's error, as it said it.
+        message: String,
     },
     /// A worker thread ended without reporting an error (it panicked).
     #[error("a worker stopped without saying why (it panicked; see the log above)")]
@@ -719,32 +733,7 @@ fn drive<S: CheckpointStore + 'static>(
         ..Default::default()
     };
     let coordinator = Coordinator::new(&s.job, generation, 0..partitions, recovery.committed);
-    // At most one barrier waits while another commits: the driver blocks beyond that.
-    let (barrier_tx, barrier_rx) = std::sync::mpsc::sync_channel::<Barrier>(0);
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let committer_idle = Arc::new(AtomicBool::new(true));
-    let committer = {
-        let sink_dir = s.sink_dir().map(Path::to_path_buf);
-        let job = s.job.clone();
-        let idle = committer_idle.clone();
-        std::thread::Builder::new()
-            .name("quiver-commit".into())
-            .spawn(move || {
-                commit_barriers(
-                    &job,
-                    sink_dir.as_deref(),
-                    store,
-                    coordinator,
-                    barrier_rx,
-                    done_tx,
-                    &idle,
-                )
-            })
-            .map_err(|source| StreamError::Thread {
-                what: "the committer",
-                source,
-            })?
-    };
+    let committer = CommitterHandle::spawn(&s.job, s.sink_dir(), store, coordinator)?;
     let mut report = StreamReport {
         job: s.job.clone(),
         resumed_from: recovery.committed,
@@ -761,27 +750,8 @@ fn drive<S: CheckpointStore + 'static>(
         stdout: &stdout,
     };
     let driven = std::thread::scope(|scope| -> Result<(), StreamError> {
-        let (from_tx, from_rx) = std::sync::mpsc::channel::<FromWorker>();
-        let mut to_workers = Vec::with_capacity(tasks.len());
-        for (id, task) in tasks.iter_mut().enumerate() {
-            // Two micro-batches queued per worker at most: backpressure up to the source.
-            let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let from = from_tx.clone();
-            let (ws, context) = (&worker_settings, &context);
-            std::thread::Builder::new()
-                .name(format!("quiver-task-{id}"))
-                // Plugins run on this thread's stack: room for the deepest Wasm stack allowed.
-                .stack_size(quiver_plugin_host::sandbox::PLUGIN_THREAD_STACK)
-                .spawn_scoped(scope, move || {
-                    task::work(id as u32, task, ws, context, rx, from)
-                })
-                .map_err(|source| StreamError::Thread {
-                    what: "a worker",
-                    source,
-                })?;
-            to_workers.push(tx);
-        }
-        drop(from_tx);
+        let (to_workers, from_workers) =
+            task::spawn_all(scope, &mut tasks, &worker_settings, &context)?;
         let mut driver = Driver {
             s: &s,
             options,
@@ -789,25 +759,22 @@ fn drive<S: CheckpointStore + 'static>(
             decoder: &decoder,
             partitioning: partitioning.as_ref(),
             to_workers,
-            from_workers: from_rx,
-            barrier_tx: Some(barrier_tx),
-            done_rx: &done_rx,
+            from_workers,
+            committer: &committer,
             report: &mut report,
             snapshot: &mut snapshot,
             plugin_figures: vec![Vec::new(); partitions as usize],
             open_windows: vec![0; partitions as usize],
             metrics: metrics.as_ref().map(|(_, text)| text),
             started,
-            committer_idle: &committer_idle,
         };
         let result = driver.drive(first_lines);
-        // Hanging up stops the workers and, after its last commit, the committer.
+        // Hanging up stops the workers.
         drop(driver);
         result
     });
-    let _ = committer.join();
     // Report the committer's error first: it is why the driver stopped, if it did.
-    for result in done_rx {
+    for result in committer.finish() {
         committed(&source, &mut report, &result?);
     }
     driven?;
@@ -867,8 +834,7 @@ struct Driver<'a> {
     partitioning: Option<&'a Partitioning>,
     to_workers: Vec<std::sync::mpsc::SyncSender<ToWorker>>,
     from_workers: std::sync::mpsc::Receiver<FromWorker>,
-    barrier_tx: Option<std::sync::mpsc::SyncSender<Barrier>>,
-    done_rx: &'a std::sync::mpsc::Receiver<Result<Committed, StreamError>>,
+    committer: &'a CommitterHandle,
     report: &'a mut StreamReport,
     snapshot: &'a mut metrics::MetricsSnapshot,
     /// Per task, the latest figures of each plugin.
@@ -876,13 +842,11 @@ struct Driver<'a> {
     open_windows: Vec<u64>,
     metrics: Option<&'a Arc<std::sync::Mutex<String>>>,
     started: Instant,
-    /// Set while the committer waits for a barrier.
-    committer_idle: &'a AtomicBool,
 }
 
 impl Driver<'_> {
     /// Takes in a worker's progress.
-    fn progress(&mut self, p: task::Progress) {
+    fn progress(&mut self, p: messages::Progress) {
         let r = &mut *self.report;
         r.rows_out += p.rows_out;
         r.skipped_batches += p.skipped;
@@ -1019,7 +983,7 @@ impl Driver<'_> {
             // While the committer is busy with the last barrier, rows go on into this epoch and
             // the checkpoint waits until it is free, rather than the driver waiting for it (at
             // a stop, the send below waits).
-            let committer_free = stopping || self.committer_idle.load(Ordering::Acquire);
+            let committer_free = stopping || self.committer.idle.load(Ordering::Acquire);
             let due = committer_free
                 && s.checkpoint_every
                     .is_some_and(|every| last_checkpoint.elapsed() >= every);
@@ -1034,7 +998,7 @@ impl Driver<'_> {
             }
             self.poll_workers()?;
             // Commits finished by the committer (or its error).
-            while let Ok(result) = self.done_rx.try_recv() {
+            while let Ok(result) = self.committer.done.try_recv() {
                 let c = result?;
                 committed(self.source, self.report, &c);
                 self.snapshot.last_checkpoint_seconds = c.seconds;
@@ -1046,11 +1010,7 @@ impl Driver<'_> {
                         position: self.source.position(),
                         tasks: self.barrier()?,
                     };
-                    let sent = self
-                        .barrier_tx
-                        .as_ref()
-                        .is_some_and(|tx| tx.send(barrier).is_ok());
-                    if !sent {
+                    if self.committer.barriers.send(barrier).is_err() {
                         // The committer stopped on an error, reported once it is joined.
                         return Ok(());
                     }

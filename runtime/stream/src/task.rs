@@ -9,13 +9,14 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::commit::BarrierAck;
+use super::messages::{FromWorker, Progress, ToWorker};
 use super::output::{encode_json_lines, DeadLetterLines, EpochFile, EpochFiles};
 use super::{io_err, StreamError};
 use quiver_checkpoint::{Epoch, StoreError, TaskId};
@@ -23,7 +24,7 @@ use quiver_data::io::{Format, IoError};
 use quiver_exec::chain::WorkerContext;
 use quiver_exec::policy::LatePolicy;
 use quiver_exec::window::{WindowOperator, WindowSpec};
-use quiver_plugin_host::plugin::{Instance, Metrics, PluginError};
+use quiver_plugin_host::plugin::{Instance, PluginError};
 
 /// Everything a task saves at a checkpoint, in one blob.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -156,44 +157,6 @@ fn fit_running(
     Ok(())
 }
 
-/// What the driver sends a worker.
-pub(crate) enum ToWorker {
-    /// This partition's rows of one micro-batch (if any) and dead letters for it to write
-    /// (lines that did not parse go to task 0), for the files of `epoch`.
-    Rows {
-        batch: Option<RecordBatch>,
-        number: u64,
-        epoch: Epoch,
-        dead: Vec<String>,
-    },
-    /// Close the epoch's files and save the state.
-    Barrier,
-}
-
-/// What a worker reports.
-pub(crate) enum FromWorker {
-    /// A micro-batch is done.
-    Done(Progress),
-    /// The worker's part of a barrier.
-    Barrier(BarrierAck),
-    /// It failed and stopped.
-    Failed(StreamError),
-}
-
-/// What one micro-batch of one task did.
-#[derive(Default)]
-pub(crate) struct Progress {
-    pub(crate) task: TaskId,
-    pub(crate) rows_out: u64,
-    pub(crate) skipped: u64,
-    pub(crate) retries: u64,
-    pub(crate) late: u64,
-    pub(crate) dead_letters: u64,
-    pub(crate) open_windows: u64,
-    /// Each plugin's figures so far.
-    pub(crate) plugins: Vec<(String, Metrics)>,
-}
-
 /// Where a worker's output goes, and how the window and late events are handled.
 pub(crate) struct WorkerSettings<'a> {
     pub(crate) job: &'a str,
@@ -203,6 +166,36 @@ pub(crate) struct WorkerSettings<'a> {
     pub(crate) window: Option<&'a WindowSpec>,
     pub(crate) on_late: LatePolicy,
     pub(crate) stdout: &'a Mutex<std::io::Stdout>,
+}
+
+/// Starts one worker thread per task in `scope`; returns the channel to each, in task order,
+/// and the one all of them report on.
+pub(crate) fn spawn_all<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    tasks: &'scope mut [Task],
+    settings: &'scope WorkerSettings<'scope>,
+    context: &'scope WorkerContext<'scope>,
+) -> Result<(Vec<SyncSender<ToWorker>>, Receiver<FromWorker>), StreamError> {
+    let (from_tx, from_rx) = std::sync::mpsc::channel::<FromWorker>();
+    let mut to_workers = Vec::with_capacity(tasks.len());
+    for (id, task) in tasks.iter_mut().enumerate() {
+        // Two micro-batches queued per worker at most: backpressure up to the source.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let from = from_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("quiver-task-{id}"))
+            // Plugins run on this thread's stack: room for the deepest Wasm stack allowed.
+            .stack_size(quiver_plugin_host::sandbox::PLUGIN_THREAD_STACK)
+            .spawn_scoped(scope, move || {
+                work(id as u32, task, settings, context, rx, from)
+            })
+            .map_err(|source| StreamError::Thread {
+                what: "a worker",
+                source,
+            })?;
+        to_workers.push(tx);
+    }
+    Ok((to_workers, from_rx))
 }
 
 /// The worker loop of task `task`: runs until the driver hangs up or a step fails.
