@@ -39,5 +39,20 @@ c_passed=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | awk
 c_failed=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | awk '{s += $3} END {print s + 0}')
 passed=$((cargo_passed + node_passed + py_passed + c_passed))
 failed=$((cargo_failed + node_failed + py_failed + c_failed))
+
+# The demo builds the binary alone (examples/demo/run.sh). That must be the very build the tests
+# just made, or a newcomer who runs both waits for a second wasmtime and arrow: the dependency
+# features that runtime/cli/Cargo.toml asks for keep the two the same.
+rebuilt=$(cargo build --release -p quiver-cli --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(m["target"]["name"] for m in map(json.loads, sys.stdin)
+               if m.get("reason") == "compiler-artifact" and not m["fresh"]))')
+if [ -n "$rebuilt" ]; then
+  echo "the demo's build (cargo build --release -p quiver-cli) rebuilt what the tests had built: $rebuilt"
+  echo "  a dev-dependency turns on features the binary's own build lacks; add them to runtime/cli/Cargo.toml"
+  failed=$((failed + 1))
+else
+  passed=$((passed + 1))
+fi
 echo
 echo "tests: ${passed} passed, ${failed} failed"
