@@ -10,7 +10,8 @@
 //! - [`failure_detection`]: which workers the leader considers dead, from their heartbeats;
 //! - [`lease`]: when a cut-off worker stops writing on its own, and the timeouts that make
 //!   that safe;
-//! - [`fencing`]: which checkpoint commits are accepted (current owner, current generation).
+//! - [`fencing`]: which checkpoint commits are accepted (current owner, current generation);
+//! - [`idempotency`]: retried ingest requests applied once, in bounded memory.
 //!
 //! Nothing here does I/O, reads a clock or starts a thread: time is a number of milliseconds
 //! of a monotonic clock that the caller passes in ([`Millis`]), so every rule is tested
@@ -66,6 +67,7 @@
 pub mod assignment;
 pub mod failure_detection;
 pub mod fencing;
+pub mod idempotency;
 pub mod ids;
 pub mod lease;
 
