@@ -11,7 +11,9 @@
 //! - [`lease`]: when a cut-off worker stops writing on its own, and the timeouts that make
 //!   that safe;
 //! - [`fencing`]: which checkpoint commits are accepted (current owner, current generation);
-//! - [`idempotency`]: retried ingest requests applied once, in bounded memory.
+//! - [`idempotency`]: retried ingest requests applied once, in bounded memory;
+//! - [`purge`]: how much of the replicated log no partition needs any more;
+//! - [`status`]: summaries for the status display.
 //!
 //! Nothing here does I/O, reads a clock or starts a thread: time is a number of milliseconds
 //! of a monotonic clock that the caller passes in ([`Millis`]), so every rule is tested
@@ -70,5 +72,7 @@ pub mod fencing;
 pub mod idempotency;
 pub mod ids;
 pub mod lease;
+pub mod purge;
+pub mod status;
 
 pub use ids::{Generation, LogIndex, Millis, NodeId, PartitionId};
