@@ -51,6 +51,7 @@
 //! |---|---|---|
 //! | `quiver-durable` | [`durable`] | temporary names, fsync, rename, directory fsync: how every writer makes a file survive a crash |
 //! | `quiver-checkpoint` | [`checkpoint`] | the checkpoint protocol (pure) and its durable store; no Arrow, no wasmtime |
+//! | `quiver-coordination` | [`coordination`] | cluster mode's decisions (pure): partition assignment, failure detection, leases, fencing, idempotent ingest, log purging; no Arrow, no tokio, no wasmtime |
 //! | `quiver-data` | [`io`], [`partition`] | sources, sinks, formats; hash and range partitioning, skew; Arrow and Parquet, no wasmtime |
 //! | `quiver-plugin-host` | [`untrusted`], [`capability`], [`sandbox`], [`abi`], [`plugin`], [`fit`], [`replay`] | the only crate with wasmtime |
 //! | `quiver-exec` | [`policy`], [`window`], [`pipeline`], [`chain`], [`report`], [`batch`] | the pipeline file, the chain runner, batch mode |
@@ -60,6 +61,7 @@
 
 pub use quiver_authoring as authoring;
 pub use quiver_checkpoint as checkpoint;
+pub use quiver_coordination as coordination;
 pub use quiver_data::{io, partition};
 pub use quiver_durable as durable;
 pub use quiver_exec::{batch, chain, pipeline, policy, report, window};
