@@ -224,10 +224,10 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
     let segments: Vec<String> = std::fs::read_dir(&wal)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".jsonl"))
+        .filter(|n| n.ends_with(".wal"))
         .collect();
     assert_eq!(segments.len(), 1, "{segments:?}");
-    let base: u64 = segments[0].trim_end_matches(".jsonl").parse().unwrap();
+    let base: u64 = segments[0].trim_end_matches(".wal").parse().unwrap();
     assert!(base > 50_000, "{segments:?}");
 }
 

@@ -1,5 +1,6 @@
 //! Where a streaming run's rows come from: one enum over the source kinds, each handing out
-//! complete lines (JSON lines or CSV records) and telling where it is, so that a checkpoint can
+//! [`Chunk`]s — complete lines (JSON lines or CSV records), or from the HTTP ingest's log also
+//! rows that arrived as Arrow record batches — and telling where it is, so that a checkpoint can
 //! rewind it.
 //!
 //! | kind | replay after a crash |
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use super::ingest::{IngestConfig, IngestServer, IngestStats};
@@ -22,6 +25,110 @@ use super::tail::{Lines, Position, Tail};
 use super::wal::{self, WalPosition, WalReader};
 use super::StreamError;
 use quiver_data::io::IoError;
+
+/// Rows a source handed out, in the order they arrived.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Complete lines, for the run's [`Decoder`](super::decode::Decoder).
+    Lines(Lines),
+    /// Rows that arrived as an Arrow IPC stream (HTTP ingest), as its record batches.
+    Arrow(ArrowRows),
+}
+
+impl Chunk {
+    /// How many rows (lines) it holds.
+    pub fn rows(&self) -> usize {
+        match self {
+            Chunk::Lines(l) => l.count,
+            Chunk::Arrow(a) => a.rows,
+        }
+    }
+
+    /// Splits off and returns its first `n` rows (all of them if there are fewer).
+    pub fn take_front(&mut self, n: usize) -> Chunk {
+        match self {
+            Chunk::Lines(l) => Chunk::Lines(l.take_front(n)),
+            Chunk::Arrow(a) => Chunk::Arrow(a.take_front(n)),
+        }
+    }
+}
+
+/// The rows of `chunks`.
+pub fn rows(chunks: &[Chunk]) -> usize {
+    chunks.iter().map(Chunk::rows).sum()
+}
+
+/// Splits off and returns the first `n` rows of `chunks` (all of them if there are fewer),
+/// splitting a chunk if need be.
+pub fn take_rows(chunks: &mut Vec<Chunk>, n: usize) -> Vec<Chunk> {
+    let whole = chunks
+        .iter()
+        .scan(0, |sum, c| {
+            *sum += c.rows();
+            Some(*sum)
+        })
+        .take_while(|&sum| sum <= n)
+        .count();
+    let mut front: Vec<Chunk> = chunks.drain(..whole).collect();
+    let left = n - rows(&front);
+    if left > 0 {
+        if let Some(next) = chunks.first_mut() {
+            front.push(next.take_front(left));
+        }
+    }
+    front
+}
+
+/// The rows of one Arrow record of the write-ahead log, or of a part of it.
+#[derive(Debug, Clone)]
+pub struct ArrowRows {
+    /// The schema the record arrived with.
+    pub schema: SchemaRef,
+    /// Its record batches.
+    pub batches: Vec<RecordBatch>,
+    /// Their rows.
+    pub rows: usize,
+    /// The 1-based number of the first of these rows in the record.
+    pub first_row: u64,
+    /// The log segment holding the record.
+    pub path: PathBuf,
+    /// The record's log offset.
+    pub offset: u64,
+}
+
+impl ArrowRows {
+    /// Splits off and returns the first `n` rows (all of them if there are fewer).
+    pub fn take_front(&mut self, n: usize) -> ArrowRows {
+        let n = n.min(self.rows);
+        let mut front = Vec::new();
+        let mut rest = Vec::new();
+        let mut need = n;
+        for b in std::mem::take(&mut self.batches) {
+            if need == 0 {
+                rest.push(b);
+            } else if b.num_rows() <= need {
+                need -= b.num_rows();
+                front.push(b);
+            } else {
+                front.push(b.slice(0, need));
+                rest.push(b.slice(need, b.num_rows() - need));
+                need = 0;
+            }
+        }
+        self.batches = rest;
+        let taken = ArrowRows {
+            schema: self.schema.clone(),
+            batches: front,
+            rows: n,
+            first_row: self.first_row,
+            path: self.path.clone(),
+            offset: self.offset,
+        };
+        self.rows -= n;
+        self.first_row += n as u64;
+        taken
+    }
+}
 
 /// Which kind of source a pipeline streams from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,11 +344,13 @@ fn position_from<T: serde::de::DeserializeOwned>(
 
 impl StreamInput {
     /// Opens a source of `kind` at `from` (a position from a checkpoint, or `None` for the
-    /// start). `extension` picks a directory's files (`.jsonl`, `.csv`).
+    /// start). `extension` picks a directory's files (`.jsonl`, `.csv`); `schema` is the run's,
+    /// if it has one yet (see [`IngestConfig::schema`]).
     pub fn open(
         kind: &SourceKind,
         extension: &'static str,
         from: Option<&serde_json::Value>,
+        schema: Option<SchemaRef>,
     ) -> Result<StreamInput, StreamError> {
         Ok(match kind {
             SourceKind::File(path) => StreamInput::File(Tail::open(path, position_from(from)?)?),
@@ -254,7 +363,7 @@ impl StreamInput {
                 wal,
                 segment_bytes,
             } => {
-                // The server creates the log, or repairs a torn last line, before it is read.
+                // The server creates the log, or repairs a torn last record, before it is read.
                 let server = IngestServer::start(IngestConfig {
                     addr: addr.clone(),
                     wal: wal.clone(),
@@ -264,6 +373,7 @@ impl StreamInput {
                     handlers: 4,
                     max_connections: 256,
                     idle_timeout: Duration::from_secs(30),
+                    schema,
                 })
                 .map_err(StreamError::IngestStart)?;
                 let reader = WalReader::open(wal, position_from(from)?)?;
@@ -282,9 +392,18 @@ impl StreamInput {
         }
     }
 
-    /// Up to `max` complete lines that arrived since the last call. Never blocks.
-    pub fn poll(&mut self, max: usize) -> Result<Lines, StreamError> {
-        Ok(match self {
+    /// The run's schema is known: the HTTP ingest endpoint refuses Arrow bodies that do not
+    /// fit it from now on.
+    pub fn set_schema(&self, schema: SchemaRef) {
+        if let StreamInput::Http(server, _) = self {
+            server.set_schema(schema);
+        }
+    }
+
+    /// Rows that arrived since the last call: up to `max` complete lines, or from the HTTP
+    /// ingest's log whole records until they hold `max` rows or more. Never blocks.
+    pub fn poll(&mut self, max: usize) -> Result<Vec<Chunk>, StreamError> {
+        let lines = match self {
             StreamInput::File(t) => t.poll(max)?,
             StreamInput::Directory(d) => d.poll(max)?,
             StreamInput::Http(server, r) => {
@@ -295,15 +414,20 @@ impl StreamInput {
                     )));
                 }
                 r.read_up_to(server.durable_end());
-                let lines = r.poll(max)?;
+                let chunks = r.poll(max)?;
                 server.set_read_offset(r.position().offset);
-                lines
+                return Ok(chunks);
             }
             StreamInput::Stdin(s) => s.poll(max)?,
+        };
+        Ok(if lines.count > 0 {
+            vec![Chunk::Lines(lines)]
+        } else {
+            Vec::new()
         })
     }
 
-    /// Where the lines handed out so far end, for a checkpoint; `None` if the source cannot
+    /// Where the rows handed out so far end, for a checkpoint; `None` if the source cannot
     /// be rewound (stdin).
     pub fn position(&self) -> Option<serde_json::Value> {
         let v = match self {
@@ -357,5 +481,94 @@ impl StreamInput {
     /// Whether the source has ended for good (stdin closed); other sources never end.
     pub fn ended(&self) -> bool {
         matches!(self, StreamInput::Stdin(s) if s.ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// An Arrow record at `offset` of batches holding the values `start..end` of each pair.
+    fn arrow(offset: u64, batches: &[(i64, i64)]) -> Chunk {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batches: Vec<RecordBatch> = batches
+            .iter()
+            .map(|&(start, end)| {
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int64Array::from_iter_values(start..end))],
+                )
+                .unwrap()
+            })
+            .collect();
+        Chunk::Arrow(ArrowRows {
+            schema,
+            rows: batches.iter().map(RecordBatch::num_rows).sum(),
+            batches,
+            first_row: 1,
+            path: "w".into(),
+            offset,
+        })
+    }
+
+    fn lines(n: usize) -> Chunk {
+        Chunk::Lines(Lines {
+            bytes: "l\n".repeat(n).into_bytes(),
+            count: n,
+            first_line: 1,
+            path: "w@0".into(),
+        })
+    }
+
+    /// What a part holds: (offset, first row, values) of Arrow rows, (0, first line, []) of
+    /// lines.
+    fn shape(part: &[Chunk]) -> Vec<(u64, u64, Vec<i64>)> {
+        part.iter()
+            .map(|c| match c {
+                Chunk::Lines(l) => (0, l.first_line, vec![-(l.count as i64)]),
+                Chunk::Arrow(a) => {
+                    let values = a
+                        .batches
+                        .iter()
+                        .flat_map(|b| {
+                            let v = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                            v.values().to_vec()
+                        })
+                        .collect::<Vec<_>>();
+                    assert_eq!(values.len(), a.rows);
+                    (a.offset, a.first_row, values)
+                }
+            })
+            .collect()
+    }
+
+    /// Micro-batches cut out of records larger than they are: every row once, in order, each
+    /// part still naming its record and the number of its first row in it.
+    #[test]
+    fn rows_are_split_into_micro_batches_across_chunks_and_batches() {
+        let mut chunks = vec![
+            lines(2),
+            arrow(10, &[(0, 3), (3, 7)]),
+            lines(1),
+            arrow(90, &[(7, 9)]),
+        ];
+        assert_eq!(rows(&chunks), 12);
+        let parts: Vec<Vec<Chunk>> = (0..4).map(|_| take_rows(&mut chunks, 4)).collect();
+        assert!(chunks.is_empty());
+        let shapes: Vec<_> = parts.iter().map(|p| shape(p)).collect();
+        assert_eq!(
+            shapes,
+            vec![
+                vec![(0, 1, vec![-2]), (10, 1, vec![0, 1])],
+                vec![(10, 3, vec![2, 3, 4, 5])],
+                vec![(10, 7, vec![6]), (0, 1, vec![-1]), (90, 1, vec![7, 8])],
+                vec![],
+            ]
+        );
     }
 }
