@@ -80,6 +80,7 @@ fn run(dir: &Path, clients: usize, requests: usize) -> Result<(f64, f64)> {
         idle_timeout: Duration::from_secs(30),
         max_body_bytes: 64 << 20,
         max_unread_bytes: u64::MAX / 2,
+        schema: None,
     })?;
     let addr = server.local_addr();
     let body: String = (0..ROWS)

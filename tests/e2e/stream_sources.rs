@@ -224,11 +224,115 @@ fn http_ingest_keeps_every_acknowledged_row_exactly_once_across_kills() {
     let segments: Vec<String> = std::fs::read_dir(&wal)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".jsonl"))
+        .filter(|n| n.ends_with(".wal"))
         .collect();
     assert_eq!(segments.len(), 1, "{segments:?}");
-    let base: u64 = segments[0].trim_end_matches(".jsonl").parse().unwrap();
+    let base: u64 = segments[0].trim_end_matches(".wal").parse().unwrap();
     assert!(base > 50_000, "{segments:?}");
+}
+
+/// Rows `seqs` (as [`line`] makes them) as an Arrow IPC stream, in two record batches.
+fn arrow_body(seqs: std::ops::Range<u64>) -> Vec<u8> {
+    use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("x", DataType::Float64, false),
+    ]));
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap();
+    let all: Vec<u64> = seqs.collect();
+    for part in all.chunks(all.len().div_ceil(2)) {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                std::sync::Arc::new(Int64Array::from_iter_values(part.iter().map(|&s| s as i64))),
+                std::sync::Arc::new(StringArray::from_iter_values(
+                    part.iter().map(|s| format!("k{}", s % 7)),
+                )),
+                std::sync::Arc::new(Float64Array::from_iter_values(
+                    part.iter().map(|&s| (s * 3) as f64 + 0.5),
+                )),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+    }
+    writer.finish().unwrap();
+    writer.into_inner().unwrap()
+}
+
+/// Arrow IPC bodies (and JSON lines between them) posted to a real run, which is killed with
+/// SIGKILL right after acknowledgements — the first one included, before the run has even
+/// taken its schema from it: every row comes out exactly once, with its value and running
+/// count, read back from the log's Arrow records.
+#[test]
+fn arrow_ipc_bodies_acknowledged_before_a_kill_9_come_out_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    http_pipeline(dir.path());
+    let (mut child, mut addr) = start_ingest(dir.path());
+    const REQUESTS: u64 = 12;
+    const ROWS: u64 = 40;
+    for r in 0..REQUESTS {
+        let seqs = r * ROWS..(r + 1) * ROWS;
+        let status = if r % 3 == 2 {
+            let body: String = seqs.clone().map(line).collect();
+            post(&addr, "application/x-ndjson", body.as_bytes())
+        } else {
+            post(
+                &addr,
+                "application/vnd.apache.arrow.stream",
+                &arrow_body(seqs),
+            )
+        };
+        assert_eq!(status, Some(200), "request {r}");
+        if [0, 4, 7].contains(&r) {
+            child.kill().unwrap(); // SIGKILL, right after the acknowledgement
+            child.wait().unwrap();
+            (child, addr) = start_ingest(dir.path());
+        }
+    }
+    wait_for_rows(dir.path(), (REQUESTS * ROWS) as usize);
+    stop(child);
+    assert_exactly_once(output_rows(dir.path()), REQUESTS * ROWS);
+    // The log holds the Arrow bodies as they came, not JSON lines.
+    let wal = dir.path().join("out-checkpoints").join("out.wal");
+    assert!(std::fs::read_dir(&wal)
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".jsonl")));
+    // The run's schema came from the first body, an Arrow stream.
+    assert!(dir
+        .path()
+        .join("out-checkpoints/out/schema.arrows")
+        .exists());
+}
+
+#[test]
+fn a_write_ahead_log_of_an_older_version_is_refused_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    http_pipeline(dir.path());
+    let wal = dir.path().join("out-checkpoints").join("out.wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let old = wal.join("00000000000000000000.jsonl");
+    std::fs::write(&old, line(0)).unwrap();
+    let err = run_err({
+        let mut c = quiver();
+        c.current_dir(dir.path())
+            .args(["run", "p.toml", "--stream"]);
+        c
+    });
+    contains_all(
+        &err,
+        &[
+            "written by an older Quiver",
+            "00000000000000000000.jsonl",
+            "--stop-at-end",
+            "out.wal",
+        ],
+    );
+    // Left as it was.
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), line(0));
 }
 
 #[test]

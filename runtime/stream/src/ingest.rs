@@ -1,19 +1,24 @@
 //! HTTP ingest endpoint for a streaming run: clients POST rows, the server makes them durable in
-//! a local write-ahead log (WAL) of JSON lines, and only then answers `200`. The streaming driver
-//! reads the log by offset, so the stream can be replayed from it. The log is a directory of
-//! segments ([`wal`](super::wal)): the server starts a new one past a size, and segments wholly
-//! before a committed checkpoint are deleted.
+//! a local write-ahead log (WAL), one checksummed record per request holding the rows in the
+//! form they arrived in (JSON lines, or an Arrow IPC stream), and only then answers `200`. The
+//! streaming driver reads the log by offset, so the stream can be replayed from it. The log is
+//! a directory of segments ([`wal`](super::wal), which describes the record format): the server
+//! starts a new one past a size, and segments wholly before a committed checkpoint are deleted.
 //!
 //! # Requests
 //! - `POST /ingest` with JSON lines (`application/x-ndjson`, `application/jsonl`,
 //!   `application/json`, `text/plain` or no content type): every non-empty line must be a JSON
-//!   object. Lines are appended as sent, each ending in `\n`; empty lines are dropped.
-//! - `POST /ingest` with `application/vnd.apache.arrow.stream`: an Arrow IPC stream, whose rows
-//!   are appended as JSON lines.
+//!   object. The lines are appended as sent, each ending in `\n`, as one JSON-lines record;
+//!   empty lines are dropped.
+//! - `POST /ingest` with `application/vnd.apache.arrow.stream`: an Arrow IPC stream. It is
+//!   decoded whole first — its schema and every batch must read, nothing may follow its end,
+//!   and once the run knows its schema ([`IngestServer::set_schema`]) every batch must cast to
+//!   it (columns matched by name; see [`conform`]) — and then appended byte for byte as one
+//!   Arrow record, which the driver reads back as record batches, with no detour through JSON.
 //! - `GET /health`: `200 ok`.
 //!
 //! A `200` carries `{"accepted": N, "offset": END}`, END being the log offset after the append.
-//! Errors are plain text: `400` (a bad row or stream; nothing of the request is appended),
+//! Errors are plain text: `400` (a bad row, stream or schema; nothing of the request is appended),
 //! `404`, `405`, `408` (the body stalled), `413` (body over the limit), `415` (unknown content
 //! type), `500` (the log could not be written) and `503` with `Retry-After: 1` (backpressure,
 //! below).
@@ -25,8 +30,10 @@
 //! so requests arriving together share one (group commit); the driver reads the log only up to
 //! the last fsynced append ([`IngestServer::durable_end`]). A failed fsync cuts the log back to
 //! that point, answers `500` to every request it covered, and refuses appends until a restart.
-//! A crash between the write and the answer can leave rows that were never acknowledged; a client that retries then sends them twice (at-least-once). A crash in the
-//! middle of a write leaves a torn last line, which the next start cuts off. The log is locked
+//! A crash between the write and the answer can leave rows that were never acknowledged; a
+//! client that retries then sends them twice (at-least-once). A crash in the middle of a write
+//! leaves a torn last record, which the next start cuts off; a damaged record anywhere else
+//! stops the start with an error naming its segment and offset. The log is locked
 //! (its `LOCK` file) while a server runs, as a second writer would break both guarantees. A new
 //! segment's directory entry is fsynced before anything is appended to it.
 //!
@@ -40,29 +47,31 @@
 //! accepting through a shortage of file descriptors. Bodies are checked and appended on a few
 //! blocking threads ([`IngestConfig::handlers`]) side by side, appends taking turns; a body
 //! that stalls for [`IngestConfig::idle_timeout`] gets `408`. A request holds its body (at most
-//! `max_body_bytes`) and its rows as JSON lines in memory. Should the server thread ever end
+//! `max_body_bytes`) and the record made of it in memory, and an Arrow body one decoded batch
+//! at a time. Should the server thread ever end
 //! unbidden, the streaming run stops ([`IngestServer::is_serving`]) rather than stay up deaf.
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::panic;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arrow::array::Array;
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
-use arrow::json::LineDelimitedWriter;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response};
 
+use super::decode::conform;
 use super::http::{answer, HttpError, HttpLimits, HttpServer};
-use super::wal::WalWriter;
+use super::wal::{frame, RecordKind, WalError, WalWriter, MAX_PAYLOAD_BYTES};
 
 /// Content types whose body is JSON lines; no content type at all counts too.
 const JSON_LINES_TYPES: [&str; 4] = [
@@ -74,10 +83,6 @@ const JSON_LINES_TYPES: [&str; 4] = [
 
 /// Content type of an Arrow IPC stream body.
 const ARROW_STREAM_TYPE: &str = "application/vnd.apache.arrow.stream";
-
-/// Rows of an Arrow batch turned into JSON at a time, so the output size is checked often: a
-/// dictionary-encoded column can make the JSON far larger than the body.
-const ARROW_SLICE_ROWS: usize = 256;
 
 /// How much of a refused body is still read and thrown away so the client gets the answer
 /// rather than a connection reset (closing a socket with unread data resets it).
@@ -105,27 +110,22 @@ pub struct IngestConfig {
     pub max_body_bytes: u64,
     /// Backpressure: while the log holds more than this many bytes that the driver has not read
     /// yet, requests get `503` with `Retry-After: 1` and nothing is appended. An Arrow body whose
-    /// rows would take more than both this and `max_body_bytes` as JSON lines gets `413`.
+    /// rows would take more memory than both this and `max_body_bytes` once cast to the run's
+    /// schema (a dictionary-encoded column can make them far larger than the body) gets `413`.
     pub max_unread_bytes: u64,
+    /// The run's schema, if it has one already: an Arrow body whose batches do not cast to it
+    /// gets `400`. A run that takes its schema from its first rows gives it later
+    /// ([`IngestServer::set_schema`]).
+    pub schema: Option<SchemaRef>,
 }
 
 /// Why an [`IngestServer`] could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The log (or its directory) could not be created, opened or repaired.
-    #[error("{}: cannot open the write-ahead log: {source}", .path.display())]
-    Wal {
-        /// The log.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Another ingest server holds the log.
-    #[error("{}: the write-ahead log is in use by another ingest server", .path.display())]
-    WalLocked {
-        /// The log.
-        path: PathBuf,
-    },
+    /// The log cannot be opened or appended to as it is: locked by another server, written by
+    /// an older version, or damaged.
+    #[error(transparent)]
+    Log(#[from] WalError),
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -146,6 +146,8 @@ struct Shared {
     refused: AtomicU64,
     backpressure: AtomicU64,
     failed: AtomicU64,
+    /// The run's schema, once it has one: Arrow bodies must fit it.
+    schema: OnceLock<SchemaRef>,
 }
 
 /// What an [`IngestServer`] has done since it started, for the metrics endpoint.
@@ -188,6 +190,9 @@ impl IngestServer {
         let wal = WalWriter::open(&config.wal, config.segment_bytes)?;
         let shared = Arc::new(Shared::default());
         shared.log_end.store(wal.end(), Ordering::Relaxed);
+        if let Some(schema) = config.schema.clone() {
+            let _ = shared.schema.set(schema);
+        }
         let wal_end = wal.end();
         let worker = Arc::new(Worker {
             wal: Mutex::new(wal),
@@ -221,6 +226,12 @@ impl IngestServer {
     /// The address the server is bound to (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.http.local_addr()
+    }
+
+    /// The run's schema is known (the first time this is called): from now on an Arrow body
+    /// whose batches do not cast to it gets `400`, rather than stopping the run when it is read.
+    pub fn set_schema(&self, schema: SchemaRef) {
+        let _ = self.shared.schema.set(schema);
     }
 
     /// The driver reports how far it has read the log (a log offset), for backpressure.
@@ -369,12 +380,17 @@ impl Worker {
         Ok(format)
     }
 
-    /// Checks a whole body and appends its rows to the log.
+    /// Checks a whole body and appends it to the log as one record.
     fn append(&self, format: Format, body: &[u8]) -> Result<(u64, u64), Refusal> {
-        let (lines, rows) = match format {
-            Format::JsonLines => checked_json_lines(body)?,
+        let (record, rows) = match format {
+            Format::JsonLines => {
+                let (lines, rows) = checked_json_lines(body)?;
+                (framed(RecordKind::JsonLines, &lines)?, rows)
+            }
             Format::ArrowStream => {
-                arrow_lines(body, self.max_body_bytes.max(self.max_unread_bytes))?
+                let limit = self.max_body_bytes.max(self.max_unread_bytes);
+                let rows = checked_arrow(body, self.shared.schema.get(), limit)?;
+                (framed(RecordKind::ArrowStream, body)?, rows)
             }
         };
         let written = {
@@ -382,7 +398,7 @@ impl Worker {
             if rows == 0 {
                 return Ok((0, wal.durable));
             }
-            let written = wal.write(&lines);
+            let written = wal.write(&record);
             // A segment's roll fsyncs it, moving the durable end.
             self.publish(&wal);
             written
@@ -582,11 +598,24 @@ fn parse_problem(e: &serde_json::Error) -> String {
     }
 }
 
-/// Decodes an Arrow IPC stream into JSON lines; refuses it once they pass `max_json` bytes.
-fn arrow_lines(body: &[u8], max_json: u64) -> Result<(Vec<u8>, u64), Refusal> {
+/// `payload` as a record of the log, refused if it is too large for one.
+fn framed(kind: RecordKind, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
+    if payload.len() as u64 > MAX_PAYLOAD_BYTES {
+        return Err(too_large(MAX_PAYLOAD_BYTES));
+    }
+    Ok(frame(kind, payload))
+}
+
+/// Checks an Arrow IPC stream whole: it decodes, every batch reads, nothing follows its end,
+/// and every batch casts to the run's `schema` if there is one, taking at most `max_bytes` of
+/// memory then. Returns its rows.
+fn checked_arrow(body: &[u8], schema: Option<&SchemaRef>, max_bytes: u64) -> Result<u64, Refusal> {
     // The body comes from the network: a decoder bug it triggers must cost this request, not
     // the server thread.
-    panic::catch_unwind(|| arrow_to_json(body, max_json)).unwrap_or_else(|_| {
+    panic::catch_unwind(panic::AssertUnwindSafe(|| {
+        check_arrow(body, schema, max_bytes)
+    }))
+    .unwrap_or_else(|_| {
         Err((
             400,
             "the Arrow IPC stream is malformed (its decoder failed)\n".to_string(),
@@ -594,32 +623,48 @@ fn arrow_lines(body: &[u8], max_json: u64) -> Result<(Vec<u8>, u64), Refusal> {
     })
 }
 
-fn arrow_to_json(body: &[u8], max_json: u64) -> Result<(Vec<u8>, u64), Refusal> {
+fn check_arrow(body: &[u8], schema: Option<&SchemaRef>, max_bytes: u64) -> Result<u64, Refusal> {
     let bad_stream = |e: ArrowError| (400, format!("cannot decode the Arrow IPC stream: {e}\n"));
-    let bad_rows = |e: ArrowError| (400, format!("cannot turn the Arrow rows into JSON: {e}\n"));
-    let reader = StreamReader::try_new(body, None).map_err(bad_stream)?;
-    let mut writer = LineDelimitedWriter::new(Vec::new());
+    let mut reader = StreamReader::try_new(body, None).map_err(bad_stream)?;
     let mut rows = 0u64;
-    for batch in reader {
+    let mut bytes = 0u64;
+    for batch in &mut reader {
         let batch = batch.map_err(bad_stream)?;
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let len = ARROW_SLICE_ROWS.min(batch.num_rows() - start);
-            writer.write(&batch.slice(start, len)).map_err(bad_rows)?;
-            if writer.get_ref().len() as u64 > max_json {
+        if let Some(schema) = schema {
+            let cast = conform(&batch, schema).map_err(|why| {
+                (
+                    400,
+                    format!(
+                        "the Arrow rows do not fit the stream's schema: {why}; nothing from this request was written\n"
+                    ),
+                )
+            })?;
+            bytes += cast
+                .columns()
+                .iter()
+                .map(|c| c.get_array_memory_size() as u64)
+                .sum::<u64>();
+            if bytes > max_bytes {
                 return Err((
                     413,
                     format!(
-                        "the Arrow rows take more than {max_json} bytes as JSON lines; send fewer rows per request\n"
+                        "the Arrow rows take more than {max_bytes} bytes of memory once cast to the stream's schema; send fewer rows per request\n"
                     ),
                 ));
             }
-            start += len;
         }
         rows += batch.num_rows() as u64;
     }
-    writer.finish().map_err(bad_rows)?;
-    Ok((writer.into_inner(), rows))
+    let after = reader.get_ref().len();
+    if after > 0 {
+        return Err((
+            400,
+            format!(
+                "{after} bytes follow the end of the Arrow IPC stream; send one stream per request\n"
+            ),
+        ));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -629,7 +674,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::wal::{segment_name, segments};
+    use crate::chunk::Chunk;
+    use crate::decode::Decoder;
+    use crate::wal::{segment_name, segments, WalReader, HEADER_BYTES};
+    use quiver_data::io::Format as DataFormat;
+    use quiver_exec::policy::OnMalformed;
 
     use std::collections::HashMap;
     use std::net::TcpStream;
@@ -676,6 +725,7 @@ mod tests {
             handlers: 4,
             max_connections: 64,
             idle_timeout: Duration::from_secs(30),
+            schema: None,
         }
     }
 
@@ -688,8 +738,48 @@ mod tests {
             .collect()
     }
 
+    /// Bytes of a record's header.
+    const H: u64 = HEADER_BYTES as u64;
+
+    /// The log's records, read back: their kind and payload.
+    fn log_records(dir: &Path) -> Vec<(RecordKind, Vec<u8>)> {
+        records_of(&log_bytes(dir))
+    }
+
+    /// The records `bytes` consist of, which must be whole and sound.
+    fn records_of(bytes: &[u8]) -> Vec<(RecordKind, Vec<u8>)> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < bytes.len() {
+            let head = &bytes[at..at + HEADER_BYTES];
+            let kind = match head[2] {
+                1 => RecordKind::JsonLines,
+                2 => RecordKind::ArrowStream,
+                k => panic!("kind {k} at {at}"),
+            };
+            let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+            let payload = &bytes[at + HEADER_BYTES..at + HEADER_BYTES + len];
+            assert_eq!(frame(kind, payload), bytes[at..at + HEADER_BYTES + len]);
+            out.push((kind, payload.to_vec()));
+            at += HEADER_BYTES + len;
+        }
+        out
+    }
+
+    /// The lines of the log's records, which must all be JSON lines.
     fn log_text(dir: &Path) -> String {
-        String::from_utf8(log_bytes(dir)).unwrap()
+        log_records(dir)
+            .into_iter()
+            .map(|(kind, payload)| {
+                assert_eq!(kind, RecordKind::JsonLines);
+                String::from_utf8(payload).unwrap()
+            })
+            .collect()
+    }
+
+    /// The record holding `payload` as JSON lines.
+    fn json_record(payload: &str) -> Vec<u8> {
+        frame(RecordKind::JsonLines, payload.as_bytes())
     }
 
     struct Answer {
@@ -778,7 +868,7 @@ mod tests {
 
         let first = "{\"a\":1}\n{\"a\": 2, \"s\": \"x y\"}\n";
         let (n, off) = ndjson(addr, first).accepted();
-        assert_eq!((n, off), (2, first.len() as u64));
+        assert_eq!((n, off), (2, H + first.len() as u64));
         assert_eq!(log_bytes(&wal).len() as u64, off);
 
         // No final newline: one is added.
@@ -803,7 +893,9 @@ mod tests {
         let expected =
             format!("{first}{{\"b\":[1,2]}}\n{{\"c\":3}}\n{{\"c\":4}}\n{{\"d\":null}}\n");
         assert_eq!(log_text(&wal), expected);
-        assert_eq!(off2, expected.len() as u64);
+        // One record per request that had rows.
+        assert_eq!(log_records(&wal).len(), 4);
+        assert_eq!(off2, 4 * H + expected.len() as u64);
         assert_eq!(server.stats().rows, 6);
         server.stop();
     }
@@ -868,37 +960,196 @@ mod tests {
         writer.into_inner().unwrap()
     }
 
+    /// Every row of the log, read back as the driver reads it: one micro-batch of `schema`.
+    fn read_back(wal: &Path, schema: &SchemaRef) -> (Vec<Chunk>, RecordBatch) {
+        let mut reader = WalReader::open(wal, None).unwrap();
+        let mut chunks = Vec::new();
+        loop {
+            let more = reader.poll(1000).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            chunks.extend(more);
+        }
+        let decoder = Decoder::new(schema.clone(), DataFormat::Jsonl, None, b',');
+        let (batch, bad) = decoder.decode(&chunks, OnMalformed::Fail).unwrap();
+        assert!(bad.is_empty());
+        (chunks, batch.unwrap())
+    }
+
     #[test]
-    fn an_arrow_stream_is_appended_as_json_lines_that_read_back_to_the_same_rows() {
+    fn an_arrow_stream_is_kept_as_its_ipc_bytes_that_read_back_to_the_same_rows() {
         let dir = TempDir::new();
         let wal = dir.0.join("wal");
         let server = IngestServer::start(config(&wal)).unwrap();
         let addr = server.local_addr();
         let (schema, batches) = sample_batches();
+        let body = ipc(&schema, &batches);
 
-        let (n, off) = post(addr, Some(ARROW_STREAM_TYPE), &ipc(&schema, &batches)).accepted();
+        let (n, off) = post(addr, Some(ARROW_STREAM_TYPE), &body).accepted();
         assert_eq!(n, 4);
-        let text = log_text(&wal);
-        assert_eq!(off, text.len() as u64);
-        assert_eq!(text.lines().count(), 4);
+        assert_eq!(off, H + body.len() as u64);
+        assert_eq!(log_bytes(&wal).len() as u64, off);
+        // The body as it arrived, byte for byte.
+        assert_eq!(
+            log_records(&wal),
+            vec![(RecordKind::ArrowStream, body.clone())]
+        );
 
-        let reader = arrow::json::ReaderBuilder::new(schema.clone())
-            .build(io::BufReader::new(text.as_bytes()))
-            .unwrap();
-        let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-        let got = concat_batches(&schema, &read).unwrap();
+        // Read back as record batches, with no detour through JSON.
+        let (chunks, got) = read_back(&wal, &schema);
+        let [Chunk::Arrow(rows)] = &chunks[..] else {
+            panic!("{chunks:?}");
+        };
+        assert_eq!((rows.offset, rows.rows, rows.batches.len()), (0, 4, 2));
+        assert_eq!(rows.batches, batches);
         let want = concat_batches(&schema, &batches).unwrap();
         assert_eq!(got, want);
         assert_eq!(got.column(0).null_count(), 1);
 
-        // Garbage is refused and appends nothing.
+        // Garbage, a cut stream and bytes after the stream's end are refused and append
+        // nothing.
         let a = post(addr, Some(ARROW_STREAM_TYPE), b"definitely not arrow");
         assert_eq!(a.status, 400);
         assert!(a.body.contains("Arrow IPC"), "{}", a.body);
-        let mut cut = ipc(&schema, &batches);
+        let mut cut = body.clone();
         cut.truncate(cut.len() - 30);
         assert_eq!(post(addr, Some(ARROW_STREAM_TYPE), &cut).status, 400);
-        assert_eq!(log_text(&wal), text);
+        let mut trailing = body.clone();
+        trailing.extend_from_slice(b"{\"a\":1}\n");
+        let a = post(addr, Some(ARROW_STREAM_TYPE), &trailing);
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("8 bytes follow the end"), "{}", a.body);
+        assert_eq!(log_bytes(&wal).len() as u64, off);
+        assert_eq!(server.stats().rows, 4);
+    }
+
+    /// JSON lines and Arrow bodies side by side: each a record of its kind, read back in order
+    /// as one micro-batch of the run's schema.
+    #[test]
+    fn json_and_arrow_requests_read_back_in_order_as_one_micro_batch() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+        let (schema, batches) = sample_batches();
+        ndjson(addr, "{\"id\":10,\"x\":0.5,\"name\":\"j1\"}\n").accepted();
+        post(addr, Some(ARROW_STREAM_TYPE), &ipc(&schema, &batches[..1])).accepted();
+        ndjson(addr, "{\"id\":11}\n{\"id\":12,\"name\":\"j3\"}\n").accepted();
+        post(addr, Some(ARROW_STREAM_TYPE), &ipc(&schema, &batches[1..])).accepted();
+        let kinds: Vec<RecordKind> = log_records(&wal).into_iter().map(|(k, _)| k).collect();
+        use RecordKind::{ArrowStream as A, JsonLines as J};
+        assert_eq!(kinds, [J, A, J, A]);
+        let (chunks, got) = read_back(&wal, &schema);
+        assert_eq!(chunks.len(), 4);
+        let ids: Vec<Option<i64>> = got
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                Some(10),
+                Some(1),
+                None,
+                Some(-7),
+                Some(11),
+                Some(12),
+                Some(i64::MAX)
+            ]
+        );
+        let names = got
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(names.value(0), "j1");
+        assert_eq!(names.value(5), "j3");
+        assert_eq!(names.value(6), "ü");
+    }
+
+    /// Once the run has a schema, an Arrow body must cast to it: refused with `400` naming the
+    /// column otherwise, before anything is written.
+    #[test]
+    fn an_arrow_body_that_does_not_fit_the_run_schema_is_refused() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        let server = IngestServer::start(config(&wal)).unwrap();
+        let addr = server.local_addr();
+        let (schema, batches) = sample_batches();
+        server.set_schema(schema.clone());
+
+        let other = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("extra", DataType::Int64, true),
+        ]));
+        let b = |ids: Vec<&str>| {
+            RecordBatch::try_new(
+                other.clone(),
+                vec![
+                    Arc::new(StringArray::from(ids.clone())),
+                    Arc::new(Int64Array::from(vec![1; ids.len()])),
+                ],
+            )
+            .unwrap()
+        };
+        let a = post(addr, Some(ARROW_STREAM_TYPE), &ipc(&other, &[b(vec!["1"])]));
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("`extra`"), "{}", a.body);
+        // Ids as text cast to the run's Int64 when they are numbers ...
+        let text_ids = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let t = |ids: Vec<&str>| {
+            let batch =
+                RecordBatch::try_new(text_ids.clone(), vec![Arc::new(StringArray::from(ids))])
+                    .unwrap();
+            ipc(&text_ids, &[batch])
+        };
+        let a = post(addr, Some(ARROW_STREAM_TYPE), &t(vec!["5", "oops"]));
+        assert_eq!(a.status, 400);
+        assert!(
+            a.body.contains("column `id`") && a.body.contains("oops"),
+            "{}",
+            a.body
+        );
+        assert_eq!(log_bytes(&wal).len(), 0);
+        assert_eq!(
+            post(addr, Some(ARROW_STREAM_TYPE), &t(vec!["5", "6"]))
+                .accepted()
+                .0,
+            2
+        );
+        assert_eq!(
+            post(addr, Some(ARROW_STREAM_TYPE), &ipc(&schema, &batches))
+                .accepted()
+                .0,
+            4
+        );
+        let stats = server.stats();
+        assert_eq!((stats.accepted, stats.refused, stats.rows), (2, 2, 6));
+    }
+
+    #[test]
+    fn a_log_written_by_an_older_version_is_refused_at_start() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        fs::create_dir_all(&wal).unwrap();
+        fs::write(wal.join("00000000000000000000.jsonl"), "{\"a\":1}\n").unwrap();
+        let err = IngestServer::start(config(&wal)).unwrap_err();
+        assert!(
+            matches!(err, IngestError::Log(WalError::OldFormat { .. })),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("the write-ahead log in {}", wal.display()))
+                && msg.contains("older Quiver")
+                && msg.contains("--stop-at-end"),
+            "{msg}"
+        );
+        assert!(segments(&wal).unwrap().is_empty());
     }
 
     #[test]
@@ -955,7 +1206,7 @@ mod tests {
     }
 
     #[test]
-    fn arrow_rows_that_swell_past_the_limits_as_json_are_refused() {
+    fn arrow_rows_that_swell_past_the_limits_once_cast_are_refused() {
         let dir = TempDir::new();
         let wal = dir.0.join("wal");
         let server = IngestServer::start(IngestConfig {
@@ -964,18 +1215,36 @@ mod tests {
             ..config(&wal)
         })
         .unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "a_rather_long_column_name",
-            DataType::Int64,
-            false,
-        )]));
-        let column = Int64Array::from((0..300).collect::<Vec<i64>>());
+        let addr = server.local_addr();
+        // One long string, referred to by every row of a dictionary-encoded column: a small
+        // body, but every row holds the whole string once cast to the run's plain strings.
+        let dict = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![Field::new("s", dict, false)]));
+        let long = "x".repeat(1000);
+        let column: arrow::array::DictionaryArray<arrow::datatypes::Int8Type> =
+            std::iter::repeat_n(long.as_str(), 50).collect();
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
         let body = ipc(&schema, &[batch]);
         assert!(body.len() < 4000);
+        // The run's schema is the body's own: kept as it is.
+        server.set_schema(schema.clone());
+        assert_eq!(post(addr, Some(ARROW_STREAM_TYPE), &body).accepted().0, 50);
+        drop(server);
+        // A run that has a schema of plain strings already gives it at start.
+        let server = IngestServer::start(IngestConfig {
+            max_body_bytes: 4000,
+            max_unread_bytes: 4000,
+            schema: Some(Arc::new(Schema::new(vec![Field::new(
+                "s",
+                DataType::Utf8,
+                true,
+            )]))),
+            ..config(&dir.0.join("wal2"))
+        })
+        .unwrap();
         let a = post(server.local_addr(), Some(ARROW_STREAM_TYPE), &body);
         assert_eq!(a.status, 413, "{}", a.body);
-        assert_eq!(log_bytes(&wal).len(), 0);
+        assert_eq!(log_bytes(&dir.0.join("wal2")).len(), 0);
     }
 
     #[test]
@@ -1039,14 +1308,15 @@ mod tests {
         let w = worker(&dir.0.join("wal"), 1 << 30);
         let ends: Vec<u64> = ["{\"a\":1}\n", "{\"a\":2}\n", "{\"a\":3}\n"]
             .iter()
-            .map(|l| w.wal().write(l.as_bytes()).unwrap())
+            .map(|l| w.wal().write(&json_record(l)).unwrap())
             .collect();
-        assert_eq!(ends, [8, 16, 24]);
+        let r = H + 8;
+        assert_eq!(ends, [r, 2 * r, 3 * r]);
         // Written, not durable: the driver may not read any of it yet.
         assert_eq!(w.shared.log_end.load(Ordering::Acquire), 0);
         w.sync_to(ends[0]).unwrap();
         assert_eq!(w.shared.syncs.load(Ordering::Relaxed), 1);
-        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 24);
+        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 3 * r);
         // The later appends were covered by that one fsync.
         w.sync_to(ends[2]).unwrap();
         w.sync_to(ends[1]).unwrap();
@@ -1056,22 +1326,24 @@ mod tests {
     #[test]
     fn a_segment_made_durable_by_its_roll_needs_no_other_fsync() {
         let dir = TempDir::new();
-        let w = worker(&dir.0.join("wal"), 10);
+        // Records of 24 bytes: the second one passes 30.
+        let r = H + 8;
+        let w = worker(&dir.0.join("wal"), 30);
         let syncs = || w.shared.syncs.load(Ordering::Relaxed);
-        assert_eq!(w.append(Format::JsonLines, b"{\"a\":1}\n").unwrap(), (1, 8));
+        assert_eq!(w.append(Format::JsonLines, b"{\"a\":1}\n").unwrap(), (1, r));
         assert_eq!(syncs(), 1);
-        // Past 10 bytes: the roll fsyncs the segment and starts the next one; the durable end
+        // Past 30 bytes: the roll fsyncs the segment and starts the next one; the durable end
         // moves without another fsync.
         assert_eq!(
             w.append(Format::JsonLines, b"{\"a\":2}\n").unwrap(),
-            (1, 16)
+            (1, 2 * r)
         );
-        assert_eq!(w.wal().base, 16);
+        assert_eq!(w.wal().base, 2 * r);
         assert_eq!(syncs(), 1);
-        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 16);
+        assert_eq!(w.shared.log_end.load(Ordering::Acquire), 2 * r);
         assert_eq!(
             w.append(Format::JsonLines, b"{\"a\":3}\n").unwrap(),
-            (1, 24)
+            (1, 3 * r)
         );
         assert_eq!(syncs(), 2);
         assert_eq!(
@@ -1108,7 +1380,7 @@ mod tests {
         assert_eq!(ndjson(addr, "{\"v\":2}\n").status, 503);
         server.set_read_offset(off);
         let (n, off2) = ndjson(addr, "{\"v\":2}\n").accepted();
-        assert_eq!((n, off2), (1, off + 8));
+        assert_eq!((n, off2), (1, off + H + 8));
         assert_eq!(ndjson(addr, "[1]\n").status, 400);
         let stats = server.stats();
         assert_eq!(
@@ -1125,29 +1397,36 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_cut_off_on_start() {
+    fn a_torn_last_record_is_cut_off_on_start() {
         let dir = TempDir::new();
         let wal = dir.0.join("deep").join("er").join("wal");
         fs::create_dir_all(&wal).unwrap();
         let segment = wal.join(segment_name(0));
-        fs::write(&segment, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let whole = [json_record("{\"a\":1}\n"), json_record("{\"a\":2}\n")].concat();
+        let torn = &json_record("{\"a\":3}\n")[..20];
+        fs::write(&segment, [&whole[..], torn].concat()).unwrap();
         let server = IngestServer::start(config(&wal)).unwrap();
         assert_eq!(log_text(&wal), "{\"a\":1}\n{\"a\":2}\n");
         let (_, off) = ndjson(server.local_addr(), "{\"a\":3}\n").accepted();
         assert_eq!(log_text(&wal), "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
-        assert_eq!(off, 24);
+        assert_eq!(off, 3 * (H + 8));
         server.stop();
 
-        // A log with no whole line at all, longer than one read-back chunk, is emptied.
-        fs::write(&segment, "y".repeat(200_000)).unwrap();
-        drop(IngestServer::start(config(&wal)).unwrap());
-        assert_eq!(log_bytes(&wal).len(), 0);
-
-        // A whole line longer than one chunk, then a torn one.
+        // A whole record longer than one read, then a torn one just as long.
         let long = format!("{{\"z\":\"{}\"}}\n", "z".repeat(100_000));
-        fs::write(&segment, format!("{long}{}", "w".repeat(70_000))).unwrap();
+        let record = json_record(&long);
+        fs::write(
+            &segment,
+            [&record[..], &record[..record.len() - 1]].concat(),
+        )
+        .unwrap();
         drop(IngestServer::start(config(&wal)).unwrap());
         assert_eq!(log_text(&wal), long);
+
+        // A log holding nothing but a torn record is emptied.
+        fs::write(&segment, &record[..70_000]).unwrap();
+        drop(IngestServer::start(config(&wal)).unwrap());
+        assert_eq!(log_bytes(&wal).len(), 0);
 
         // A missing log and its directories are created.
         let fresh = dir.0.join("new").join("dir").join("wal");
@@ -1155,6 +1434,31 @@ mod tests {
         assert_eq!(log_bytes(&fresh).len(), 0);
         ndjson(server.local_addr(), "{}\n").accepted();
         assert_eq!(log_text(&fresh), "{}\n");
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_middle_stops_the_start_naming_its_segment_and_offset() {
+        let dir = TempDir::new();
+        let wal = dir.0.join("wal");
+        fs::create_dir_all(&wal).unwrap();
+        let segment = wal.join(segment_name(500));
+        let mut bytes = [
+            json_record("{\"a\":1}\n"),
+            json_record("{\"a\":2}\n"),
+            json_record("{\"a\":3}\n"),
+        ]
+        .concat();
+        bytes[(H + 8 + H + 3) as usize] ^= 0x08;
+        fs::write(&segment, &bytes).unwrap();
+        let err = IngestServer::start(config(&wal)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&segment.display().to_string())
+                && msg.contains(&format!("log offset {}", 500 + H + 8))
+                && msg.contains("checksum"),
+            "{msg}"
+        );
+        assert_eq!(fs::read(&segment).unwrap(), bytes);
     }
 
     #[test]
@@ -1179,33 +1483,42 @@ mod tests {
             );
             expected.push_str(&body);
             let (rows, offset) = ndjson(server.local_addr(), &body).accepted();
-            assert_eq!((rows, offset), (2, expected.len() as u64));
+            assert_eq!(
+                (rows, offset),
+                (2, (i + 1) as u64 * H + expected.len() as u64)
+            );
         }
         assert_eq!(log_text(&wal), expected);
         let found = segments(&wal).unwrap();
         assert!(found.len() > 5, "{found:?}");
         let mut end = 0;
         for (k, (base, path)) in found.iter().enumerate() {
-            // Named by where it starts; every one but the newest is full and ends a line.
+            // Named by where it starts; every one but the newest is full, and each holds
+            // whole records.
             assert_eq!(*base, end);
-            let text = fs::read_to_string(path).unwrap();
+            let bytes = fs::read(path).unwrap();
+            assert!(!records_of(&bytes).is_empty());
             if k + 1 < found.len() {
-                assert!(text.len() >= 100 && text.ends_with('\n'), "{text:?}");
+                assert!(bytes.len() >= 100, "{}", bytes.len());
             }
-            end += text.len() as u64;
+            end += bytes.len() as u64;
         }
+        let all = log_bytes(&wal);
 
         // Trimming keeps what a reader at the offset needs; appends go on at the log's end.
         let cut = found[3].0 + 1;
         assert_eq!(super::super::wal::trim(&wal, cut).unwrap(), 3);
         let (_, offset) = ndjson(server.local_addr(), "{}\n").accepted();
-        assert_eq!(offset, end + 3);
+        assert_eq!(offset, end + H + 3);
         server.stop();
         let server = IngestServer::start(small()).unwrap();
         let (_, offset) = ndjson(server.local_addr(), "{}\n").accepted();
-        assert_eq!(offset, end + 6);
-        let kept = &expected.as_bytes()[found[3].0 as usize..];
-        assert_eq!(log_bytes(&wal), [kept, b"{}\n{}\n"].concat());
+        assert_eq!(offset, end + 2 * (H + 3));
+        let kept = &all[found[3].0 as usize..];
+        assert_eq!(
+            log_bytes(&wal),
+            [kept, &json_record("{}\n"), &json_record("{}\n")].concat()
+        );
     }
 
     #[test]
@@ -1214,7 +1527,10 @@ mod tests {
         let wal = dir.0.join("wal");
         let first = IngestServer::start(config(&wal)).unwrap();
         let err = IngestServer::start(config(&wal)).unwrap_err();
-        assert!(matches!(err, IngestError::WalLocked { .. }), "{err}");
+        assert!(
+            matches!(err, IngestError::Log(WalError::Locked { .. })),
+            "{err}"
+        );
         assert!(
             err.to_string().contains(&wal.display().to_string()),
             "{err}"
@@ -1290,10 +1606,11 @@ mod tests {
             .collect();
 
         let text = log_text(&wal);
+        let raw = log_bytes(&wal);
         // Each request's lines sit together, ending at the offset its answer gave.
         for (body, off) in &acked {
             let end = *off as usize;
-            assert_eq!(&text[end - body.len()..end], body);
+            assert_eq!(&raw[end - body.len()..end], body.as_bytes());
         }
         let mut seen = HashMap::new();
         for line in text.lines() {
@@ -1309,6 +1626,7 @@ mod tests {
         assert_eq!(seen.len(), rows);
         assert!(seen.values().all(|&n| n == 1));
         assert_eq!(server.stats().rows, rows as u64);
-        assert_eq!(acked.iter().map(|(_, o)| *o).max(), Some(text.len() as u64));
+        assert_eq!(acked.iter().map(|(_, o)| *o).max(), Some(raw.len() as u64));
+        assert_eq!(raw.len(), text.len() + acked.len() * HEADER_BYTES);
     }
 }

@@ -3,9 +3,11 @@
 //! The [`source`] is a growing file ([`tail`]: JSON lines or CSV), a directory files arrive
 //! in, an HTTP ingest endpoint ([`ingest`], backed by a write-ahead log of segments, [`wal`];
 //! served, like the [`metrics`] endpoint, by [`http`]) or standard input.
-//! Lines are gathered into micro-batches that close at `batch-rows` rows or after `batch-ms`,
-//! whichever comes first, [`decode`]d (a line that does not parse fails the run, is skipped or
-//! goes to the dead letters), run through the plugin chain under the plugins' error policies,
+//! Rows — lines, or from HTTP ingest also Arrow record batches kept as they arrived — are
+//! gathered into micro-batches that close at `batch-rows` rows or after `batch-ms`,
+//! whichever comes first, [`decode`]d into one batch of the run's schema (a line that does not
+//! parse, or Arrow rows that do not fit the schema, fail the run, are skipped or go to the dead
+//! letters), run through the plugin chain under the plugins' error policies,
 //! and optionally aggregated in event-time [`window`]s. Output goes to a directory, one file
 //! per checkpoint epoch under a temporary name until the epoch commits, or to stdout.
 //!
@@ -39,6 +41,7 @@
 //! Uses `quiver-exec` (the pipeline file, the chain runner, windows, policies),
 //! `quiver-checkpoint`, `quiver-data`, `quiver-durable` and `quiver-plugin-host`.
 
+pub mod chunk;
 mod commit;
 pub mod decode;
 pub mod http;
@@ -58,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 
+use chunk::{rows, take_rows, Chunk};
 pub use commit::BarrierAck;
 use commit::{Barrier, Committed, CommitterHandle};
 use decode::Decoder;
@@ -77,7 +81,6 @@ use quiver_exec::window::{self, WindowSpec};
 use quiver_plugin_host::plugin::{Host, PluginError};
 use quiver_plugin_host::replay::Recorder;
 use source::{SourceKind, StreamInput};
-use tail::Lines;
 use task::{Task, WorkerSettings};
 
 /// Where a streaming run starts.
@@ -228,6 +231,23 @@ pub enum StreamError {
     /// The HTTP ingest endpoint stopped working.
     #[error("HTTP ingest: {0}")]
     Ingest(String),
+    /// The HTTP ingest's write-ahead log cannot be read: damaged, or written by an older
+    /// version.
+    #[error("HTTP ingest: {0}")]
+    Wal(#[from] wal::WalError),
+    /// Rows of the write-ahead log that arrived as Arrow do not fit the run's schema.
+    #[error("{}: the Arrow record at log offset {offset} does not fit the run's schema: {message}", .path.display())]
+    ArrowMismatch {
+        /// The log segment holding the record.
+        path: PathBuf,
+        /// The record's log offset.
+        offset: u64,
+        /// What does not fit.
+        message: String,
+    },
+    /// The rows of a micro-batch could not be joined into one batch.
+    #[error("cannot join the rows of a micro-batch: {0}")]
+    Join(#[source] arrow::error::ArrowError),
     /// A line of the source does not parse.
     #[error("{}:{line}: {message}", .path.display())]
     Malformed {
@@ -500,52 +520,143 @@ impl Settings {
     }
 }
 
-/// The input's schema (and for CSV its header line): inferred as batch mode does, from the
-/// first lines the job ever saw, which are kept with its checkpoints so that every restart
-/// reads with the same schema. Returns the lines read from `source` to infer it, which are
-/// the first rows to process.
+/// File of a job's checkpoint directory holding the run's schema when it came from Arrow rows:
+/// an Arrow IPC stream with no batches.
+const ARROW_SCHEMA_FILE: &str = "schema.arrows";
+
+/// Where a job keeps what gave it its schema: the first lines it ever saw, and the schema
+/// of an Arrow IPC stream if its first rows arrived as one.
+fn schema_files(s: &Settings) -> (PathBuf, PathBuf) {
+    let job_dir = s.store_dir.join(&s.job);
+    let ext = s.in_format.extension();
+    (
+        job_dir.join(format!("sample.{ext}")),
+        job_dir.join(ARROW_SCHEMA_FILE),
+    )
+}
+
+/// The job's decoder, if it has a schema already (from an earlier run): see [`input_decoder`].
+fn stored_decoder(s: &Settings) -> Result<Option<Decoder>, StreamError> {
+    let (sample, arrow_schema) = schema_files(s);
+    if sample.exists() {
+        let options = SourceOptions {
+            format: Some(s.in_format),
+            csv_delimiter: s.csv_delimiter,
+            ..SourceOptions::default()
+        };
+        let header = if s.in_format == Format::Csv {
+            let text = std::fs::read(&sample).map_err(io_err(&sample, "cannot read"))?;
+            let end = text
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(text.len(), |i| i + 1);
+            Some(text[..end].to_vec())
+        } else {
+            None
+        };
+        let schema = io::open(&[sample.to_string_lossy().into_owned()], &options)?.schema();
+        return Ok(Some(Decoder::new(
+            schema,
+            s.in_format,
+            header,
+            s.csv_delimiter,
+        )));
+    }
+    if arrow_schema.exists() {
+        let schema = read_schema_stream(&arrow_schema)?;
+        return Ok(Some(Decoder::new(
+            schema,
+            s.in_format,
+            None,
+            s.csv_delimiter,
+        )));
+    }
+    Ok(None)
+}
+
+/// The input's schema (and for CSV its header line), kept with the job's checkpoints so that
+/// every restart reads with the same schema: inferred as batch mode does, from the first lines
+/// the job ever saw (kept as `sample.jsonl` or `sample.csv`); or, when the first rows of an HTTP
+/// ingest arrived as an Arrow IPC stream, that stream's schema with every column nullable (kept
+/// as `schema.arrows`). For a job that has none yet, returns the rows read from `source` to
+/// find it, which are the first rows to process.
 fn input_decoder(
     s: &Settings,
     source: &mut StreamInput,
     stop: &AtomicBool,
-) -> Result<(Decoder, Option<Lines>), StreamError> {
-    let ext = s.in_format.extension();
-    let sample = s.store_dir.join(&s.job).join(format!("sample.{ext}"));
-    let options = SourceOptions {
-        format: Some(s.in_format),
-        csv_delimiter: s.csv_delimiter,
-        ..SourceOptions::default()
-    };
-    let mut first = None;
-    if !sample.exists() {
-        let mut lines = source.poll(options.schema_infer_rows)?;
-        while lines.count == 0 {
-            if stop.load(Ordering::Relaxed) || source.ended() {
-                return Err(StreamError::Setup(
-                    "stopped before the source had a complete line to infer its schema from".into(),
-                ));
-            }
-            std::thread::sleep(s.poll);
-            lines = source.poll(options.schema_infer_rows)?;
-        }
-        write_durably(&sample, &lines.bytes)?;
-        first = Some(lines);
+) -> Result<(Decoder, Vec<Chunk>), StreamError> {
+    if let Some(decoder) = stored_decoder(s)? {
+        return Ok((decoder, Vec::new()));
     }
-    let header = if s.in_format == Format::Csv {
-        let text = std::fs::read(&sample).map_err(io_err(&sample, "cannot read"))?;
-        let end = text
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| i + 1);
-        Some(text[..end].to_vec())
-    } else {
-        None
-    };
-    let schema = io::open(&[sample.to_string_lossy().into_owned()], &options)?.schema();
-    Ok((
-        Decoder::new(schema, s.in_format, header, s.csv_delimiter),
-        first,
+    let (sample, arrow_schema) = schema_files(s);
+    let infer_rows = SourceOptions::default().schema_infer_rows;
+    let mut chunks = source.poll(infer_rows)?;
+    while rows(&chunks) == 0 {
+        if stop.load(Ordering::Relaxed) || source.ended() {
+            return Err(StreamError::Setup(
+                "stopped before the source had a complete line to infer its schema from".into(),
+            ));
+        }
+        std::thread::sleep(s.poll);
+        chunks = source.poll(infer_rows)?;
+    }
+    match chunks.first() {
+        Some(Chunk::Arrow(a)) => {
+            write_durably(&arrow_schema, &schema_stream(&nullable(&a.schema))?)?;
+        }
+        _ => {
+            // The lines before the first Arrow rows, if any came too.
+            let lines: Vec<u8> = chunks
+                .iter()
+                .map_while(|c| match c {
+                    Chunk::Lines(l) => Some(l.bytes.as_slice()),
+                    Chunk::Arrow(_) => None,
+                })
+                .flatten()
+                .copied()
+                .collect();
+            write_durably(&sample, &lines)?;
+        }
+    }
+    let decoder = stored_decoder(s)?.expect("the schema was just stored");
+    Ok((decoder, chunks))
+}
+
+/// `schema` with every column nullable: JSON lines mixed in later may lack a key, as may an
+/// Arrow body a column.
+fn nullable(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
     ))
+}
+
+/// `schema` as an Arrow IPC stream with no batches.
+fn schema_stream(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>, StreamError> {
+    let bad = |e: arrow::error::ArrowError| {
+        StreamError::Setup(format!("cannot encode the run's schema: {e}"))
+    };
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(bad)?;
+    w.finish().map_err(bad)?;
+    w.into_inner().map_err(bad)
+}
+
+/// The schema of the Arrow IPC stream in `path`.
+fn read_schema_stream(path: &Path) -> Result<arrow::datatypes::SchemaRef, StreamError> {
+    let file = std::fs::File::open(path).map_err(io_err(path, "cannot open"))?;
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(|e| {
+            StreamError::Setup(format!(
+                "{}: cannot read the run's schema: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(reader.schema())
 }
 
 /// Runs `pipeline` in streaming mode until `options.stop` is set (or the input ends, with
@@ -703,12 +814,24 @@ fn drive<S: CheckpointStore + 'static>(
         Format::Csv => ".csv",
         _ => ".jsonl",
     };
-    let mut source = StreamInput::open(&s.source, ext, from.as_ref())?;
+    // A job that has its schema already gives it to the HTTP ingest before it listens, so that
+    // no Arrow body that does not fit it is ever acknowledged.
+    let stored = stored_decoder(&s)?;
+    let mut source = StreamInput::open(
+        &s.source,
+        ext,
+        from.as_ref(),
+        stored.as_ref().map(|d| d.schema().clone()),
+    )?;
     if let Some(addr) = source.ingest_addr() {
         options.tell(StreamEvent::IngestListening(addr));
     }
 
-    let (decoder, first_lines) = input_decoder(&s, &mut source, &options.stop)?;
+    let (decoder, first_rows) = match stored {
+        Some(decoder) => (decoder, Vec::new()),
+        None => input_decoder(&s, &mut source, &options.stop)?,
+    };
+    source.set_schema(decoder.schema().clone());
     let chain = Chain::load(pipeline, host)?;
     let partitioning = stream_partitioning(pipeline)?;
     let partitions = partitioning.as_ref().map_or(1, |p| p.partitions()) as u32;
@@ -768,7 +891,7 @@ fn drive<S: CheckpointStore + 'static>(
             metrics: metrics.as_ref().map(|(_, text)| text),
             started,
         };
-        let result = driver.drive(first_lines);
+        let result = driver.drive(first_rows);
         // Hanging up stops the workers.
         drop(driver);
         result
@@ -889,7 +1012,7 @@ impl Driver<'_> {
     }
 
     /// Decodes a micro-batch and hands each partition's rows to its worker.
-    fn dispatch(&mut self, chunks: &[Lines], number: u64, epoch: Epoch) -> Result<(), StreamError> {
+    fn dispatch(&mut self, chunks: &[Chunk], number: u64, epoch: Epoch) -> Result<(), StreamError> {
         let (batch, bad) = self.decoder.decode(chunks, self.s.on_malformed)?;
         self.report.malformed += bad.len() as u64;
         for b in &bad {
@@ -936,7 +1059,28 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn drive(&mut self, first_lines: Option<Lines>) -> Result<(), StreamError> {
+    /// Dispatches `chunks` (`rows` rows) as micro-batches of at most `batch-rows` rows: a
+    /// record of the HTTP ingest's log may hold more.
+    fn dispatch_all(
+        &mut self,
+        mut chunks: Vec<Chunk>,
+        mut rows: usize,
+        batch_number: &mut u64,
+        epoch: Epoch,
+    ) -> Result<(), StreamError> {
+        let most = self.s.batch_rows;
+        while rows > most {
+            let front = take_rows(&mut chunks, most);
+            self.dispatch(&front, *batch_number, epoch)?;
+            *batch_number += 1;
+            rows -= most;
+        }
+        self.dispatch(&chunks, *batch_number, epoch)?;
+        *batch_number += 1;
+        Ok(())
+    }
+
+    fn drive(&mut self, first_rows: Vec<Chunk>) -> Result<(), StreamError> {
         let s = self.s;
         let options = self.options;
         let mut next_epoch = self.report.resumed_from + 1;
@@ -946,38 +1090,43 @@ impl Driver<'_> {
         let mut last_status = Instant::now();
         let mut last_render = Instant::now();
         let mut batch_number = 0u64;
-        let mut pending: Vec<Lines> = Vec::new();
+        let mut pending: Vec<Chunk> = Vec::new();
         let mut pending_rows = 0;
-        if let Some(mut lines) = first_lines {
-            self.report.rows_in += lines.count as u64;
+        if !first_rows.is_empty() {
+            let mut first = first_rows;
+            let mut count = rows(&first);
+            self.report.rows_in += count as u64;
             dirty = true;
-            // The lines read to infer the schema may be more than a micro-batch.
-            while lines.count > s.batch_rows {
-                let front = lines.take_front(s.batch_rows);
-                self.dispatch(&[front], batch_number, next_epoch)?;
+            // The rows read to infer the schema may be more than a micro-batch.
+            while count > s.batch_rows {
+                let front = take_rows(&mut first, s.batch_rows);
+                self.dispatch(&front, batch_number, next_epoch)?;
                 batch_number += 1;
+                count -= s.batch_rows;
             }
-            pending_rows = lines.count;
-            pending.push(lines);
+            pending_rows = count;
+            pending = first;
         }
         let mut batch_started: Option<Instant> = (pending_rows > 0).then(Instant::now);
         let mut at_end = false;
         loop {
             let stopping = at_end || options.stop.load(Ordering::Relaxed);
-            let lines = if stopping {
-                Lines::default()
+            let polled = if stopping {
+                Vec::new()
             } else {
-                self.source.poll(s.batch_rows - pending_rows)?
+                self.source
+                    .poll(s.batch_rows.saturating_sub(pending_rows).max(1))?
             };
-            let idle = lines.count == 0;
+            let count = rows(&polled);
+            let idle = count == 0;
             at_end |= idle && (options.stop_at_end || self.source.ended());
             if !idle {
-                self.report.rows_in += lines.count as u64;
+                self.report.rows_in += count as u64;
                 if pending_rows == 0 {
                     batch_started = Some(Instant::now());
                 }
-                pending_rows += lines.count;
-                pending.push(lines);
+                pending_rows += count;
+                pending.extend(polled.into_iter().filter(|c| c.rows() > 0));
                 dirty = true;
             }
             // While the committer is busy with the last barrier, rows go on into this epoch and
@@ -991,10 +1140,9 @@ impl Driver<'_> {
                 || batch_started.is_some_and(|t| t.elapsed() >= s.batch_age);
             if pending_rows > 0 && (full || due || stopping) {
                 let chunks = std::mem::take(&mut pending);
-                pending_rows = 0;
+                let count = std::mem::take(&mut pending_rows);
                 batch_started = None;
-                self.dispatch(&chunks, batch_number, next_epoch)?;
-                batch_number += 1;
+                self.dispatch_all(chunks, count, &mut batch_number, next_epoch)?;
             }
             self.poll_workers()?;
             // Commits finished by the committer (or its error).

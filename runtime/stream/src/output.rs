@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
+use super::chunk::encode_json_lines;
 use super::decode::BadLine;
 use super::{io_err, StreamError};
 use quiver_checkpoint::{names, Action, Epoch, PendingFile};
@@ -176,16 +177,6 @@ impl EpochFiles {
         }
         Ok((pending, bytes))
     }
-}
-
-/// Writes `batch` as JSON lines, for stdout and dead letters.
-pub(crate) fn encode_json_lines(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut out = Vec::new();
-    let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
 }
 
 /// Dead letters of one micro-batch, as one batch of JSON text lines (rows of any schema, with

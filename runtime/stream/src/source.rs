@@ -1,5 +1,6 @@
 //! Where a streaming run's rows come from: one enum over the source kinds, each handing out
-//! complete lines (JSON lines or CSV records) and telling where it is, so that a checkpoint can
+//! [`Chunk`]s — complete lines (JSON lines or CSV records), or from the HTTP ingest's log also
+//! rows that arrived as Arrow record batches — and telling where it is, so that a checkpoint can
 //! rewind it.
 //!
 //! | kind | replay after a crash |
@@ -15,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
+use super::chunk::Chunk;
 use super::ingest::{IngestConfig, IngestServer, IngestStats};
 use super::tail::{Lines, Position, Tail};
 use super::wal::{self, WalPosition, WalReader};
@@ -237,11 +240,13 @@ fn position_from<T: serde::de::DeserializeOwned>(
 
 impl StreamInput {
     /// Opens a source of `kind` at `from` (a position from a checkpoint, or `None` for the
-    /// start). `extension` picks a directory's files (`.jsonl`, `.csv`).
+    /// start). `extension` picks a directory's files (`.jsonl`, `.csv`); `schema` is the run's,
+    /// if it has one yet (see [`IngestConfig::schema`]).
     pub fn open(
         kind: &SourceKind,
         extension: &'static str,
         from: Option<&serde_json::Value>,
+        schema: Option<SchemaRef>,
     ) -> Result<StreamInput, StreamError> {
         Ok(match kind {
             SourceKind::File(path) => StreamInput::File(Tail::open(path, position_from(from)?)?),
@@ -254,7 +259,7 @@ impl StreamInput {
                 wal,
                 segment_bytes,
             } => {
-                // The server creates the log, or repairs a torn last line, before it is read.
+                // The server creates the log, or repairs a torn last record, before it is read.
                 let server = IngestServer::start(IngestConfig {
                     addr: addr.clone(),
                     wal: wal.clone(),
@@ -264,6 +269,7 @@ impl StreamInput {
                     handlers: 4,
                     max_connections: 256,
                     idle_timeout: Duration::from_secs(30),
+                    schema,
                 })
                 .map_err(StreamError::IngestStart)?;
                 let reader = WalReader::open(wal, position_from(from)?)?;
@@ -282,9 +288,18 @@ impl StreamInput {
         }
     }
 
-    /// Up to `max` complete lines that arrived since the last call. Never blocks.
-    pub fn poll(&mut self, max: usize) -> Result<Lines, StreamError> {
-        Ok(match self {
+    /// The run's schema is known: the HTTP ingest endpoint refuses Arrow bodies that do not
+    /// fit it from now on.
+    pub fn set_schema(&self, schema: SchemaRef) {
+        if let StreamInput::Http(server, _) = self {
+            server.set_schema(schema);
+        }
+    }
+
+    /// Rows that arrived since the last call: up to `max` complete lines, or from the HTTP
+    /// ingest's log whole records until they hold `max` rows or more. Never blocks.
+    pub fn poll(&mut self, max: usize) -> Result<Vec<Chunk>, StreamError> {
+        let lines = match self {
             StreamInput::File(t) => t.poll(max)?,
             StreamInput::Directory(d) => d.poll(max)?,
             StreamInput::Http(server, r) => {
@@ -295,15 +310,20 @@ impl StreamInput {
                     )));
                 }
                 r.read_up_to(server.durable_end());
-                let lines = r.poll(max)?;
+                let chunks = r.poll(max)?;
                 server.set_read_offset(r.position().offset);
-                lines
+                return Ok(chunks);
             }
             StreamInput::Stdin(s) => s.poll(max)?,
+        };
+        Ok(if lines.count > 0 {
+            vec![Chunk::Lines(lines)]
+        } else {
+            Vec::new()
         })
     }
 
-    /// Where the lines handed out so far end, for a checkpoint; `None` if the source cannot
+    /// Where the rows handed out so far end, for a checkpoint; `None` if the source cannot
     /// be rewound (stdin).
     pub fn position(&self) -> Option<serde_json::Value> {
         let v = match self {

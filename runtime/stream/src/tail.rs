@@ -83,8 +83,6 @@ pub struct Tail {
     pos: Position,
     /// Bytes read past `pos.offset`: the start of a line whose end has not arrived.
     partial: Vec<u8>,
-    /// Bytes of the file past this offset are not read yet (see [`Tail::read_up_to`]).
-    readable: Option<u64>,
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
@@ -122,7 +120,6 @@ impl Tail {
                     lines: 0,
                 },
                 partial: Vec::new(),
-                readable: None,
             });
         };
         let current = std::fs::metadata(path).ok().map(|m| identity(&m));
@@ -156,20 +153,12 @@ impl Tail {
             file_path,
             pos,
             partial: Vec::new(),
-            readable: None,
         })
     }
 
     /// Where the lines handed out so far end.
     pub fn position(&self) -> Position {
         self.pos
-    }
-
-    /// Reads no further than byte `end` of the file being read (`None`: to its end): for a
-    /// file whose last bytes may still be taken back, like a write-ahead log whose newest
-    /// append is not yet durable.
-    pub fn read_up_to(&mut self, end: Option<u64>) {
-        self.readable = end;
     }
 
     /// Bytes not handed out yet: the rest of the file being read plus, after a rotation, the
@@ -191,16 +180,9 @@ impl Tail {
         if let Some(lines) = self.take_lines(max_lines) {
             return Ok(lines);
         }
-        let read = self.pos.offset + self.partial.len() as u64;
-        let chunk = match self.readable {
-            // Nothing more may be read yet: whatever follows is not to be handed out.
-            Some(end) if end <= read => return Ok(Lines::default()),
-            Some(end) => (end - read).min(READ_CHUNK as u64),
-            None => READ_CHUNK as u64,
-        };
         // Read on until a line is complete or the file ends.
         let n = (&mut self.file)
-            .take(chunk)
+            .take(READ_CHUNK as u64)
             .read_to_end(&mut self.partial)
             .map_err(io_err(&self.file_path, "cannot read"))?;
         if n > 0 {

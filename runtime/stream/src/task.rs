@@ -15,9 +15,10 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use super::chunk::encode_json_lines;
 use super::commit::BarrierAck;
 use super::messages::{FromWorker, Progress, ToWorker};
-use super::output::{encode_json_lines, DeadLetterLines, EpochFile, EpochFiles};
+use super::output::{DeadLetterLines, EpochFile, EpochFiles};
 use super::{io_err, StreamError};
 use quiver_checkpoint::{Epoch, StoreError, TaskId};
 use quiver_data::io::{Format, IoError};

@@ -1,60 +1,298 @@
 //! The HTTP ingest's write-ahead log on disk: a directory of segment files, each named by the
-//! log offset it starts at (`00000000000000000000.jsonl`, `00000000000067108901.jsonl`, …).
+//! log offset it starts at (`00000000000000000000.wal`, `00000000000067108901.wal`, …).
 //!
-//! The ingest server ([`ingest`](super::ingest)) appends whole lines to the newest segment
-//! through [`WalWriter`] and starts a new one once it has passed a size. The streaming driver reads the segments in
-//! order as one stream of lines ([`WalReader`]). Once a checkpoint has committed a position,
-//! the segments wholly before it are never read again and are deleted ([`trim`]), so the log
-//! holds what arrived since about the last checkpoint rather than everything ever sent.
+//! The ingest server ([`ingest`](super::ingest)) appends one record per accepted request to the
+//! newest segment through [`WalWriter`] and starts a new segment once it has passed a size. The
+//! streaming driver reads the segments in order as one stream of records ([`WalReader`]). Once a
+//! checkpoint has committed a position, the segments wholly before it are never read again and
+//! are deleted ([`trim`]), so the log holds what arrived since about the last checkpoint rather
+//! than everything ever sent.
 //!
-//! Offsets are positions in the whole log: they stay valid across segments and trimming, and
-//! a checkpoint stores one ([`WalPosition`]).
+//! # Records
+//! A segment is a sequence of records, each a 16-byte header and then its payload:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | magic, `0x51` (`Q`) |
+//! | 1 | format version, `1` |
+//! | 2 | kind: `1` JSON lines, `2` an Arrow IPC stream |
+//! | 3 | reserved, `0` |
+//! | 4..8 | payload length in bytes (u32, little-endian) |
+//! | 8..12 | CRC-32 (IEEE) of the payload (u32, little-endian) |
+//! | 12..16 | CRC-32 of header bytes 0..12 (u32, little-endian) |
+//!
+//! The header has a checksum of its own so that a damaged length is told apart from an append
+//! that a crash cut short: only a header that checks out is believed about where its record
+//! ends.
+//!
+//! A JSON-lines payload holds the request's checked lines, each ending in `\n`. An Arrow payload
+//! is the request body as it arrived, an Arrow IPC stream (its schema, then its record
+//! batches), which the server decoded whole before writing it; the reader hands its batches on
+//! as they are, with no detour through JSON. A payload is at most 4 GiB − 1 bytes.
+//!
+//! # Offsets
+//! Offsets are byte positions in the whole log (headers included): they stay valid across
+//! segments and trimming, a checkpoint stores one ([`WalPosition`]), and it is always where a
+//! record starts.
+//!
+//! # Damage
+//! Every record is checked against its checksums when it is read. At start the server reads the
+//! newest segment through and cuts off a last record that a crash interrupted (its append was
+//! never acknowledged): an incomplete one (a partial header, or a sound header whose payload
+//! runs past the end of the file), or one that fails a checksum and is the last (its length
+//! ends it at the end of the file, or only zeros follow it: the file grew before its data
+//! reached the disk). Anything else that is not a whole, valid record — in the middle of a
+//! segment, in an older segment, or a record of a newer format version — stops the server or
+//! the reader with [`WalError::Damaged`], naming the segment file and the log offset: a damaged
+//! record is never skipped.
+//!
+//! # Older logs
+//! Quiver once kept the log as JSON-lines segments (`00000000000000000000.jsonl`, …). Such a log
+//! is refused ([`WalError::OldFormat`]), with what to do about it.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
 use quiver_durable::sync_dir;
 use serde::{Deserialize, Serialize};
 
-use super::ingest::IngestError;
-
+use super::chunk::{ArrowRows, Chunk};
 use super::io_err;
-use super::tail::{Lines, Position, Tail};
+use super::tail::Lines;
 use quiver_data::io::IoError;
 
 /// Default size past which the server starts a new segment.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// Extension of segment files.
-const EXTENSION: &str = ".jsonl";
+const EXTENSION: &str = ".wal";
+
+/// Extension of the JSON-lines segments of logs written by older versions.
+const OLD_EXTENSION: &str = ".jsonl";
+
+/// Bytes of a record's header.
+pub const HEADER_BYTES: usize = 16;
+
+/// A record's first byte.
+const MAGIC: u8 = b'Q';
+
+/// The record format's version, its second byte.
+const VERSION: u8 = 1;
+
+/// The largest payload a record holds (its length is a u32).
+pub const MAX_PAYLOAD_BYTES: u64 = u32::MAX as u64;
+
+/// How much of a segment is read at a time.
+const READ_CHUNK: u64 = 4 << 20;
+
+/// What a record's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// JSON lines, each ending in `\n`.
+    JsonLines,
+    /// An Arrow IPC stream.
+    ArrowStream,
+}
+
+impl RecordKind {
+    fn code(self) -> u8 {
+        match self {
+            RecordKind::JsonLines => 1,
+            RecordKind::ArrowStream => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<RecordKind> {
+        match code {
+            1 => Some(RecordKind::JsonLines),
+            2 => Some(RecordKind::ArrowStream),
+            _ => None,
+        }
+    }
+}
+
+/// Why the log cannot be read or written as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The log was written by an older Quiver, as JSON-lines segments.
+    #[error("the write-ahead log in {} was written by an older Quiver (JSON-lines segments such as {segment}); finish reading it with that version (`quiver run PIPELINE --stream --stop-at-end`), or move {} away to start a new log (then start the job over with `--from-beginning`, as its checkpoints point into the old log)", .dir.display(), .dir.display())]
+    OldFormat {
+        /// The log's directory.
+        dir: PathBuf,
+        /// Its oldest JSON-lines segment.
+        segment: String,
+    },
+    /// Bytes of the log that should hold a record do not.
+    #[error("{}: the write-ahead log is damaged at log offset {offset}: {reason}; the rows from there on cannot be read and are not skipped: restore the segment file, or move the log away to start a new one", .path.display())]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// The log offset where the damaged record starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log (or its directory) could not be created, opened or repaired.
+    #[error("{}: cannot open the write-ahead log: {source}", .path.display())]
+    Open {
+        /// The log.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another ingest server holds the log.
+    #[error("{}: the write-ahead log is in use by another ingest server", .path.display())]
+    Locked {
+        /// The log.
+        path: PathBuf,
+    },
+    /// Listing, opening or reading the log failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// `payload` framed as a record of `kind`: its header, then the payload. The payload must be
+/// at most [`MAX_PAYLOAD_BYTES`] long.
+pub fn frame(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("a record payload of at most 4 GiB - 1 bytes");
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&[MAGIC, VERSION, kind.code(), 0]);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let own = crc32fast::hash(&out);
+    out.extend_from_slice(&own.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A header's kind, payload length and payload checksum; or why these bytes are not a sound
+/// header.
+fn header(head: &[u8; HEADER_BYTES]) -> Result<(RecordKind, u32, u32), String> {
+    if head[0] != MAGIC {
+        return Err(format!(
+            "no record starts here (byte {:#04x} where a record starts with {MAGIC:#04x})",
+            head[0]
+        ));
+    }
+    if head[1] != VERSION {
+        return Err(format!(
+            "a record of format version {}, which this Quiver does not read (it reads version {VERSION})",
+            head[1]
+        ));
+    }
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    let own = crc32fast::hash(&head[..12]);
+    if own != word(12) {
+        return Err(format!(
+            "its header's checksum does not match (CRC-32 {:#010x} in the header, {own:#010x} of its bytes)",
+            word(12)
+        ));
+    }
+    let kind = RecordKind::from_code(head[2])
+        .ok_or_else(|| format!("a record of unknown kind {}", head[2]))?;
+    if head[3] != 0 {
+        return Err(format!("the header's reserved byte is {:#04x}", head[3]));
+    }
+    Ok((kind, word(4), word(8)))
+}
+
+/// What the bytes at a record boundary hold.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed<'a> {
+    /// A whole record with a matching checksum, and its length header included.
+    Record {
+        kind: RecordKind,
+        payload: &'a [u8],
+        len: usize,
+    },
+    /// The start of a record whose rest is not there (yet).
+    Incomplete,
+    /// Not a record: why.
+    Damaged(String),
+}
+
+fn parse(buf: &[u8]) -> Parsed<'_> {
+    let Some(head) = buf.first_chunk::<HEADER_BYTES>() else {
+        return Parsed::Incomplete;
+    };
+    let (kind, len, crc) = match header(head) {
+        Ok(h) => h,
+        Err(why) => return Parsed::Damaged(why),
+    };
+    let end = HEADER_BYTES + len as usize;
+    let Some(payload) = buf.get(HEADER_BYTES..end) else {
+        return Parsed::Incomplete;
+    };
+    let actual = crc32fast::hash(payload);
+    if actual != crc {
+        return Parsed::Damaged(checksum_mismatch(crc, actual));
+    }
+    Parsed::Record {
+        kind,
+        payload,
+        len: end,
+    }
+}
+
+fn checksum_mismatch(want: u32, actual: u32) -> String {
+    format!("its payload's checksum does not match (CRC-32 {want:#010x} in its header, {actual:#010x} of the payload)")
+}
 
 /// The file name of the segment starting at log offset `base`.
 pub(crate) fn segment_name(base: u64) -> String {
     format!("{base:020}{EXTENSION}")
 }
 
-/// The start offset of a segment named `name`; `None` for other files.
-fn segment_base(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(EXTENSION)?;
+/// The start offset of a segment named `name` with extension `extension`; `None` for other
+/// files.
+fn base_of(name: &str, extension: &str) -> Option<u64> {
+    let digits = name.strip_suffix(extension)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
 }
 
-/// The segments in `dir`, by start offset.
-pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
+/// The start offset of a segment named `name`; `None` for other files.
+fn segment_base(name: &str) -> Option<u64> {
+    base_of(name, EXTENSION)
+}
+
+/// The files of `dir` whose names `base` reads, by start offset.
+fn named_by_offset(
+    dir: &Path,
+    base: impl Fn(&str) -> Option<u64>,
+) -> Result<Vec<(u64, PathBuf)>, IoError> {
     let listing = std::fs::read_dir(dir).map_err(io_err(dir, "cannot list the write-ahead log"))?;
     let mut found: Vec<(u64, PathBuf)> = listing
         .flatten()
-        .filter_map(|e| {
-            let base = segment_base(&e.file_name().to_string_lossy())?;
-            Some((base, e.path()))
-        })
+        .filter_map(|e| Some((base(&e.file_name().to_string_lossy())?, e.path())))
         .collect();
     found.sort();
     Ok(found)
+}
+
+/// The segments in `dir`, by start offset.
+pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
+    named_by_offset(dir, segment_base)
+}
+
+/// Refuses a log written by an older version: one holding JSON-lines segments.
+pub fn check_format(dir: &Path) -> Result<(), WalError> {
+    let old = named_by_offset(dir, |name| base_of(name, OLD_EXTENSION))?;
+    match old.first() {
+        None => Ok(()),
+        Some((_, path)) => Err(WalError::OldFormat {
+            dir: dir.to_path_buf(),
+            segment: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }),
+    }
 }
 
 /// The segments a reader at log offset `offset` will never read again: each one followed by a
@@ -84,19 +322,65 @@ pub fn trim(dir: &Path, offset: u64) -> Result<usize, IoError> {
 /// Where a [`WalReader`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalPosition {
-    /// Log offset after the last line handed out.
+    /// Log offset after the last record handed out.
     pub offset: u64,
-    /// Lines of the current segment handed out (for line numbers in messages).
-    pub line: u64,
 }
 
-/// Reads the log's segments in order as one stream of complete lines.
+/// How the rows of a record are named in messages: its segment and log offset,
+/// `…/00000000000000000000.wal@1234`.
+fn record_path(segment: &Path, offset: u64) -> PathBuf {
+    PathBuf::from(format!("{}@{offset}", segment.display()))
+}
+
+/// A record's payload as rows: JSON lines to decode, or the batches of an Arrow IPC stream.
+fn record_rows(
+    kind: RecordKind,
+    payload: &[u8],
+    segment: &Path,
+    offset: u64,
+) -> Result<Chunk, WalError> {
+    Ok(match kind {
+        RecordKind::JsonLines => Chunk::Lines(Lines {
+            bytes: payload.to_vec(),
+            count: payload.iter().filter(|&&b| b == b'\n').count(),
+            first_line: 1,
+            path: record_path(segment, offset),
+        }),
+        RecordKind::ArrowStream => {
+            let damaged = |e: arrow::error::ArrowError| WalError::Damaged {
+                path: segment.to_path_buf(),
+                offset,
+                reason: format!("its Arrow IPC stream does not decode ({e})"),
+            };
+            let reader = StreamReader::try_new(payload, None).map_err(damaged)?;
+            let schema = reader.schema();
+            let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(damaged)?;
+            Chunk::Arrow(ArrowRows {
+                rows: batches.iter().map(RecordBatch::num_rows).sum(),
+                schema,
+                batches,
+                first_row: 1,
+                path: segment.to_path_buf(),
+                offset,
+            })
+        }
+    })
+}
+
+/// Reads the log's segments in order as one stream of records.
 #[derive(Debug)]
 pub struct WalReader {
     dir: PathBuf,
     /// Start offset of the segment being read.
     base: u64,
-    tail: Tail,
+    /// Its path.
+    path: PathBuf,
+    file: File,
+    /// Bytes of the segment handed out (so where a record starts).
+    at: u64,
+    /// Bytes of the segment read: those from `start` on follow `at`.
+    buf: Vec<u8>,
+    start: usize,
     /// The log offset up to which its bytes are durable, if it is being written.
     durable: Option<u64>,
 }
@@ -105,7 +389,8 @@ impl WalReader {
     /// Opens the log in `dir` at `from` (from a checkpoint), or at the start of its oldest
     /// segment. The log must hold that position: a checkpoint older than the oldest segment
     /// means rows were deleted that it still needs.
-    pub fn open(dir: &Path, from: Option<WalPosition>) -> Result<WalReader, IoError> {
+    pub fn open(dir: &Path, from: Option<WalPosition>) -> Result<WalReader, WalError> {
+        check_format(dir)?;
         let found = segments(dir)?;
         let not_held = |why: String| IoError::Io {
             path: dir.into(),
@@ -113,44 +398,40 @@ impl WalReader {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, why),
         };
         let Some((oldest, _)) = found.first() else {
-            return Err(not_held("the write-ahead log has no segment".into()));
+            return Err(not_held("the write-ahead log has no segment".into()).into());
         };
-        let Some(at) = from else {
-            let (base, path) = &found[0];
-            return Ok(WalReader {
-                dir: dir.into(),
-                base: *base,
-                tail: Tail::open(path, None)?,
-                durable: None,
-            });
+        let (base, path, at) = match from {
+            None => (found[0].0, &found[0].1, 0),
+            Some(at) => {
+                let Some((base, path)) = found.iter().rev().find(|(b, _)| *b <= at.offset) else {
+                    return Err(not_held(format!(
+                        "the checkpoint is at log offset {}, but the log starts at {oldest} now (its older segments were deleted); start from the beginning instead",
+                        at.offset
+                    )).into());
+                };
+                let meta = std::fs::metadata(path).map_err(io_err(path, "cannot stat"))?;
+                let within = at.offset - base;
+                if within > meta.len() {
+                    return Err(not_held(format!(
+                        "the checkpoint is at log offset {}, past the end of the log ({}); was the log replaced?",
+                        at.offset,
+                        base + meta.len()
+                    )).into());
+                }
+                (*base, path, within)
+            }
         };
-        let Some((base, path)) = found.iter().rev().find(|(b, _)| *b <= at.offset) else {
-            return Err(not_held(format!(
-                "the checkpoint is at log offset {}, but the log starts at {oldest} now (its older segments were deleted); start from the beginning instead",
-                at.offset
-            )));
-        };
-        let meta = std::fs::metadata(path).map_err(io_err(path, "cannot stat"))?;
-        let within = at.offset - base;
-        if within > meta.len() {
-            return Err(not_held(format!(
-                "the checkpoint is at log offset {}, past the end of the log ({}); was the log replaced?",
-                at.offset,
-                base + meta.len()
-            )));
-        }
-        use std::os::unix::fs::MetadataExt;
-        let position = Position {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            offset: within,
-            // At a segment's very start the count was of the segment before it.
-            lines: if within == 0 { 0 } else { at.line },
-        };
+        let mut file = File::open(path).map_err(io_err(path, "cannot open"))?;
+        file.seek(SeekFrom::Start(at))
+            .map_err(io_err(path, "cannot seek"))?;
         Ok(WalReader {
             dir: dir.into(),
-            base: *base,
-            tail: Tail::open(path, Some(position))?,
+            base,
+            path: path.clone(),
+            file,
+            at,
+            buf: Vec::new(),
+            start: 0,
             durable: None,
         })
     }
@@ -160,12 +441,10 @@ impl WalReader {
         &self.dir
     }
 
-    /// Where the lines handed out so far end.
+    /// Where the records handed out so far end.
     pub fn position(&self) -> WalPosition {
-        let p = self.tail.position();
         WalPosition {
-            offset: self.base + p.offset,
-            line: p.lines,
+            offset: self.base + self.at,
         }
     }
 
@@ -183,32 +462,98 @@ impl WalReader {
         self.durable = Some(end);
     }
 
-    /// Up to `max` complete lines that arrived since the last call. Never blocks.
-    pub fn poll(&mut self, max: usize) -> Result<Lines, IoError> {
+    /// Reads more of the segment, no further than the durable end; returns how many bytes.
+    fn fill(&mut self) -> Result<usize, IoError> {
+        let read_to = self.at + (self.buf.len() - self.start) as u64;
+        let want = match self.durable {
+            Some(end) => {
+                let limit = end.saturating_sub(self.base);
+                if limit <= read_to {
+                    return Ok(0);
+                }
+                (limit - read_to).min(READ_CHUNK)
+            }
+            None => READ_CHUNK,
+        };
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        (&mut self.file)
+            .take(want)
+            .read_to_end(&mut self.buf)
+            .map_err(io_err(&self.path, "cannot read"))
+    }
+
+    fn damaged(&self, reason: String) -> WalError {
+        WalError::Damaged {
+            path: self.path.clone(),
+            offset: self.base + self.at,
+            reason,
+        }
+    }
+
+    /// The next whole, durable record, if there is one yet.
+    fn next_record(&mut self) -> Result<Option<Chunk>, WalError> {
         loop {
-            self.tail
-                .read_up_to(self.durable.map(|end| end.saturating_sub(self.base)));
-            let lines = self.tail.poll(max)?;
-            if lines.count > 0 {
-                return Ok(lines);
+            match parse(&self.buf[self.start..]) {
+                Parsed::Record { kind, payload, len } => {
+                    let offset = self.base + self.at;
+                    if self.durable.is_some_and(|end| offset + len as u64 > end) {
+                        return Ok(None);
+                    }
+                    let rows = record_rows(kind, payload, &self.path, offset)?;
+                    self.start += len;
+                    self.at += len as u64;
+                    return Ok(Some(rows));
+                }
+                Parsed::Damaged(reason) => return Err(self.damaged(reason)),
+                Parsed::Incomplete => {}
+            }
+            if self.fill()? > 0 {
+                continue;
             }
             let Some((base, path)) = self.next_segment()? else {
-                return Ok(lines);
+                return Ok(None);
             };
             // The segment being read may end in bytes that are not durable yet.
             if self.durable.is_some_and(|end| end < base) {
-                return Ok(lines);
+                return Ok(None);
             }
-            // The server wrote its last lines here before it started the next segment: read
+            // The server wrote its last records here before it started the next segment: read
             // on once more before moving.
-            let rest = self.tail.poll(max)?;
-            if rest.count > 0 {
-                return Ok(rest);
+            if self.fill()? > 0 {
+                continue;
+            }
+            let left = self.buf.len() - self.start;
+            if left > 0 {
+                return Err(self.damaged(format!(
+                    "the segment ends in {left} bytes that are not a whole record, and a later segment follows"
+                )));
             }
             tracing::debug!(segment = %path.display(), "reading the next write-ahead log segment");
-            self.tail = Tail::open(&path, None)?;
+            self.file = File::open(&path).map_err(io_err(&path, "cannot open"))?;
+            self.path = path;
             self.base = base;
+            self.at = 0;
+            self.buf.clear();
+            self.start = 0;
         }
+    }
+
+    /// Whole records that arrived since the last call, until they hold `max` rows or more
+    /// (a record is never split, so it may be more). Never blocks.
+    pub fn poll(&mut self, max: usize) -> Result<Vec<Chunk>, WalError> {
+        let mut out = Vec::new();
+        let mut rows = 0;
+        while rows < max {
+            let Some(chunk) = self.next_record()? else {
+                break;
+            };
+            rows += chunk.rows();
+            out.push(chunk);
+        }
+        Ok(out)
     }
 
     /// Bytes written to the log and not read yet.
@@ -220,7 +565,8 @@ impl WalReader {
             .filter_map(|(_, p)| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum();
-        self.tail.lag_bytes() + later
+        let here = self.file.metadata().map_or(0, |m| m.len());
+        here.saturating_sub(self.at) + later
     }
 }
 
@@ -239,7 +585,7 @@ pub(crate) struct WalWriter {
     pub(crate) path: PathBuf,
     /// The log offset of its first byte.
     pub(crate) base: u64,
-    /// Its length: everything in it is whole lines.
+    /// Its length: everything in it is whole records.
     pub(crate) len: u64,
     /// The log offset up to which everything was fsynced (or was there at the start).
     pub(crate) durable: u64,
@@ -250,8 +596,8 @@ pub(crate) struct WalWriter {
 }
 
 impl WalWriter {
-    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<WalWriter, IngestError> {
-        let wal_err = |source| IngestError::Wal {
+    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<WalWriter, WalError> {
+        let wal_err = |source| WalError::Open {
             path: dir.to_path_buf(),
             source,
         };
@@ -282,17 +628,18 @@ impl WalWriter {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(IngestError::WalLocked {
+                return Err(WalError::Locked {
                     path: dir.to_path_buf(),
                 })
             }
             Err(TryLockError::Error(e)) => return Err(wal_err(e)),
         }
+        check_format(dir)?;
         let (base, path) = segments(dir)
             .map_err(|e| wal_err(io::Error::other(e.to_string())))?
             .pop()
             .unwrap_or_else(|| (0, dir.join(segment_name(0))));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -302,7 +649,7 @@ impl WalWriter {
         for d in &dirs[..=existing] {
             sync_dir(d).map_err(wal_err)?;
         }
-        let len = cut_torn_tail(&mut file, &path).map_err(wal_err)?;
+        let len = cut_torn_tail(&file, &path, base)?;
         Ok(WalWriter {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -316,13 +663,13 @@ impl WalWriter {
         })
     }
 
-    /// The log offset after its last line.
+    /// The log offset after its last record.
     pub(crate) fn end(&self) -> u64 {
         self.base + self.len
     }
 
-    /// Appends `bytes` (whole lines) with one write; returns the log's new end. The bytes are
-    /// durable only once a [`Worker::sync_to`] has covered them.
+    /// Appends `bytes` (whole records, see [`frame`]) with one write; returns the log's new
+    /// end. The bytes are durable only once a sync has covered them.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<u64, String> {
         if let Some(refusal) = self.refusal() {
             return Err(refusal);
@@ -332,7 +679,7 @@ impl WalWriter {
                 "{}: cannot append to the write-ahead log: {e}",
                 self.path.display()
             );
-            // A partial write must not stay: the next append would glue onto the torn line.
+            // A partial write must not stay: the next append would follow a torn record.
             // (Earlier appends waiting for their sync stay.)
             if let Err(undo) = self.cut_back(self.len) {
                 msg.push_str(&format!("; cutting it back failed too: {undo}"));
@@ -416,35 +763,104 @@ impl WalWriter {
     }
 }
 
-/// If the log does not end in `\n`, cuts it back to just after its last `\n`: the rest is a line
-/// torn by a crash during an append, which was therefore never acknowledged. Returns the length.
-fn cut_torn_tail(file: &mut File, path: &Path) -> io::Result<u64> {
-    let len = file.metadata()?.len();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut end = len;
-    let keep = loop {
-        if end == 0 {
-            break 0;
-        }
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            break start + i as u64 + 1;
-        }
-        end = start;
+/// Reads the newest segment (`file` at `path`, starting at log offset `base`) through, record
+/// by record, and returns the length of its whole, valid records. A last record that is
+/// incomplete, or fails its checksum with nothing but zeros after it, is an append a crash
+/// interrupted (never acknowledged): it is cut off. Any other bad record is
+/// [`WalError::Damaged`].
+fn cut_torn_tail(file: &File, path: &Path, base: u64) -> Result<u64, WalError> {
+    let io = |source| WalError::Open {
+        path: path.to_path_buf(),
+        source,
     };
-    if keep < len {
-        file.set_len(keep)?;
-        file.sync_all()?;
-        tracing::warn!(
-            wal = %path.display(),
-            dropped_bytes = len - keep,
-            "cut a torn last line off the write-ahead log (an append interrupted by a crash, never acknowledged)"
-        );
+    let len = file.metadata().map_err(io)?.len();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut at = 0u64;
+    let mut payload = vec![0u8; 64 << 10];
+    let torn = loop {
+        if at == len {
+            return Ok(len);
+        }
+        let mut head = [0u8; HEADER_BYTES];
+        if len - at < HEADER_BYTES as u64 {
+            break "an incomplete record header";
+        }
+        reader.read_exact(&mut head).map_err(io)?;
+        let (_, size, crc) = match header(&head) {
+            Ok(h) => h,
+            // A record of a newer format is never cut, wherever it is.
+            Err(reason) if head[0] == MAGIC && head[1] > VERSION => {
+                return Err(damaged(path, base + at, reason));
+            }
+            Err(reason) => {
+                // Not to be believed, but a length that ends the record exactly at the end of
+                // the file says it is the last one.
+                let claimed = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+                if at + (HEADER_BYTES as u64) + u64::from(claimed) == len {
+                    break "a last record whose header fails its checksum";
+                }
+                // Only zeros after it (zeros in it too, likely): the end of the file reached the
+                // disk before its data did.
+                if zeros_to_end(&mut reader).map_err(io)? {
+                    break "a last record with a damaged header and only zeros after it";
+                }
+                return Err(damaged(path, base + at, reason));
+            }
+        };
+        let end = at + HEADER_BYTES as u64 + u64::from(size);
+        if end > len {
+            break "a record shorter than its (sound) header says";
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut left = u64::from(size);
+        while left > 0 {
+            let n = left.min(payload.len() as u64) as usize;
+            reader.read_exact(&mut payload[..n]).map_err(io)?;
+            h.update(&payload[..n]);
+            left -= n as u64;
+        }
+        let actual = h.finalize();
+        if actual != crc {
+            if zeros_to_end(&mut reader).map_err(io)? {
+                break "a last record whose checksum does not match";
+            }
+            return Err(damaged(path, base + at, checksum_mismatch(crc, actual)));
+        }
+        at = end;
+    };
+    file.set_len(at).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    tracing::warn!(
+        wal = %path.display(),
+        offset = base + at,
+        dropped_bytes = len - at,
+        "cut {torn} off the end of the write-ahead log (an append interrupted by a crash, never acknowledged)"
+    );
+    Ok(at)
+}
+
+fn damaged(path: &Path, offset: u64, reason: String) -> WalError {
+    WalError::Damaged {
+        path: path.to_path_buf(),
+        offset,
+        reason,
     }
-    Ok(keep)
+}
+
+/// Whether everything `reader` has left is zeros (a file extended by a crash before its data
+/// reached the disk).
+fn zeros_to_end(reader: &mut impl Read) -> io::Result<bool> {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -456,7 +872,13 @@ mod tests {
         for base in [0, 1, 67_108_901, u64::MAX] {
             assert_eq!(segment_base(&segment_name(base)), Some(base));
         }
-        for other in ["LOCK", "0.jsonl", "00000000000000000000.json", ".tmp-1"] {
+        for other in [
+            "LOCK",
+            "0.wal",
+            "00000000000000000000.jsonl",
+            "00000000000000000000.wa",
+            ".tmp-1",
+        ] {
             assert_eq!(segment_base(other), None, "{other}");
         }
     }
@@ -478,18 +900,95 @@ mod tests {
         assert!(trimmable(&[5], u64::MAX).is_empty());
     }
 
-    fn write(dir: &Path, base: u64, text: &str) {
-        std::fs::write(dir.join(segment_name(base)), text).unwrap();
+    #[test]
+    fn records_round_trip_and_no_flipped_byte_or_cut_passes_for_one() {
+        let payloads: [(RecordKind, &[u8]); 4] = [
+            (RecordKind::JsonLines, b"{\"a\":1}\n{\"a\":2}\n"),
+            (
+                RecordKind::ArrowStream,
+                &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            ),
+            (RecordKind::JsonLines, b""),
+            (RecordKind::ArrowStream, &[7; 1000]),
+        ];
+        let mut log = Vec::new();
+        for (kind, payload) in payloads {
+            let record = frame(kind, payload);
+            assert_eq!(record.len(), HEADER_BYTES + payload.len());
+            assert_eq!(&record[..4], &[b'Q', 1, kind.code(), 0]);
+            assert_eq!(
+                parse(&record),
+                Parsed::Record {
+                    kind,
+                    payload,
+                    len: record.len()
+                }
+            );
+            // Every cut short of the whole record is incomplete.
+            for cut in 0..record.len() {
+                assert_eq!(parse(&record[..cut]), Parsed::Incomplete, "cut at {cut}");
+            }
+            // Every flipped bit is caught, the length's included (by the header's checksum).
+            for at in 0..record.len() {
+                for bit in 0..8 {
+                    let mut bad = record.clone();
+                    bad[at] ^= 1 << bit;
+                    assert!(
+                        matches!(parse(&bad), Parsed::Damaged(_)),
+                        "byte {at} bit {bit} of {kind:?}"
+                    );
+                }
+            }
+            log.extend_from_slice(&record);
+        }
+        // Records follow each other.
+        let mut at = 0;
+        let mut read = Vec::new();
+        while let Parsed::Record { kind, payload, len } = parse(&log[at..]) {
+            read.push((kind, payload.to_vec()));
+            at += len;
+        }
+        assert_eq!(at, log.len());
+        let want: Vec<(RecordKind, Vec<u8>)> =
+            payloads.iter().map(|(k, p)| (*k, p.to_vec())).collect();
+        assert_eq!(read, want);
+    }
+
+    /// Writes a segment holding `lines`, one record each.
+    fn write(dir: &Path, base: u64, lines: &[&str]) {
+        std::fs::write(dir.join(segment_name(base)), records(lines)).unwrap();
+    }
+
+    fn records(lines: &[&str]) -> Vec<u8> {
+        lines
+            .iter()
+            .flat_map(|l| frame(RecordKind::JsonLines, l.as_bytes()))
+            .collect()
+    }
+
+    /// Bytes of the record holding `line`.
+    fn rec(line: &str) -> u64 {
+        (HEADER_BYTES + line.len()) as u64
+    }
+
+    fn text(chunks: &[Chunk]) -> String {
+        chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Lines(l) => std::str::from_utf8(&l.bytes).unwrap().to_string(),
+                Chunk::Arrow(_) => panic!("an Arrow record"),
+            })
+            .collect()
     }
 
     fn drain(r: &mut WalReader) -> String {
         let mut out = String::new();
         loop {
-            let l = r.poll(2).unwrap();
-            if l.count == 0 {
+            let chunks = r.poll(2).unwrap();
+            if chunks.is_empty() {
                 return out;
             }
-            out.push_str(std::str::from_utf8(&l.bytes).unwrap());
+            out.push_str(&text(&chunks));
         }
     }
 
@@ -497,27 +996,32 @@ mod tests {
     fn segments_read_as_one_stream_resume_at_a_log_offset_and_trim() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        write(d, 0, "a\nb\n");
-        write(d, 4, "c\n");
-        write(d, 6, "d\ne\n");
+        let r1 = rec("a\n");
+        write(d, 0, &["a\n", "b\n"]);
+        write(d, 2 * r1, &["c\n"]);
+        write(d, 3 * r1, &["d\n", "e\n"]);
         std::fs::write(d.join("LOCK"), "").unwrap();
         let mut r = WalReader::open(d, None).unwrap();
-        assert_eq!(r.lag_bytes(), 10);
-        assert_eq!(r.poll(3).unwrap().bytes, b"a\nb\n");
-        assert_eq!(r.poll(3).unwrap().bytes, b"c\n");
+        assert_eq!(r.lag_bytes(), 5 * r1);
+        // Whole records, until they hold `max` rows.
+        let first = r.poll(2).unwrap();
+        assert_eq!(text(&first), "a\nb\n");
+        let Chunk::Lines(l) = &first[1] else { panic!() };
+        assert_eq!(l.path, d.join(format!("{}@{r1}", segment_name(0))));
+        assert_eq!(text(&r.poll(1).unwrap()), "c\n");
         let mid = r.position();
-        assert_eq!(mid, WalPosition { offset: 6, line: 1 });
+        assert_eq!(mid, WalPosition { offset: 3 * r1 });
         assert_eq!(drain(&mut r), "d\ne\n");
-        assert_eq!(r.position().offset, 10);
+        assert_eq!(r.position().offset, 5 * r1);
         assert_eq!(r.lag_bytes(), 0);
 
         // Appends to the newest segment, and a new segment, are followed.
         std::fs::OpenOptions::new()
             .append(true)
-            .open(d.join(segment_name(6)))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"f\n"))
+            .open(d.join(segment_name(3 * r1)))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &records(&["f\n"])))
             .unwrap();
-        write(d, 12, "g\n");
+        write(d, 6 * r1, &["g\n"]);
         assert_eq!(drain(&mut r), "f\ng\n");
 
         // A restart at a checkpoint's position, then trimming up to it.
@@ -525,48 +1029,208 @@ mod tests {
         assert_eq!(drain(&mut again), "d\ne\nf\ng\n");
         assert_eq!(trim(d, mid.offset).unwrap(), 2);
         let left: Vec<u64> = segments(d).unwrap().iter().map(|(b, _)| *b).collect();
-        assert_eq!(left, vec![6, 12]);
+        assert_eq!(left, vec![3 * r1, 6 * r1]);
         let mut resumed = WalReader::open(d, Some(mid)).unwrap();
         assert_eq!(drain(&mut resumed), "d\ne\nf\ng\n");
         let mut from_start = WalReader::open(d, None).unwrap();
         assert_eq!(drain(&mut from_start), "d\ne\nf\ng\n");
 
-        let err = WalReader::open(d, Some(WalPosition { offset: 4, line: 0 }))
+        let err = WalReader::open(d, Some(WalPosition { offset: r1 }))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("log starts at 6"), "{err}");
-        let err = WalReader::open(
-            d,
-            Some(WalPosition {
-                offset: 99,
-                line: 0,
-            }),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("past the end of the log (14)"), "{err}");
+        assert!(err.contains(&format!("log starts at {}", 3 * r1)), "{err}");
+        let err = WalReader::open(d, Some(WalPosition { offset: 999 }))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("past the end of the log ({})", 7 * r1)),
+            "{err}"
+        );
     }
 
     #[test]
     fn nothing_past_the_durable_end_is_handed_out() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        // The writer's last bytes of the first segment, and its second segment, are not
-        // durable yet; `x` is a torn write that will be cut back.
-        write(d, 0, "a\nb\nc\nx");
+        let r1 = rec("a\n");
+        // The writer's last record of the first segment, and its second segment, are not
+        // durable yet; the torn record at the end will be cut back.
+        let mut first = records(&["a\n", "b\n", "c\n"]);
+        first.extend_from_slice(&frame(RecordKind::JsonLines, b"x\n")[..5]);
+        std::fs::write(d.join(segment_name(0)), &first).unwrap();
         let mut r = WalReader::open(d, None).unwrap();
-        r.read_up_to(4);
+        r.read_up_to(2 * r1);
         assert_eq!(drain(&mut r), "a\nb\n");
-        write(d, 0, "a\nb\nc\n");
-        write(d, 6, "d\n");
+        // Part of a record is durable: not handed out.
+        r.read_up_to(2 * r1 + 5);
+        assert_eq!(drain(&mut r), "");
+        write(d, 0, &["a\n", "b\n", "c\n"]);
+        write(d, 3 * r1, &["d\n"]);
         // The next segment exists, but the rest of this one is not durable: stay.
         assert_eq!(drain(&mut r), "");
-        assert_eq!(r.position().offset, 4);
-        r.read_up_to(7);
+        assert_eq!(r.position().offset, 2 * r1);
+        r.read_up_to(3 * r1 + 1);
         assert_eq!(drain(&mut r), "c\n");
-        assert_eq!(r.position().offset, 6);
-        r.read_up_to(8);
+        assert_eq!(r.position().offset, 3 * r1);
+        r.read_up_to(4 * r1);
         assert_eq!(drain(&mut r), "d\n");
-        assert_eq!(r.position(), WalPosition { offset: 8, line: 1 });
+        assert_eq!(r.position(), WalPosition { offset: 4 * r1 });
+    }
+
+    fn segment_len(dir: &Path, base: u64) -> u64 {
+        std::fs::metadata(dir.join(segment_name(base)))
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn a_torn_or_checksum_failing_last_record_is_cut_off_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let whole = records(&["{\"a\":1}\n", "{\"a\":2}\n"]);
+        let last = frame(RecordKind::JsonLines, b"{\"a\":3}\n");
+        let flipped = |at: usize| {
+            let mut bad = last.clone();
+            bad[at] ^= 0x01;
+            bad
+        };
+        let mut zero_filled = last.clone();
+        zero_filled[HEADER_BYTES..].fill(0);
+        let tails: [Vec<u8>; 8] = [
+            // A torn header, a torn payload.
+            last[..5].to_vec(),
+            last[..last.len() - 1].to_vec(),
+            // A last record failing its payload's checksum, or its header's.
+            flipped(last.len() - 1),
+            flipped(13),
+            // Its payload never reached the disk; the file was extended and nothing written.
+            zero_filled,
+            vec![0; 100],
+            // A failing checksum followed by zeros; a sound header, then zeros.
+            [flipped(HEADER_BYTES), vec![0; 30]].concat(),
+            [last[..HEADER_BYTES].to_vec(), vec![0; 3]].concat(),
+        ];
+        for (i, tail) in tails.iter().enumerate() {
+            let segment = d.join(segment_name(40));
+            std::fs::write(&segment, [whole.clone(), tail.clone()].concat()).unwrap();
+            let w = WalWriter::open(d, 1 << 20).unwrap_or_else(|e| panic!("tail {i}: {e}"));
+            assert_eq!(w.end(), 40 + whole.len() as u64, "tail {i}");
+            drop(w);
+            assert_eq!(segment_len(d, 40), whole.len() as u64, "tail {i}");
+        }
+        // A last record of a newer format version is refused, not cut.
+        let mut newer = last.clone();
+        newer[1] = VERSION + 1;
+        std::fs::write(d.join(segment_name(40)), [whole.clone(), newer].concat()).unwrap();
+        let err = WalWriter::open(d, 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("format version 2"), "{err}");
+        // Whole records are kept as they are.
+        let all = [whole.clone(), last.clone()].concat();
+        std::fs::write(d.join(segment_name(40)), &all).unwrap();
+        assert_eq!(
+            WalWriter::open(d, 1 << 20).unwrap().end(),
+            40 + all.len() as u64
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_middle_is_refused_naming_the_segment_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let lines = ["{\"a\":1}\n", "{\"a\":2}\n", "{\"a\":3}\n"];
+        let good = records(&lines);
+        let second = rec(lines[0]);
+        let segment = d.join(segment_name(1000));
+        // In the payload, the length, the header's checksum and the magic byte of the second
+        // record (a third follows it).
+        let h = HEADER_BYTES as u64;
+        for at in [second + h + 2, second + 5, second + 13, second] {
+            let mut bad = good.clone();
+            bad[at as usize] ^= 0x40;
+            std::fs::write(&segment, &bad).unwrap();
+            let err = WalWriter::open(d, 1 << 20).err().expect("refused");
+            let WalError::Damaged { path, offset, .. } = &err else {
+                panic!("byte {at}: {err}");
+            };
+            assert_eq!((path, *offset), (&segment, 1000 + second), "byte {at}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&segment.display().to_string())
+                    && msg.contains(&format!("log offset {}", 1000 + second)),
+                "{msg}"
+            );
+            // The file is left as it was.
+            assert_eq!(std::fs::read(&segment).unwrap(), bad);
+            // The reader refuses it too, after handing out the record before it.
+            let mut r = WalReader::open(d, None).unwrap();
+            assert_eq!(text(&r.poll(1).unwrap()), lines[0]);
+            let err = r.poll(1).unwrap_err();
+            assert!(
+                matches!(&err, WalError::Damaged { offset, .. } if *offset == 1000 + second),
+                "{err}"
+            );
+            assert_eq!(r.position().offset, 1000 + second);
+        }
+    }
+
+    #[test]
+    fn a_damaged_older_segment_is_refused_by_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut older = records(&["a\n", "b\n"]);
+        older.truncate(older.len() - 3);
+        std::fs::write(d.join(segment_name(0)), &older).unwrap();
+        write(d, 26, &["c\n"]);
+        let mut r = WalReader::open(d, None).unwrap();
+        assert_eq!(drain_until_error(&mut r), ("a\n".to_string(), rec("a\n")));
+    }
+
+    /// Reads until the log refuses; the text read and the offset it names.
+    fn drain_until_error(r: &mut WalReader) -> (String, u64) {
+        let mut out = String::new();
+        loop {
+            match r.poll(1) {
+                Ok(chunks) => out.push_str(&text(&chunks)),
+                Err(WalError::Damaged { offset, .. }) => return (out, offset),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_log_of_json_lines_segments_from_an_older_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("out.wal");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("00000000000000000000.jsonl"), "{\"a\":1}\n").unwrap();
+        std::fs::write(d.join("00000000000000000008.jsonl"), "{\"a\":2}\n").unwrap();
+        let err = WalWriter::open(&d, 1 << 20).err().expect("refused");
+        let WalError::OldFormat {
+            dir: named,
+            segment,
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (named, segment.as_str()),
+            (&d, "00000000000000000000.jsonl")
+        );
+        let msg = err.to_string();
+        for part in [
+            format!(
+                "the write-ahead log in {} was written by an older Quiver",
+                d.display()
+            ),
+            "00000000000000000000.jsonl".to_string(),
+            "--stop-at-end".to_string(),
+            "move".to_string(),
+        ] {
+            assert!(msg.contains(&part), "{part} in {msg}");
+        }
+        // Nothing was created or changed.
+        assert!(segments(&d).unwrap().is_empty());
+        let err = WalReader::open(&d, None).unwrap_err();
+        assert!(matches!(err, WalError::OldFormat { .. }), "{err}");
     }
 }
