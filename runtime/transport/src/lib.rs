@@ -6,12 +6,18 @@
 //! Raft message names its group ([`GroupId`]).
 
 #[allow(dead_code)]
+mod dial;
+pub mod error;
+
+#[allow(dead_code)]
 mod proto {
     //! The messages and services generated from `proto/quiver.proto`.
     tonic::include_proto!("quiver.transport.v1");
 }
 
 use std::fmt;
+
+pub use error::{HandlerError, Rpc, ServeError, TransportError};
 
 /// A Raft group, named on every Raft message and control call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
