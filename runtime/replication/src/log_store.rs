@@ -422,10 +422,12 @@ impl Log {
     }
 
     fn last_log_id(&self) -> Option<LogId> {
+        // The last segment may be empty: started just before a crash, or just now.
         let last = self
             .segments
-            .last()
-            .and_then(|s| s.slots.last())
+            .iter()
+            .rev()
+            .find_map(|s| s.slots.last())
             .map(|slot| slot.log_id);
         last.max(self.purged)
     }

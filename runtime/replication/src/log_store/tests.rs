@@ -425,3 +425,22 @@ fn a_record_failing_its_checksum_on_a_later_read_is_reported() {
     ));
     assert_eq!(store.entries(0..1).unwrap(), entries(1, 0..=0));
 }
+
+#[test]
+fn an_empty_last_segment_does_not_hide_the_entries_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append_entries(entries(1, 0..=6)).unwrap();
+    drop(store);
+    // A crash right after a new segment was created, before its first entry was written.
+    let header = format::header(Kind::Segment, GroupId::FIRST, 7);
+    fs::write(
+        dir.path().join(segment_name(7)),
+        records::frames([&header[..]]),
+    )
+    .unwrap();
+    let store = open(dir.path());
+    assert_eq!(state(&store), (None, Some(log_id(1, 6))));
+    store.append_entries(entries(1, 7..=7)).unwrap();
+    assert_eq!(all(&open_again(store, dir.path())), entries(1, 0..=7));
+}
