@@ -15,7 +15,7 @@
 //! - [`state_machine`]: the state machine with durable snapshots ([`StateMachineStore`]),
 //!   whose file format is in [`snapshot`];
 //! - [`group`]: both opened together for one group, strictly or repairing damage;
-//! - [`format`], [`directory`], [`error`]: the file header, the directory handling (lock,
+//! - [`format`](mod@format), [`directory`], [`error`]: the file header, the directory handling (lock,
 //!   leftovers, damaged files moved aside) and the errors, shared by both stores.
 //!
 //! The node builds an `openraft::Raft<TypeConfig>` from a [`group::GroupStorage`] and its own
