@@ -25,8 +25,9 @@ pub struct CommitClaim {
     pub generation: Generation,
 }
 
-/// Why a commit was refused. The worker must stop processing the partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a commit was refused. The worker must stop processing the partition. Serialisable, since
+/// the replicated state machine returns it as its answer to a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Fenced {
     /// The job has no such partition (it never had, or the job shrank).
     #[error("{partition} is not assigned to anyone")]

@@ -48,3 +48,27 @@ impl fmt::Display for Generation {
         write!(f, "generation {}", self.0)
     }
 }
+
+/// A Raft group. Today a cluster is one group, [`GroupId::FIRST`]; every stored file and every
+/// message between nodes names its group, so that the events can later be spread over several
+/// groups (one per range of partitions) without a change of format.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct GroupId(pub u32);
+
+impl GroupId {
+    /// The one group of today's clusters.
+    pub const FIRST: GroupId = GroupId(0);
+
+    /// The name of the group's directory under a node's data directory: `group-<id>`.
+    pub fn dir_name(self) -> String {
+        format!("group-{}", self.0)
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "group {}", self.0)
+    }
+}

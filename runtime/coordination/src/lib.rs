@@ -75,4 +75,4 @@ pub mod lease;
 pub mod purge;
 pub mod status;
 
-pub use ids::{Generation, LogIndex, Millis, NodeId, PartitionId};
+pub use ids::{Generation, GroupId, LogIndex, Millis, NodeId, PartitionId};

@@ -9,7 +9,12 @@
 //! directory skip them), next to the final name (so the rename is atomic), and naming the
 //! process that made them (so a later run can remove those of processes that are gone).
 //!
-//! Uses nothing but the standard library; no other Quiver crate.
+//! Logs that append many small writes use [`records`]: framed, checksummed records scanned back
+//! with torn-tail detection.
+//!
+//! Uses the standard library and `crc32fast` only; no other Quiver crate.
+
+pub mod records;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -117,8 +117,6 @@ mod proto {
     tonic::include_proto!("quiver.transport.v1");
 }
 
-use std::fmt;
-
 pub use client::{ClientConfig, PeerClient};
 pub use error::{HandlerError, Rpc, ServeError, TransportError};
 pub use server::{
@@ -126,20 +124,7 @@ pub use server::{
     ServerHandle,
 };
 
-/// A Raft group, named on every Raft message and control call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct GroupId(pub u32);
-
-impl GroupId {
-    /// The first group: the only one while the cluster runs a single Raft group.
-    pub const FIRST: GroupId = GroupId(0);
-}
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "group {}", self.0)
-    }
-}
+pub use quiver_coordination::GroupId;
 
 /// The names of the usual control calls. The transport does not interpret them; they are
 /// here so that the node and its callers agree on the spelling.
