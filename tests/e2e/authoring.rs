@@ -27,7 +27,8 @@ fn quiver_tools() -> Command {
 fn plugin_cmd(args: &[&str], dir: &Path) -> (bool, String, String) {
     let mut c = quiver_tools();
     c.current_dir(dir).arg("plugin").args(args);
-    run(c)
+    // The first call of a language installs its toolchain.
+    run_within(c, std::time::Duration::from_secs(1200))
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod bad_flags_and_signals;
 mod bad_input;
 mod capabilities;
 mod chain;
+mod cluster;
 mod fault_proxy;
 mod features;
 mod features_categorical;

@@ -117,13 +117,25 @@ impl Drop for Watchdog {
 
 /// Waits for a child's exit and output, killing it if it runs for more than two more minutes.
 pub fn finish(child: Child) -> Output {
-    let _watchdog = Watchdog::new(&child, Duration::from_secs(120));
+    finish_within(child, Duration::from_secs(120))
+}
+
+/// Waits for a child's exit and output, killing it if it runs for longer than `limit`.
+fn finish_within(child: Child, limit: Duration) -> Output {
+    let _watchdog = Watchdog::new(&child, limit);
     child.wait_with_output().expect("waiting for quiver")
 }
 
 /// Runs a command and returns (success, stdout, stderr); a run still going after two minutes
 /// is killed (and so fails), so a hang fails its test instead of stalling the suite.
-pub fn run(mut c: Command) -> (bool, String, String) {
+pub fn run(c: Command) -> (bool, String, String) {
+    run_within(c, Duration::from_secs(120))
+}
+
+/// [`run`] for a command that may first install a toolchain (`quiver plugin build/test`
+/// installs wit-bindgen, componentize-py or a compiler on first use: minutes on two busy
+/// cores), killed only after `limit`.
+pub fn run_within(mut c: Command, limit: Duration) -> (bool, String, String) {
     let child = c
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -134,7 +146,7 @@ pub fn run(mut c: Command) -> (bool, String, String) {
         status,
         stdout,
         stderr,
-    } = finish(child);
+    } = finish_within(child, limit);
     (
         status.success(),
         String::from_utf8_lossy(&stdout).into_owned(),

@@ -1,6 +1,7 @@
 //! The `quiver` command: argument parsing and printing only; the work is in the library.
 
 mod allocator;
+mod cluster;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,20 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run one node of a cluster: it replicates jobs, checkpoints and events with the other
+    /// nodes (Raft) and takes over a dead leader's role within about a second.
+    ///
+    /// Examples:
+    ///   quiver node --id 1 --data-dir n1 --listen 127.0.0.1:7401
+    ///   quiver node --id 2 --data-dir n2 --listen 127.0.0.1:7402 --join 127.0.0.1:7401
+    ///
+    /// Stopped by SIGINT or SIGTERM; restarted on the same data directory, it rejoins and
+    /// catches up.
+    #[command(verbatim_doc_comment)]
+    Node(cluster::NodeArgs),
+    /// Reach a cluster through any of its nodes.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Args)]
@@ -238,8 +253,10 @@ fn real_main() -> i32 {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // openraft warns of routine events (a message from an older membership or vote
+    // ignored); they show from -v on.
     let filter = match cli.verbose {
-        0 => "warn",
+        0 => "warn,openraft=error",
         1 => "info",
         _ => "debug",
     };
@@ -275,6 +292,8 @@ fn real_main() -> i32 {
             .map(|w| println!("built {}", w.display()))
             .map_err(Into::into),
         Command::Plugin(PluginCommand::Test { dir, no_build }) => plugin_test(&dir, no_build),
+        Command::Node(args) => cluster::node(args),
+        Command::Cluster(command) => cluster::cluster(command),
     };
     match result {
         Ok(()) => 0,

@@ -53,6 +53,8 @@
 //! | `quiver-checkpoint` | [`checkpoint`] | the checkpoint protocol (pure) and its durable store; no Arrow, no wasmtime |
 //! | `quiver-coordination` | [`coordination`] | cluster mode's decisions (pure): partition assignment, failure detection, leases, fencing, idempotent ingest, log purging; no Arrow, no tokio, no wasmtime |
 //! | `quiver-transport` | [`transport`] | cluster mode's gRPC between nodes and from clients: Raft and control calls with opaque payloads, timeouts, backoff from unreachable peers; no Arrow, no wasmtime |
+//! | `quiver-replication` | [`replication`] | cluster mode's replicated state: one openraft group's commands, deterministic state machine, durable checksummed log and snapshots; no Arrow, no wasmtime |
+//! | `quiver-node` | [`node`] | a node of a cluster: Raft over the transport, control calls (status, join, forwarded writes), timings; leader failover and follower catch-up; no Arrow, no wasmtime |
 //! | `quiver-data` | [`io`], [`partition`] | sources, sinks, formats; hash and range partitioning, skew; Arrow and Parquet, no wasmtime |
 //! | `quiver-plugin-host` | [`untrusted`], [`capability`], [`sandbox`], [`abi`], [`plugin`], [`fit`], [`replay`] | the only crate with wasmtime |
 //! | `quiver-exec` | [`policy`], [`window`], [`pipeline`], [`chain`], [`report`], [`batch`] | the pipeline file, the chain runner, batch mode |
@@ -66,6 +68,8 @@ pub use quiver_coordination as coordination;
 pub use quiver_data::{io, partition};
 pub use quiver_durable as durable;
 pub use quiver_exec::{batch, chain, pipeline, policy, report, window};
+pub use quiver_node as node;
 pub use quiver_plugin_host::{abi, capability, fit, plugin, replay, sandbox, untrusted};
+pub use quiver_replication as replication;
 pub use quiver_stream as stream;
 pub use quiver_transport as transport;

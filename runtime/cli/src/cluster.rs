@@ -1,0 +1,198 @@
+//! `quiver node` (one node of a cluster) and `quiver cluster …` (commands that reach a cluster
+//! through any of its nodes).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use quiver::node::{cluster_status, Node, NodeConfig, Timing};
+
+/// `quiver node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node's id: a number unique in the cluster, kept with its data directory.
+    #[arg(long)]
+    pub id: u64,
+    /// Where the node keeps its log, vote and snapshots (created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Where it listens for other nodes and for `quiver cluster` commands.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// The address others reach it at, if not the one it listens on (behind NAT, 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Where its HTTP API will listen (ingest and status), as told to the others.
+    #[arg(long, default_value = "")]
+    pub api: String,
+    /// Join the cluster that the node at this address belongs to. Without it, the node starts
+    /// a new cluster of its own — or, restarted on a data directory that holds one, rejoins it.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Start even if the log or a snapshot is damaged: move the damaged files aside, keep what
+    /// precedes the damage, and let the leader send the rest. Only for one node at a time of a
+    /// cluster whose other nodes are healthy: the lost entries may be ones this node helped to
+    /// commit.
+    #[arg(long)]
+    pub repair: bool,
+    /// Milliseconds between the leader's heartbeats.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between this and twice this many
+    /// milliseconds campaigns to become leader.
+    #[arg(long, default_value_t = 400)]
+    pub election_ms: u64,
+}
+
+/// `quiver cluster …`.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster as its leader sees it: leader, term, every node's role, last log index,
+    /// matched index and lag, the applied state's checksum, and the jobs.
+    Status {
+        /// Any node of the cluster (its `--listen` address).
+        #[arg(long)]
+        addr: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show the contacted node's own view (its role, log and applied state), not the
+        /// leader's.
+        #[arg(long)]
+        local: bool,
+        /// How long to wait for an answer, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+    /// Submit a streaming pipeline as a job of the cluster (the same pipeline file as
+    /// `quiver run --stream`). It is replicated to every node before this returns.
+    Submit {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Any node of the cluster (its `--listen` address).
+        #[arg(long)]
+        addr: String,
+        /// The job's name (default: the file's name without `.toml`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long to wait for the cluster to commit it, in milliseconds.
+        #[arg(long, default_value_t = 10000)]
+        timeout_ms: u64,
+    },
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub fn node(args: NodeArgs) -> Result<()> {
+    if args.heartbeat_ms == 0 || args.election_ms < 3 * args.heartbeat_ms {
+        bail!(
+            "--election-ms ({}) must be at least three heartbeats (--heartbeat-ms {}): a follower would campaign while the leader is alive",
+            args.election_ms,
+            args.heartbeat_ms
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let config = NodeConfig {
+        id: args.id,
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        advertise: args.advertise,
+        api: args.api,
+        join: args.join,
+        repair: args.repair,
+        timing: Timing {
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            election_min: Duration::from_millis(args.election_ms),
+            election_max: Duration::from_millis(args.election_ms * 2),
+            ..Timing::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quiver-node")
+        .build()
+        .context("cannot start the node's runtime")?;
+    runtime.block_on(async move {
+        let node = Node::start(config).await?;
+        // Tests and scripts read this line to learn the bound port.
+        println!("node {} listening on {}", node.id, node.addr);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot catch SIGTERM")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("node {}: stopping", node.id);
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Runs a `quiver cluster` command.
+pub fn cluster(command: ClusterCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    match command {
+        ClusterCommand::Status {
+            addr,
+            json,
+            local,
+            timeout_ms,
+        } => {
+            let status = runtime
+                .block_on(cluster_status(
+                    &addr,
+                    local,
+                    Duration::from_millis(timeout_ms),
+                ))
+                .map_err(|e| anyhow::anyhow!("cannot reach the cluster at {addr}: {e}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(())
+        }
+        ClusterCommand::Submit {
+            pipeline,
+            addr,
+            name,
+            timeout_ms,
+        } => {
+            let parsed = quiver::pipeline::Pipeline::from_file(&pipeline)?;
+            let text = std::fs::read_to_string(&pipeline)
+                .with_context(|| format!("cannot read {}", pipeline.display()))?;
+            let job = match name {
+                Some(n) => n,
+                None => pipeline
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .context("the pipeline file has no name; pass --name")?,
+            };
+            let partitions = parsed.partition.as_ref().and_then(|p| p.count).unwrap_or(1) as u32;
+            let command = quiver::replication::Command::SubmitJob {
+                job: job.clone(),
+                pipeline_toml: text,
+                partitions,
+            };
+            let (index, reply) = runtime
+                .block_on(quiver::node::write(
+                    &addr,
+                    &command,
+                    Duration::from_millis(timeout_ms),
+                ))
+                .map_err(|e| anyhow::anyhow!("cannot submit {job} through {addr}: {e}"))?;
+            match reply {
+                quiver::replication::Reply::Applied => {
+                    println!("job {job} submitted ({partitions} partitions; log index {index})");
+                    Ok(())
+                }
+                other => bail!("the cluster refused job {job}: {other:?}"),
+            }
+        }
+    }
+}

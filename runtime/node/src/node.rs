@@ -1,0 +1,524 @@
+//! One running node: its storage opened, its Raft instance, the transport server answering
+//! peers and control calls, and the first node's initialisation or a later node's join.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::{Raft, ServerState};
+use quiver_replication::types::RaftNodeId;
+use quiver_replication::{
+    group, ClusterNode, Command, GroupId, LogOptions, Reply, StateReader, TypeConfig,
+};
+use quiver_transport::{
+    method, ClientConfig, ControlCall, ControlHandler, HandlerError, HandlerResult, PeerClient,
+    PeerHandler, ServerConfig, ServerHandle,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::raft_network::Network;
+use crate::status::{MemberStatus, NodeStatus};
+use crate::timing::Timing;
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's id in the cluster (unique, never reused for another data directory).
+    pub id: u64,
+    /// Where its log, vote and snapshots live.
+    pub data_dir: PathBuf,
+    /// Where it listens for peers and control calls (`127.0.0.1:0` takes a free port).
+    pub listen: SocketAddr,
+    /// The address other nodes and clients reach the listener at; the bound address if `None`.
+    pub advertise: Option<String>,
+    /// The address of its HTTP API, as told to others.
+    pub api: String,
+    /// A node of an existing cluster to join through; `None` starts (or restarts) a cluster.
+    pub join: Option<String>,
+    /// Open the storage even if damaged, keeping what precedes the damage (see
+    /// `quiver_replication::log_store`): only for one node at a time of a healthy cluster.
+    pub repair: bool,
+    /// Raft's timings.
+    pub timing: Timing,
+}
+
+/// A node could not start or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Its storage could not be opened (damaged, locked, of another group).
+    #[error("node {node}: {source}")]
+    Storage {
+        /// The node.
+        node: u64,
+        /// Why.
+        source: quiver_replication::StoreError,
+    },
+    /// Raft refused its configuration or failed to start.
+    #[error("node {node}: Raft: {message}")]
+    Raft {
+        /// The node.
+        node: u64,
+        /// What Raft said.
+        message: String,
+    },
+    /// Its listener could not be opened.
+    #[error("node {node}: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The node.
+        node: u64,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport server could not start.
+    #[error("node {node}: {source}")]
+    Serve {
+        /// The node.
+        node: u64,
+        /// Why.
+        source: quiver_transport::ServeError,
+    },
+    /// Joining the cluster failed.
+    #[error("node {node}: cannot join the cluster through {through}: {message}")]
+    Join {
+        /// The node.
+        node: u64,
+        /// The address given with `--join`.
+        through: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A running node.
+pub struct Node {
+    /// Its id.
+    pub id: u64,
+    /// The address peers and clients reach it at.
+    pub addr: String,
+    raft: Raft<TypeConfig>,
+    handlers: Arc<Handlers>,
+    server: ServerHandle,
+}
+
+impl Node {
+    /// Opens the storage, starts Raft and the server, and initialises or joins the cluster.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let node = config.id;
+        let storage = if config.repair {
+            group::open_repairing(&config.data_dir, GroupId::FIRST, LogOptions::default())
+        } else {
+            group::open(&config.data_dir, GroupId::FIRST, LogOptions::default())
+        }
+        .map_err(|source| NodeError::Storage { node, source })?;
+        for r in &storage.repairs {
+            tracing::warn!(node, "repaired storage: {r:?}");
+        }
+        let raft_config = config
+            .timing
+            .raft_config()
+            .map_err(|e| NodeError::Raft { node, message: e })?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                node,
+                addr: config.listen,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| NodeError::Listen {
+            node,
+            addr: config.listen,
+            source,
+        })?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let network = Network {
+            me: node,
+            group: GroupId::FIRST,
+            config: client_config(&config.timing),
+        };
+        let state = storage.state_machine.reader();
+        let raft = Raft::new(
+            node,
+            Arc::new(raft_config),
+            network,
+            storage.log,
+            storage.state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Raft {
+            node,
+            message: e.to_string(),
+        })?;
+        let handlers = Arc::new(Handlers {
+            id: node,
+            raft: raft.clone(),
+            state,
+            timing: config.timing.clone(),
+        });
+        let server = quiver_transport::serve_listener(
+            listener,
+            handlers.clone(),
+            handlers.clone(),
+            ServerConfig::default(),
+        )
+        .map_err(|source| NodeError::Serve { node, source })?;
+        let me = ClusterNode {
+            peer: addr.clone(),
+            api: config.api.clone(),
+        };
+        match &config.join {
+            None => {
+                // Only a node that has never been part of a cluster initialises one; on a
+                // restart Raft finds its membership in its own log.
+                if !raft.is_initialized().await.unwrap_or(true) {
+                    let members = BTreeMap::from([(node, me)]);
+                    if let Err(e) = raft.initialize(members).await {
+                        tracing::info!(node, "not initialising: {e}");
+                    }
+                }
+            }
+            Some(through) => {
+                if !raft.is_initialized().await.unwrap_or(true) {
+                    join(node, through, me, &config.timing).await?;
+                }
+            }
+        }
+        Ok(Node {
+            id: node,
+            addr,
+            raft,
+            handlers,
+            server,
+        })
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        status_of(&self.raft, &self.handlers.state)
+    }
+
+    /// Stops Raft and the server.
+    pub async fn shutdown(self) {
+        let _ = self.raft.shutdown().await;
+        let _ = self.server.shutdown(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asks the cluster, through `through`, to take `me` in as a voter; retries while the
+/// cluster has no leader, up to the join deadline.
+async fn join(node: u64, through: &str, me: ClusterNode, timing: &Timing) -> Result<(), NodeError> {
+    let fail = |message: String| NodeError::Join {
+        node,
+        through: through.to_string(),
+        message,
+    };
+    let client = PeerClient::new(through.to_string(), client_config(timing))
+        .map_err(|e| fail(e.to_string()))?;
+    let request = JoinRequest { id: node, node: me };
+    let deadline = tokio::time::Instant::now() + timing.join_deadline;
+    loop {
+        let answer = client
+            .call(
+                JOIN,
+                GroupId::FIRST,
+                encode(&request),
+                Some(timing.join_deadline),
+            )
+            .await;
+        match answer {
+            Ok(bytes) => {
+                return decode::<Result<(), String>>(&bytes)
+                    .map_err(|e| fail(e.message))?
+                    .map_err(fail)
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(node, "joining through {through}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+}
+
+/// The control call that adds a node to the cluster.
+pub const JOIN: &str = "join";
+
+/// A node asking to join: its id and addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JoinRequest {
+    id: u64,
+    node: ClusterNode,
+}
+
+fn client_config(timing: &Timing) -> ClientConfig {
+    ClientConfig {
+        default_timeout: timing.call_timeout,
+        // A restarted peer must hear the leader's heartbeats before its election timeout
+        // runs out, or it campaigns and deposes a healthy leader: the leader retries a peer it
+        // could not reach at most every half election timeout.
+        backoff_min: (timing.election_min / 8).max(Duration::from_millis(10)),
+        backoff_max: (timing.election_min / 2).max(Duration::from_millis(20)),
+        ..ClientConfig::default()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(postcard::to_allocvec(value).expect("control payloads serialize"))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HandlerError> {
+    postcard::from_bytes(bytes).map_err(|e| HandlerError::new(format!("bad payload: {e}")))
+}
+
+fn status_of(raft: &Raft<TypeConfig>, state: &StateReader) -> NodeStatus {
+    let m = raft.metrics().borrow().clone();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
+    let last = m.last_log_index;
+    let members = membership
+        .nodes()
+        .map(|(id, n)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|l| l.map_or(0, |l| l.index));
+            MemberStatus {
+                id: *id,
+                peer: n.peer.clone(),
+                api: n.api.clone(),
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag: matched.map(|i| last.unwrap_or(0).saturating_sub(i)),
+            }
+        })
+        .collect();
+    let (checksum, jobs) = state.read(|s, _| {
+        (
+            hex(&s.checksum()),
+            s.jobs().map(|(name, _)| name.to_string()).collect(),
+        )
+    });
+    NodeStatus {
+        id: m.id,
+        role: role.to_string(),
+        term: m.current_term,
+        leader: m.current_leader,
+        last_log_index: last,
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
+        state_checksum: checksum,
+        members,
+        jobs,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What answers the transport's calls: the peers' Raft RPCs and the control calls.
+struct Handlers {
+    id: u64,
+    raft: Raft<TypeConfig>,
+    state: StateReader,
+    timing: Timing,
+}
+
+impl Handlers {
+    fn check_group(&self, group: GroupId) -> Result<(), HandlerError> {
+        if group != GroupId::FIRST {
+            return Err(HandlerError::new(format!(
+                "node {} serves only {}, not {group}",
+                self.id,
+                GroupId::FIRST
+            )));
+        }
+        Ok(())
+    }
+
+    /// The leader's peer address, if this node knows of one other than itself.
+    fn leader_addr(&self) -> Result<Option<String>, HandlerError> {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(l) if l == self.id => Ok(None),
+            Some(l) => Ok(m
+                .membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.peer.clone())),
+            None => Err(HandlerError::new(format!(
+                "node {} knows of no leader yet; try again",
+                self.id
+            ))),
+        }
+    }
+
+    /// Sends `call` on to the leader and returns its answer.
+    async fn forward(&self, leader: String, call: ControlCall) -> HandlerResult {
+        let client = PeerClient::new(leader, client_config(&self.timing))
+            .map_err(|e| HandlerError::new(e.to_string()))?;
+        client
+            .call(
+                &call.method,
+                call.group,
+                call.payload,
+                Some(self.timing.join_deadline),
+            )
+            .await
+            .map_err(|e| HandlerError::new(e.to_string()))
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<(), String> {
+        let JoinRequest { id, node } = request;
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
+        let m = self.raft.metrics().borrow().clone();
+        let mut voters: BTreeSet<RaftNodeId> =
+            m.membership_config.membership().voter_ids().collect();
+        if voters.insert(id) {
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(|e| format!("making node {id} a voter: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, command: Command) -> Result<(u64, Reply), String> {
+        let written = self
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((written.log_id.index, written.data))
+    }
+}
+
+impl PeerHandler for Handlers {
+    async fn append_entries(&self, group: GroupId, payload: Bytes) -> HandlerResult {
+        self.check_group(group)?;
+        let answer = self.raft.append_entries(decode(&payload)?).await;
+        Ok(encode(&answer))
+    }
+
+    async fn vote(&self, group: GroupId, payload: Bytes) -> HandlerResult {
+        self.check_group(group)?;
+        let answer = self.raft.vote(decode(&payload)?).await;
+        Ok(encode(&answer))
+    }
+
+    async fn install_snapshot(&self, group: GroupId, payload: Bytes) -> HandlerResult {
+        self.check_group(group)?;
+        let answer = self.raft.install_snapshot(decode(&payload)?).await;
+        Ok(encode(&answer))
+    }
+}
+
+impl ControlHandler for Handlers {
+    async fn call(&self, call: ControlCall) -> HandlerResult {
+        self.check_group(call.group)?;
+        match call.method.as_str() {
+            method::STATUS => {
+                let status = status_of(&self.raft, &self.state);
+                Ok(Bytes::from(
+                    serde_json::to_vec(&status).expect("a status serializes"),
+                ))
+            }
+            JOIN => {
+                if let Some(leader) = self.leader_addr()? {
+                    return self.forward(leader, call).await;
+                }
+                let answer = self.join(decode(&call.payload)?).await;
+                Ok(encode(&answer))
+            }
+            method::CLIENT_WRITE => {
+                if let Some(leader) = self.leader_addr()? {
+                    return self.forward(leader, call).await;
+                }
+                let answer = self.write(decode(&call.payload)?).await;
+                Ok(encode(&answer))
+            }
+            other => Err(HandlerError::new(format!(
+                "node {} has no control call `{other}`",
+                self.id
+            ))),
+        }
+    }
+}
+
+/// Asks the node at `addr` for its view of the cluster; unless `local`, asks the leader too if
+/// that node knows another one, as the leader's view has every member's replication progress.
+pub async fn cluster_status(
+    addr: &str,
+    local: bool,
+    timeout: Duration,
+) -> Result<NodeStatus, String> {
+    let ask = |addr: String| async move {
+        let config = ClientConfig {
+            default_timeout: timeout,
+            ..ClientConfig::default()
+        };
+        let client = PeerClient::new(addr, config).map_err(|e| e.to_string())?;
+        let bytes = client
+            .call(method::STATUS, GroupId::FIRST, Bytes::new(), Some(timeout))
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<NodeStatus>(&bytes).map_err(|e| e.to_string())
+    };
+    let first = ask(addr.to_string()).await?;
+    if local {
+        return Ok(first);
+    }
+    let leader = first
+        .leader
+        .filter(|l| *l != first.id)
+        .and_then(|l| first.members.iter().find(|m| m.id == l))
+        .map(|m| m.peer.clone());
+    match leader {
+        Some(leader) => Ok(ask(leader).await.unwrap_or(first)),
+        None => Ok(first),
+    }
+}
+
+/// Writes `command` through the node at `addr` (forwarded to the leader), returning the log
+/// index it was committed at and the state machine's reply.
+pub async fn write(
+    addr: &str,
+    command: &Command,
+    timeout: Duration,
+) -> Result<(u64, Reply), String> {
+    let config = ClientConfig {
+        default_timeout: timeout,
+        ..ClientConfig::default()
+    };
+    let client = PeerClient::new(addr.to_string(), config).map_err(|e| e.to_string())?;
+    let bytes = client
+        .call(
+            method::CLIENT_WRITE,
+            GroupId::FIRST,
+            encode(command),
+            Some(timeout),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    decode::<Result<(u64, Reply), String>>(&bytes).map_err(|e| e.message)?
+}

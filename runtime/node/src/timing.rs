@@ -1,0 +1,58 @@
+//! Raft's timings and the node's call time-outs, with defaults aimed at a leader failover in
+//! about a second.
+
+use std::time::Duration;
+
+/// How fast a node notices a dead leader, and how long its calls may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// How often the leader sends heartbeats (100 ms).
+    pub heartbeat: Duration,
+    /// A follower campaigns after hearing nothing from a leader for a random time in this
+    /// range (400–800 ms): several heartbeats, so one lost or late heartbeat on a busy machine
+    /// does not start an election, and short enough that a new leader is elected within about
+    /// a second of the old one's death.
+    pub election_min: Duration,
+    /// The upper end of that range.
+    pub election_max: Duration,
+    /// A control call's time-out (2 s).
+    pub call_timeout: Duration,
+    /// How long a node keeps trying to join, and a forwarded call may take (10 s).
+    pub join_deadline: Duration,
+    /// A snapshot is taken once this many entries were applied since the last one, after
+    /// which the log before it may be purged.
+    pub snapshot_every: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(400),
+            election_max: Duration::from_millis(800),
+            call_timeout: Duration::from_secs(2),
+            join_deadline: Duration::from_secs(10),
+            snapshot_every: 5000,
+        }
+    }
+}
+
+impl Timing {
+    /// openraft's configuration for these timings, checked.
+    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        openraft::Config {
+            cluster_name: "quiver".into(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_min),
+            election_timeout_max: ms(self.election_max),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            // Entries a lagging follower may still fetch from the log after a snapshot; past
+            // that it gets the snapshot.
+            max_in_snapshot_log_to_keep: self.snapshot_every / 2,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+}

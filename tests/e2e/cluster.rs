@@ -1,0 +1,302 @@
+//! Cluster mode with real `quiver node` processes on 127.0.0.1: a leader is elected, a leader
+//! killed with SIGKILL is replaced, the old leader comes back as a follower and catches up to
+//! the same applied state, and a follower that missed entries cannot win an election.
+//!
+//! Every wait has a deadline; the oracle is what the test itself was acknowledged.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{quiver, run};
+
+/// Election timeouts of several hundred ms hold on two busy cores.
+const ELECTION_MS: &str = "500";
+
+/// A running `quiver node`.
+struct NodeProc {
+    id: u64,
+    dir: PathBuf,
+    addr: String,
+    child: Child,
+}
+
+impl NodeProc {
+    /// Starts node `id` on `dir`, listening on `listen`, joining through `join`; returns once
+    /// it says where it listens.
+    fn start(id: u64, dir: &Path, listen: &str, join: Option<&str>) -> NodeProc {
+        let mut c = quiver();
+        c.args(["node", "--id", &id.to_string(), "--listen", listen])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--election-ms", ELECTION_MS])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(j) = join {
+            c.args(["--join", j]);
+        }
+        let mut child = c.spawn().expect("start quiver node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("node {id} did not say where it listens within 60 s"));
+        let addr = first
+            .rsplit(' ')
+            .next()
+            .expect("node N listening on ADDR")
+            .to_string();
+        NodeProc {
+            id,
+            dir: dir.to_path_buf(),
+            addr,
+            child,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, sig).expect("signal the node");
+    }
+
+    /// Starts it again on its data directory and address, after a kill.
+    fn restart(&mut self) {
+        self.kill();
+        let again = NodeProc::start(self.id, &self.dir.clone(), &self.addr.clone(), None);
+        *self = again;
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        // A stopped node must be continued, or the kill waits for ever.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::CONT,
+        );
+        self.kill();
+    }
+}
+
+/// The node at `addr`'s own view (`quiver cluster status --local --json`); `None` if it does
+/// not answer.
+fn status(addr: &str) -> Option<Value> {
+    let mut c = quiver();
+    c.args([
+        "cluster",
+        "status",
+        "--local",
+        "--json",
+        "--timeout-ms",
+        "1000",
+        "--addr",
+        addr,
+    ]);
+    let (ok, out, _) = run(c);
+    ok.then(|| serde_json::from_str(&out).expect("status is JSON"))
+}
+
+/// Waits until `check` holds for the status of one of `addrs`, up to `within`.
+fn wait_for(what: &str, addrs: &[&str], within: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    for round in 0.. {
+        for a in addrs {
+            if let Some(s) = status(a) {
+                if check(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+        }
+        assert!(
+            Instant::now() < deadline && round < 10_000,
+            "{what}: not within {within:?}; last status: {last:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!()
+}
+
+fn leader(s: &Value) -> Option<u64> {
+    (s["role"] == "leader").then(|| s["id"].as_u64().unwrap())
+}
+
+fn voters(s: &Value) -> usize {
+    s["members"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count())
+}
+
+fn jobs(s: &Value) -> BTreeSet<String> {
+    s["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Submits job `name` through `addr`; whether the cluster acknowledged it.
+fn submit(dir: &Path, addr: &str, name: &str) -> bool {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        "[source]\npaths = [\"in.jsonl\"]\n[[plugin]]\nname = \"scale\"\n[sink]\npath = \"out\"\n",
+    )
+    .unwrap();
+    let mut c = quiver();
+    c.args(["cluster", "submit", "--addr", addr, "--timeout-ms", "5000"])
+        .arg(&file);
+    run(c).0
+}
+
+/// Starts a cluster of three nodes and waits until node 1 leads three voters.
+fn three_nodes(dir: &Path) -> Vec<NodeProc> {
+    let n1 = NodeProc::start(1, &dir.join("n1"), "127.0.0.1:0", None);
+    wait_for("node 1 leads", &[&n1.addr], Duration::from_secs(30), |s| {
+        leader(s) == Some(1)
+    });
+    let n2 = NodeProc::start(2, &dir.join("n2"), "127.0.0.1:0", Some(&n1.addr));
+    let n3 = NodeProc::start(3, &dir.join("n3"), "127.0.0.1:0", Some(&n1.addr));
+    wait_for("three voters", &[&n1.addr], Duration::from_secs(30), |s| {
+        voters(s) == 3
+    });
+    vec![n1, n2, n3]
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_comes_back_as_a_follower_with_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path());
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..5 {
+        // Through a follower: the write is forwarded to the leader.
+        let name = format!("before-{i}");
+        if submit(dir.path(), &addrs[1], &name) {
+            acknowledged.insert(name);
+        }
+    }
+    assert_eq!(
+        acknowledged.len(),
+        5,
+        "every write acknowledged while all are up"
+    );
+
+    let old = nodes
+        .iter()
+        .position(|n| status(&n.addr).is_some_and(|s| leader(&s) == Some(n.id)))
+        .expect("one node leads");
+    let old_id = nodes[old].id;
+    nodes[old].kill();
+    let rest: Vec<&str> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != old)
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let new = wait_for("a new leader", &rest, Duration::from_secs(20), |s| {
+        leader(s).is_some_and(|l| l != old_id)
+    });
+    let new_term = new["term"].as_u64().unwrap();
+    for i in 0..5 {
+        let name = format!("after-{i}");
+        if submit(dir.path(), rest[i % 2], &name) {
+            acknowledged.insert(name);
+        }
+    }
+    assert_eq!(acknowledged.len(), 10, "the new leader takes writes");
+
+    nodes[old].restart();
+    let back = wait_for(
+        "the old leader back as a follower, caught up",
+        &[&nodes[old].addr],
+        Duration::from_secs(30),
+        |s| s["role"] == "follower" && jobs(s) == acknowledged,
+    );
+    assert!(back["term"].as_u64().unwrap() >= new_term);
+
+    // Every node ends with the same applied index and state, and there is one leader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all: Vec<Value> = nodes.iter().filter_map(|n| status(&n.addr)).collect();
+        let leaders: BTreeSet<u64> = all.iter().filter_map(leader).collect();
+        let applied: BTreeSet<(u64, String)> = all
+            .iter()
+            .map(|s| {
+                (
+                    s["applied_index"].as_u64().unwrap_or(0),
+                    s["state_checksum"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        if all.len() == 3 && leaders.len() == 1 && applied.len() == 1 {
+            for s in &all {
+                assert_eq!(jobs(s), acknowledged, "node {}", s["id"]);
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas differ: leaders {leaders:?}, applied {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_follower_that_missed_entries_does_not_win_the_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path());
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    wait_for("node 1 leads", &[&addrs[0]], Duration::from_secs(20), |s| {
+        leader(s) == Some(1)
+    });
+    // Node 1 leads; node 3 is paused and misses what follows.
+    nodes[2].signal(rustix::process::Signal::STOP);
+    for i in 0..5 {
+        assert!(
+            submit(dir.path(), &addrs[0], &format!("missed-{i}")),
+            "nodes 1 and 2 are a majority"
+        );
+    }
+    let behind_of = status(&addrs[1]).expect("node 2 answers")["last_log_index"]
+        .as_u64()
+        .unwrap();
+    // The leader dies; node 3 resumes with an older log. Only node 2, whose log holds every
+    // committed entry, can collect a majority (its own vote and node 3's).
+    nodes[0].kill();
+    nodes[2].signal(rustix::process::Signal::CONT);
+    let s = wait_for(
+        "a new leader",
+        &[&addrs[1], &addrs[2]],
+        Duration::from_secs(20),
+        |s| leader(s).is_some(),
+    );
+    assert_eq!(leader(&s), Some(2), "the up-to-date follower wins: {s:#?}");
+    assert!(s["last_log_index"].as_u64().unwrap() >= behind_of);
+    let caught_up = wait_for(
+        "node 3 catches up from the new leader",
+        &[&addrs[2]],
+        Duration::from_secs(20),
+        |s| jobs(s).len() == 5,
+    );
+    assert_eq!(caught_up["leader"].as_u64(), Some(2));
+}
