@@ -8,24 +8,31 @@
 //!
 //! The header has its own checksum so that a damaged length is recognised as damage, and not
 //! mistaken for a record cut short by a crash (which would silently drop every record after
-//! it). Writers append frames ([`frame`], [`append`]) and make them durable themselves (see the
-//! crate's docs); [`scan`] reads a whole file back and says how it ends ([`End`]):
+//! it). Writers append frames ([`frame`], [`frame_parts`], [`append`]) and make them durable
+//! themselves (see the crate's docs); [`scan`] reads a whole file back and says how it ends
+//! ([`End`]):
 //!
 //! - **clean**: every byte belongs to a valid record;
-//! - **torn**: the last record is incomplete, or is the last one in the file and fails its
-//!   checksum, or is followed by zeros only — what a crash during an append leaves (a kill
-//!   leaves a prefix of the write, a power loss may leave zeros or a partly written block).
-//!   Nothing after the last `fsync` was acknowledged, so the writer may cut the tail off;
+//! - **torn**: the last record is incomplete; or it fails a checksum and is the last one in the
+//!   file (the length in its header ends it at the end of the file, believed for this even when
+//!   the header fails its own checksum); or it fails a checksum and only zeros follow it (its
+//!   header, if that is what fails) — what a crash during an append leaves (a kill leaves a
+//!   prefix of the write, a power loss may leave zeros or a partly written block). Nothing
+//!   after the last `fsync` was acknowledged, so the writer may cut the tail off;
 //! - **damaged**: a record fails its checksum with valid-looking bytes after it. That is not a
 //!   crash during an append but damage to data that was once durable: the reader must not use
 //!   it, nor silently skip it.
 //!
-//! The one ambiguity is a bit flip in the very last record of a file: it looks like a torn
-//! append and is reported as torn. A writer that needs to tell them apart must keep its own
-//! record of what it acknowledged.
+//! The one ambiguity is a bit flip in the very last record of a file (outside its length): it
+//! looks like a torn append and is reported as torn. A writer that needs to tell them apart
+//! must keep its own record of what it acknowledged.
+//!
+//! Readers that do not hold a whole file — that read it in chunks, or follow it as it grows —
+//! check one frame at a time with [`check_frame`], and tell a torn tail from damage with
+//! [`is_torn_tail`], which reads what follows the frame only as far as it must.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
 /// Length of a frame's header, before the payload.
@@ -40,15 +47,32 @@ pub const MAX_PAYLOAD: usize = u32::MAX as usize;
 ///
 /// If `payload` is longer than [`MAX_PAYLOAD`].
 pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).expect("a record's payload is at most 4 GiB");
+    frame_parts(&[payload], out);
+}
+
+/// The frame of the payload made of `parts` one after the other, appended to `out`: the same
+/// bytes as [`frame`] of their concatenation, without concatenating them first.
+///
+/// # Panics
+///
+/// If the payload is longer than [`MAX_PAYLOAD`].
+pub fn frame_parts(parts: &[&[u8]], out: &mut Vec<u8>) {
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(payload_len).expect("a record's payload is at most 4 GiB");
+    let mut crc = crc32fast::Hasher::new();
+    for part in parts {
+        crc.update(part);
+    }
     let mut header = [0u8; HEADER_LEN];
     header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
     let header_crc = crc32fast::hash(&header[..8]);
     header[8..].copy_from_slice(&header_crc.to_le_bytes());
-    out.reserve(HEADER_LEN + payload.len());
+    out.reserve(HEADER_LEN + payload_len);
     out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
 }
 
 /// The frames of `payloads`, one after the other.
@@ -157,8 +181,14 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-/// Checks the frame starting at `bytes[0]`: its payload, or what is wrong with it.
-fn check_frame(bytes: &[u8]) -> Result<&[u8], Defect> {
+/// Checks the frame starting at `bytes[0]`: its payload (the frame is
+/// [`framed_len`]`(payload.len())` bytes long), or what is wrong with it.
+///
+/// [`Defect::Incomplete`] means that `bytes` end inside the frame: a reader that has not reached
+/// the end of the file reads on and checks again. Bytes after the frame are not looked at. A
+/// header that fails its checksum is reported as soon as the header is there, before its
+/// payload is.
+pub fn check_frame(bytes: &[u8]) -> Result<&[u8], Defect> {
     if bytes.len() < HEADER_LEN {
         return Err(Defect::Incomplete);
     }
@@ -191,7 +221,11 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
             }
             Err(defect) => {
                 let offset = at as u64;
-                let end = if is_tail(rest, defect) {
+                let torn = match zeros_needed(rest, defect, rest.len() as u64) {
+                    None => true,
+                    Some(from) => only_zeros(&rest[from..]),
+                };
+                let end = if torn {
                     End::Torn { offset, defect }
                 } else {
                     End::Damaged { offset, defect }
@@ -206,18 +240,65 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
     }
 }
 
-/// Whether a defective record at the start of `rest` can be what a crash during an append
-/// left: incomplete, or followed by nothing but zeros.
-fn is_tail(rest: &[u8], defect: Defect) -> bool {
-    let after = match defect {
-        // The header is valid, so its length can be trusted: the write was cut short.
-        Defect::Incomplete => return true,
-        // An unreadable header says nothing about the record's length: only zeros (space the
-        // file system allocated but never wrote) may follow.
-        Defect::Header => rest,
-        Defect::Payload => &rest[HEADER_LEN + read_u32(rest, 0) as usize..],
+/// Whether a defective frame can be what a crash during an append left (see the module's docs),
+/// for a reader that does not hold the whole file.
+///
+/// - `bytes`: the file's bytes from the frame's start on, as far as they were read, in which
+///   [`check_frame`] found `defect` (for [`Defect::Incomplete`], they reach the end of the file);
+/// - `left`: how many bytes the file holds from the frame's start to its end;
+/// - `after`: the file's bytes after `bytes`, read only as far as it takes to find one that is
+///   not zero.
+pub fn is_torn_tail(
+    bytes: &[u8],
+    defect: Defect,
+    left: u64,
+    mut after: impl Read,
+) -> io::Result<bool> {
+    debug_assert!(defect != Defect::Incomplete || bytes.len() as u64 >= left);
+    let Some(from) = zeros_needed(bytes, defect, left) else {
+        return Ok(true);
     };
-    after.iter().all(|&b| b == 0)
+    if !only_zeros(&bytes[from.min(bytes.len())..]) {
+        return Ok(false);
+    }
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match after.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if !only_zeros(&chunk[..n]) {
+            return Ok(false);
+        }
+    }
+}
+
+/// For a frame at the start of `bytes` found to have `defect`, with `left` bytes from its start
+/// to the end of the file: `None` if it is a torn tail whatever follows, else the position
+/// (from its start) after which only zeros may follow for it to be one.
+fn zeros_needed(bytes: &[u8], defect: Defect, left: u64) -> Option<usize> {
+    match defect {
+        // The header is valid, so its length can be trusted: the write was cut short.
+        Defect::Incomplete => None,
+        Defect::Header => {
+            // Not to be believed, but a length that ends the record exactly at the end of the
+            // file says it is the last one.
+            let claimed = HEADER_LEN as u64 + u64::from(read_u32(bytes, 0));
+            if claimed == left {
+                return None;
+            }
+            // Otherwise it says nothing about where the record ends: only zeros (space the file
+            // system allocated but never wrote) may follow the header.
+            Some(HEADER_LEN)
+        }
+        Defect::Payload => Some(HEADER_LEN + read_u32(bytes, 0) as usize),
+    }
+}
+
+fn only_zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 /// Why [`read_at`] could not return a record.
@@ -369,6 +450,107 @@ mod tests {
             );
             assert_eq!(scan.records.len(), record, "flipped byte {at}");
         }
+    }
+
+    #[test]
+    fn a_last_record_whose_header_fails_is_torn_if_its_length_ends_the_file_or_zeros_follow() {
+        let (bytes, offsets) = three();
+        let last = offsets[2] as usize;
+        // Either checksum of the header, flipped: the length still ends it at the end.
+        for at in [last + 4, last + 8, last + 11] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert_eq!(
+                scan(&bad).end,
+                End::Torn {
+                    offset: offsets[2],
+                    defect: Defect::Header
+                },
+                "flipped byte {at}"
+            );
+        }
+        // A flipped length ends it elsewhere, and its payload follows: damage.
+        let mut bad = bytes.clone();
+        bad[last] ^= 0x01;
+        assert_eq!(
+            scan(&bad).end,
+            End::Damaged {
+                offset: offsets[2],
+                defect: Defect::Header
+            }
+        );
+        // A header of garbage with nothing but zeros after it: a block written in part.
+        let mut garbage = bytes[..last].to_vec();
+        garbage.extend_from_slice(&[0xab; HEADER_LEN]);
+        garbage.extend_from_slice(&[0; 30]);
+        assert_eq!(
+            scan(&garbage).end,
+            End::Torn {
+                offset: offsets[2],
+                defect: Defect::Header
+            }
+        );
+    }
+
+    /// `is_torn_tail` on a file read in two parts agrees with `scan` of the whole file.
+    #[test]
+    fn judging_a_tail_from_part_of_the_file_agrees_with_a_scan_of_all_of_it() {
+        let (bytes, offsets) = three();
+        let mut files = Vec::new();
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x04;
+            files.push(flipped);
+            files.push(bytes[..at].to_vec());
+        }
+        for zeros in [1, 7, 40] {
+            let mut padded = bytes[..offsets[2] as usize].to_vec();
+            padded.extend(std::iter::repeat_n(0, zeros));
+            files.push(padded);
+            let mut bad = bytes.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x01;
+            bad.extend(std::iter::repeat_n(0, zeros));
+            files.push(bad);
+        }
+        for (i, file) in files.iter().enumerate() {
+            let whole = scan(file);
+            let (offset, defect, torn) = match whole.end {
+                End::Clean => continue,
+                End::Torn { offset, defect } => (offset, defect, true),
+                End::Damaged { offset, defect } => (offset, defect, false),
+            };
+            let rest = &file[offset as usize..];
+            let needed = match check_frame(rest) {
+                Err(d) => {
+                    assert_eq!(d, defect, "file {i}");
+                    match d {
+                        Defect::Incomplete => rest.len(),
+                        Defect::Header => HEADER_LEN,
+                        Defect::Payload => HEADER_LEN + read_u32(rest, 0) as usize,
+                    }
+                }
+                Ok(_) => panic!("file {i}: a valid frame at the defect"),
+            };
+            for split in needed..=rest.len() {
+                let (read, after) = rest.split_at(split);
+                assert_eq!(
+                    is_torn_tail(read, defect, rest.len() as u64, after).unwrap(),
+                    torn,
+                    "file {i}, split at {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_framed_in_parts_is_framed_as_one() {
+        let mut whole = Vec::new();
+        frame(b"prefix and body", &mut whole);
+        let mut parts = Vec::new();
+        frame_parts(&[b"prefix", b"", b" and body"], &mut parts);
+        assert_eq!(parts, whole);
+        assert_eq!(check_frame(&parts), Ok(&b"prefix and body"[..]));
     }
 
     #[test]

@@ -71,7 +71,7 @@ use hyper::{Method, Request, Response};
 
 use super::decode::conform;
 use super::http::{answer, HttpError, HttpLimits, HttpServer};
-use super::wal::{frame, RecordKind, WalError, WalWriter, MAX_PAYLOAD_BYTES};
+use super::wal::{frame, RecordKind, WalError, WalWriter, MAX_BODY_BYTES};
 
 /// Content types whose body is JSON lines; no content type at all counts too.
 const JSON_LINES_TYPES: [&str; 4] = [
@@ -600,8 +600,8 @@ fn parse_problem(e: &serde_json::Error) -> String {
 
 /// `payload` as a record of the log, refused if it is too large for one.
 fn framed(kind: RecordKind, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
-    if payload.len() as u64 > MAX_PAYLOAD_BYTES {
-        return Err(too_large(MAX_PAYLOAD_BYTES));
+    if payload.len() as u64 > MAX_BODY_BYTES {
+        return Err(too_large(MAX_BODY_BYTES));
     }
     Ok(frame(kind, payload))
 }
@@ -748,22 +748,17 @@ mod tests {
 
     /// The records `bytes` consist of, which must be whole and sound.
     fn records_of(bytes: &[u8]) -> Vec<(RecordKind, Vec<u8>)> {
-        let mut at = 0;
-        let mut out = Vec::new();
-        while at < bytes.len() {
-            let head = &bytes[at..at + HEADER_BYTES];
-            let kind = match head[2] {
-                1 => RecordKind::JsonLines,
-                2 => RecordKind::ArrowStream,
-                k => panic!("kind {k} at {at}"),
-            };
-            let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
-            let payload = &bytes[at + HEADER_BYTES..at + HEADER_BYTES + len];
-            assert_eq!(frame(kind, payload), bytes[at..at + HEADER_BYTES + len]);
-            out.push((kind, payload.to_vec()));
-            at += HEADER_BYTES + len;
-        }
-        out
+        let scan = quiver_durable::records::scan(bytes);
+        assert_eq!(scan.end, quiver_durable::records::End::Clean);
+        scan.records
+            .iter()
+            .map(|r| {
+                let (kind, body) = crate::wal::unprefix(r.payload).unwrap();
+                let at = r.offset as usize;
+                assert_eq!(frame(kind, body), bytes[at..at + HEADER_BYTES + body.len()]);
+                (kind, body.to_vec())
+            })
+            .collect()
     }
 
     /// The lines of the log's records, which must all be JSON lines.

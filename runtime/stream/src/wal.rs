@@ -9,42 +9,43 @@
 //! than everything ever sent.
 //!
 //! # Records
-//! A segment is a sequence of records, each a 16-byte header and then its payload:
+//! A segment is a sequence of records, each a frame of [`quiver_durable::records`] (the framing
+//! and checksums the replicated log uses too) whose payload starts with the log's own prefix:
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0 | magic, `0x51` (`Q`) |
-//! | 1 | format version, `1` |
-//! | 2 | kind: `1` JSON lines, `2` an Arrow IPC stream |
-//! | 3 | reserved, `0` |
-//! | 4..8 | payload length in bytes (u32, little-endian) |
-//! | 8..12 | CRC-32 (IEEE) of the payload (u32, little-endian) |
-//! | 12..16 | CRC-32 of header bytes 0..12 (u32, little-endian) |
+//! | 0..4 | length of the frame's payload: the prefix and the body (u32, little-endian) |
+//! | 4..8 | CRC-32 (IEEE) of that payload (u32, little-endian) |
+//! | 8..12 | CRC-32 of bytes 0..8 (u32, little-endian) |
+//! | 12 | format version, `1` |
+//! | 13 | kind: `1` JSON lines, `2` an Arrow IPC stream |
+//! | 14.. | the body |
 //!
-//! The header has a checksum of its own so that a damaged length is told apart from an append
-//! that a crash cut short: only a header that checks out is believed about where its record
-//! ends.
+//! The frame's header has a checksum of its own so that a damaged length is told apart from an
+//! append that a crash cut short: only a header that checks out is believed about where its
+//! record ends. The prefix is covered by the payload's checksum.
 //!
-//! A JSON-lines payload holds the request's checked lines, each ending in `\n`. An Arrow payload
-//! is the request body as it arrived, an Arrow IPC stream (its schema, then its record
-//! batches), which the server decoded whole before writing it; the reader hands its batches on
-//! as they are, with no detour through JSON. A payload is at most 4 GiB − 1 bytes.
+//! A JSON-lines body holds the request's checked lines, each ending in `\n`. An Arrow body is
+//! the request body as it arrived, an Arrow IPC stream (its schema, then its record batches),
+//! which the server decoded whole before writing it; the reader hands its batches on as they
+//! are, with no detour through JSON. A body is at most 4 GiB − 3 bytes ([`MAX_BODY_BYTES`]).
 //!
 //! # Offsets
-//! Offsets are byte positions in the whole log (headers included): they stay valid across
+//! Offsets are byte positions in the whole log (frame headers and prefixes included): they stay valid across
 //! segments and trimming, a checkpoint stores one ([`WalPosition`]), and it is always where a
 //! record starts.
 //!
 //! # Damage
 //! Every record is checked against its checksums when it is read. At start the server reads the
 //! newest segment through and cuts off a last record that a crash interrupted (its append was
-//! never acknowledged): an incomplete one (a partial header, or a sound header whose payload
-//! runs past the end of the file), or one that fails a checksum and is the last (its length
-//! ends it at the end of the file, or only zeros follow it: the file grew before its data
-//! reached the disk). Anything else that is not a whole, valid record — in the middle of a
-//! segment, in an older segment, or a record of a newer format version — stops the server or
-//! the reader with [`WalError::Damaged`], naming the segment file and the log offset: a damaged
-//! record is never skipped.
+//! never acknowledged), as [`quiver_durable::records`] tells a torn tail: an incomplete one (a
+//! partial header, or a sound header whose payload runs past the end of the file), or one that
+//! fails a checksum and is the last (its length ends it at the end of the file, or only zeros
+//! follow it: the file grew before its data reached the disk). Anything else that is not a
+//! whole, valid record — in the middle of a segment, in an older segment, or a sound frame
+//! whose prefix names a format version or kind this Quiver does not read, wherever it is —
+//! stops the server or the reader with [`WalError::Damaged`], naming the segment file and the
+//! log offset: a damaged record is never skipped.
 //!
 //! # Older logs
 //! Quiver once kept the log as JSON-lines segments (`00000000000000000000.jsonl`, …). Such a log
@@ -57,6 +58,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
+use quiver_durable::records::{self, Defect};
 use quiver_durable::sync_dir;
 use serde::{Deserialize, Serialize};
 
@@ -74,17 +76,18 @@ const EXTENSION: &str = ".wal";
 /// Extension of the JSON-lines segments of logs written by older versions.
 const OLD_EXTENSION: &str = ".jsonl";
 
-/// Bytes of a record's header.
-pub const HEADER_BYTES: usize = 16;
+/// Bytes of the prefix a record's payload starts with: its format version and kind.
+const PREFIX_BYTES: usize = 2;
 
-/// A record's first byte.
-const MAGIC: u8 = b'Q';
+/// Bytes of a record before its body: the frame's header and the prefix.
+pub const HEADER_BYTES: usize = records::HEADER_LEN + PREFIX_BYTES;
 
-/// The record format's version, its second byte.
+/// The record format's version, the prefix's first byte.
 const VERSION: u8 = 1;
 
-/// The largest payload a record holds (its length is a u32).
-pub const MAX_PAYLOAD_BYTES: u64 = u32::MAX as u64;
+/// The largest body a record holds (the frame's payload, prefix included, is at most
+/// [`records::MAX_PAYLOAD`] bytes).
+pub const MAX_BODY_BYTES: u64 = (records::MAX_PAYLOAD - PREFIX_BYTES) as u64;
 
 /// How much of a segment is read at a time.
 const READ_CHUNK: u64 = 4 << 20;
@@ -155,91 +158,61 @@ pub enum WalError {
     Io(#[from] IoError),
 }
 
-/// `payload` framed as a record of `kind`: its header, then the payload. The payload must be
-/// at most [`MAX_PAYLOAD_BYTES`] long.
-pub fn frame(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("a record payload of at most 4 GiB - 1 bytes");
-    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-    out.extend_from_slice(&[MAGIC, VERSION, kind.code(), 0]);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    let own = crc32fast::hash(&out);
-    out.extend_from_slice(&own.to_le_bytes());
-    out.extend_from_slice(payload);
+/// `body` framed as a record of `kind`: a frame of [`records`] whose payload is the prefix,
+/// then the body. The body must be at most [`MAX_BODY_BYTES`] long.
+pub fn frame(kind: RecordKind, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    records::frame_parts(&[&[VERSION, kind.code()], body], &mut out);
     out
 }
 
-/// A header's kind, payload length and payload checksum; or why these bytes are not a sound
-/// header.
-fn header(head: &[u8; HEADER_BYTES]) -> Result<(RecordKind, u32, u32), String> {
-    if head[0] != MAGIC {
+/// The kind and body of a record whose frame checks out, from its `payload`; or why this
+/// Quiver cannot read it.
+pub(crate) fn unprefix(payload: &[u8]) -> Result<(RecordKind, &[u8]), String> {
+    let Some((&[version, kind], body)) = payload.split_first_chunk::<PREFIX_BYTES>() else {
         return Err(format!(
-            "no record starts here (byte {:#04x} where a record starts with {MAGIC:#04x})",
-            head[0]
+            "a record of {} bytes, too short for the {PREFIX_BYTES}-byte prefix of its format version and kind",
+            payload.len()
+        ));
+    };
+    if version != VERSION {
+        return Err(format!(
+            "a record of format version {version}, which this Quiver does not read (it reads version {VERSION})"
         ));
     }
-    if head[1] != VERSION {
-        return Err(format!(
-            "a record of format version {}, which this Quiver does not read (it reads version {VERSION})",
-            head[1]
-        ));
-    }
-    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
-    let own = crc32fast::hash(&head[..12]);
-    if own != word(12) {
-        return Err(format!(
-            "its header's checksum does not match (CRC-32 {:#010x} in the header, {own:#010x} of its bytes)",
-            word(12)
-        ));
-    }
-    let kind = RecordKind::from_code(head[2])
-        .ok_or_else(|| format!("a record of unknown kind {}", head[2]))?;
-    if head[3] != 0 {
-        return Err(format!("the header's reserved byte is {:#04x}", head[3]));
-    }
-    Ok((kind, word(4), word(8)))
+    let kind =
+        RecordKind::from_code(kind).ok_or_else(|| format!("a record of unknown kind {kind}"))?;
+    Ok((kind, body))
 }
 
 /// What the bytes at a record boundary hold.
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed<'a> {
-    /// A whole record with a matching checksum, and its length header included.
+    /// A whole record whose frame checks out, and its length, frame header included.
     Record {
         kind: RecordKind,
-        payload: &'a [u8],
+        body: &'a [u8],
         len: usize,
     },
-    /// The start of a record whose rest is not there (yet).
-    Incomplete,
-    /// Not a record: why.
-    Damaged(String),
+    /// A frame that is not whole ([`Defect::Incomplete`]: its rest is not there, yet) or fails
+    /// a checksum.
+    Defective(Defect),
+    /// A sound frame whose prefix this Quiver does not read: why.
+    Unreadable(String),
 }
 
 fn parse(buf: &[u8]) -> Parsed<'_> {
-    let Some(head) = buf.first_chunk::<HEADER_BYTES>() else {
-        return Parsed::Incomplete;
-    };
-    let (kind, len, crc) = match header(head) {
-        Ok(h) => h,
-        Err(why) => return Parsed::Damaged(why),
-    };
-    let end = HEADER_BYTES + len as usize;
-    let Some(payload) = buf.get(HEADER_BYTES..end) else {
-        return Parsed::Incomplete;
-    };
-    let actual = crc32fast::hash(payload);
-    if actual != crc {
-        return Parsed::Damaged(checksum_mismatch(crc, actual));
+    match records::check_frame(buf) {
+        Ok(payload) => match unprefix(payload) {
+            Ok((kind, body)) => Parsed::Record {
+                kind,
+                body,
+                len: records::HEADER_LEN + payload.len(),
+            },
+            Err(why) => Parsed::Unreadable(why),
+        },
+        Err(defect) => Parsed::Defective(defect),
     }
-    Parsed::Record {
-        kind,
-        payload,
-        len: end,
-    }
-}
-
-fn checksum_mismatch(want: u32, actual: u32) -> String {
-    format!("its payload's checksum does not match (CRC-32 {want:#010x} in its header, {actual:#010x} of the payload)")
 }
 
 /// The file name of the segment starting at log offset `base`.
@@ -497,18 +470,19 @@ impl WalReader {
     fn next_record(&mut self) -> Result<Option<Chunk>, WalError> {
         loop {
             match parse(&self.buf[self.start..]) {
-                Parsed::Record { kind, payload, len } => {
+                Parsed::Record { kind, body, len } => {
                     let offset = self.base + self.at;
                     if self.durable.is_some_and(|end| offset + len as u64 > end) {
                         return Ok(None);
                     }
-                    let rows = record_rows(kind, payload, &self.path, offset)?;
+                    let rows = record_rows(kind, body, &self.path, offset)?;
                     self.start += len;
                     self.at += len as u64;
                     return Ok(Some(rows));
                 }
-                Parsed::Damaged(reason) => return Err(self.damaged(reason)),
-                Parsed::Incomplete => {}
+                Parsed::Defective(Defect::Incomplete) => {}
+                Parsed::Defective(defect) => return Err(self.damaged(defect.to_string())),
+                Parsed::Unreadable(reason) => return Err(self.damaged(reason)),
             }
             if self.fill()? > 0 {
                 continue;
@@ -764,70 +738,57 @@ impl WalWriter {
 }
 
 /// Reads the newest segment (`file` at `path`, starting at log offset `base`) through, record
-/// by record, and returns the length of its whole, valid records. A last record that is
-/// incomplete, or fails its checksum with nothing but zeros after it, is an append a crash
-/// interrupted (never acknowledged): it is cut off. Any other bad record is
-/// [`WalError::Damaged`].
+/// by record, and returns the length of its whole, valid records. A last record that a crash
+/// interrupted (never acknowledged; [`records::is_torn_tail`] tells) is cut off. Any other bad
+/// record is [`WalError::Damaged`].
 fn cut_torn_tail(file: &File, path: &Path, base: u64) -> Result<u64, WalError> {
     let io = |source| WalError::Open {
         path: path.to_path_buf(),
         source,
     };
     let len = file.metadata().map_err(io)?.len();
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let mut reader = file;
     reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    // The segment's bytes from `buf[start]` on, which is at `at` in it; one record at a time.
+    let mut buf = Vec::new();
+    let mut start = 0usize;
     let mut at = 0u64;
-    let mut payload = vec![0u8; 64 << 10];
     let torn = loop {
         if at == len {
             return Ok(len);
         }
-        let mut head = [0u8; HEADER_BYTES];
-        if len - at < HEADER_BYTES as u64 {
-            break "an incomplete record header";
-        }
-        reader.read_exact(&mut head).map_err(io)?;
-        let (_, size, crc) = match header(&head) {
-            Ok(h) => h,
-            // A record of a newer format is never cut, wherever it is.
-            Err(reason) if head[0] == MAGIC && head[1] > VERSION => {
-                return Err(damaged(path, base + at, reason));
+        let read = at + (buf.len() - start) as u64;
+        match parse(&buf[start..]) {
+            Parsed::Record { len: n, .. } => {
+                start += n;
+                at += n as u64;
             }
-            Err(reason) => {
-                // Not to be believed, but a length that ends the record exactly at the end of
-                // the file says it is the last one.
-                let claimed = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-                if at + (HEADER_BYTES as u64) + u64::from(claimed) == len {
-                    break "a last record whose header fails its checksum";
+            Parsed::Defective(Defect::Incomplete) if read < len => {
+                buf.drain(..start);
+                start = 0;
+                reader
+                    .take((len - read).min(READ_CHUNK))
+                    .read_to_end(&mut buf)
+                    .map_err(io)?;
+                if at + buf.len() as u64 == read {
+                    // The file got shorter while it was read: something else changed it.
+                    return Err(io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the segment got shorter while it was read",
+                    )));
                 }
-                // Only zeros after it (zeros in it too, likely): the end of the file reached the
-                // disk before its data did.
-                if zeros_to_end(&mut reader).map_err(io)? {
-                    break "a last record with a damaged header and only zeros after it";
+            }
+            Parsed::Defective(defect) => {
+                if records::is_torn_tail(&buf[start..], defect, len - at, &mut reader)
+                    .map_err(io)?
+                {
+                    break defect;
                 }
-                return Err(damaged(path, base + at, reason));
+                return Err(damaged(path, base + at, defect.to_string()));
             }
-        };
-        let end = at + HEADER_BYTES as u64 + u64::from(size);
-        if end > len {
-            break "a record shorter than its (sound) header says";
+            // A sound record, of a format this Quiver does not read: never cut, wherever it is.
+            Parsed::Unreadable(reason) => return Err(damaged(path, base + at, reason)),
         }
-        let mut h = crc32fast::Hasher::new();
-        let mut left = u64::from(size);
-        while left > 0 {
-            let n = left.min(payload.len() as u64) as usize;
-            reader.read_exact(&mut payload[..n]).map_err(io)?;
-            h.update(&payload[..n]);
-            left -= n as u64;
-        }
-        let actual = h.finalize();
-        if actual != crc {
-            if zeros_to_end(&mut reader).map_err(io)? {
-                break "a last record whose checksum does not match";
-            }
-            return Err(damaged(path, base + at, checksum_mismatch(crc, actual)));
-        }
-        at = end;
     };
     file.set_len(at).map_err(io)?;
     file.sync_all().map_err(io)?;
@@ -835,7 +796,7 @@ fn cut_torn_tail(file: &File, path: &Path, base: u64) -> Result<u64, WalError> {
         wal = %path.display(),
         offset = base + at,
         dropped_bytes = len - at,
-        "cut {torn} off the end of the write-ahead log (an append interrupted by a crash, never acknowledged)"
+        "cut a torn last record ({torn}) off the end of the write-ahead log (an append interrupted by a crash, never acknowledged)"
     );
     Ok(at)
 }
@@ -845,21 +806,6 @@ fn damaged(path: &Path, offset: u64, reason: String) -> WalError {
         path: path.to_path_buf(),
         offset,
         reason,
-    }
-}
-
-/// Whether everything `reader` has left is zeros (a file extended by a crash before its data
-/// reached the disk).
-fn zeros_to_end(reader: &mut impl Read) -> io::Result<bool> {
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
     }
 }
 
@@ -912,29 +858,43 @@ mod tests {
             (RecordKind::ArrowStream, &[7; 1000]),
         ];
         let mut log = Vec::new();
-        for (kind, payload) in payloads {
-            let record = frame(kind, payload);
-            assert_eq!(record.len(), HEADER_BYTES + payload.len());
-            assert_eq!(&record[..4], &[b'Q', 1, kind.code(), 0]);
+        for (kind, body) in payloads {
+            let record = frame(kind, body);
+            assert_eq!(record.len(), HEADER_BYTES + body.len());
+            // A frame of `records`, whose payload is the prefix and the body.
+            let payload = [&[VERSION, kind.code()][..], body].concat();
+            assert_eq!(records::check_frame(&record), Ok(&payload[..]));
+            assert_eq!(
+                &record[records::HEADER_LEN..HEADER_BYTES],
+                &[1, kind.code()]
+            );
             assert_eq!(
                 parse(&record),
                 Parsed::Record {
                     kind,
-                    payload,
+                    body,
                     len: record.len()
                 }
             );
             // Every cut short of the whole record is incomplete.
             for cut in 0..record.len() {
-                assert_eq!(parse(&record[..cut]), Parsed::Incomplete, "cut at {cut}");
+                assert_eq!(
+                    parse(&record[..cut]),
+                    Parsed::Defective(Defect::Incomplete),
+                    "cut at {cut}"
+                );
             }
-            // Every flipped bit is caught, the length's included (by the header's checksum).
+            // Every flipped bit is caught, the length's included (by the header's checksum),
+            // and the prefix's (by the payload's).
             for at in 0..record.len() {
                 for bit in 0..8 {
                     let mut bad = record.clone();
                     bad[at] ^= 1 << bit;
                     assert!(
-                        matches!(parse(&bad), Parsed::Damaged(_)),
+                        matches!(
+                            parse(&bad),
+                            Parsed::Defective(Defect::Header | Defect::Payload)
+                        ),
                         "byte {at} bit {bit} of {kind:?}"
                     );
                 }
@@ -944,14 +904,37 @@ mod tests {
         // Records follow each other.
         let mut at = 0;
         let mut read = Vec::new();
-        while let Parsed::Record { kind, payload, len } = parse(&log[at..]) {
-            read.push((kind, payload.to_vec()));
+        while let Parsed::Record { kind, body, len } = parse(&log[at..]) {
+            read.push((kind, body.to_vec()));
             at += len;
         }
         assert_eq!(at, log.len());
         let want: Vec<(RecordKind, Vec<u8>)> =
             payloads.iter().map(|(k, p)| (*k, p.to_vec())).collect();
         assert_eq!(read, want);
+    }
+
+    /// A sound frame whose payload is `payload`, prefix included.
+    fn raw_record(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        records::frame(payload, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_sound_frame_with_an_unknown_version_or_kind_or_no_prefix_is_unreadable() {
+        for (payload, says) in [
+            (&[VERSION + 1, 1, b'{', b'}'][..], "format version 2"),
+            (&[0, 1][..], "format version 0"),
+            (&[VERSION, 9, b'x'][..], "unknown kind 9"),
+            (&[VERSION][..], "too short"),
+            (&[][..], "too short"),
+        ] {
+            let Parsed::Unreadable(why) = parse(&raw_record(payload)) else {
+                panic!("{payload:?} read");
+            };
+            assert!(why.contains(says), "{payload:?}: {why}");
+        }
     }
 
     /// Writes a segment holding `lines`, one record each.
@@ -1095,20 +1078,25 @@ mod tests {
             bad
         };
         let mut zero_filled = last.clone();
-        zero_filled[HEADER_BYTES..].fill(0);
-        let tails: [Vec<u8>; 8] = [
-            // A torn header, a torn payload.
+        zero_filled[records::HEADER_LEN..].fill(0);
+        let tails: [Vec<u8>; 11] = [
+            // A torn header, a torn prefix, a torn body.
             last[..5].to_vec(),
+            last[..records::HEADER_LEN + 1].to_vec(),
             last[..last.len() - 1].to_vec(),
-            // A last record failing its payload's checksum, or its header's.
+            // A last record failing its payload's checksum (in its body, in its prefix), or its
+            // header's.
             flipped(last.len() - 1),
-            flipped(13),
+            flipped(records::HEADER_LEN + 1),
+            flipped(9),
             // Its payload never reached the disk; the file was extended and nothing written.
             zero_filled,
             vec![0; 100],
-            // A failing checksum followed by zeros; a sound header, then zeros.
+            // A failing checksum followed by zeros; a sound header, then zeros; a header of
+            // garbage, then zeros.
             [flipped(HEADER_BYTES), vec![0; 30]].concat(),
             [last[..HEADER_BYTES].to_vec(), vec![0; 3]].concat(),
+            [vec![0xab; records::HEADER_LEN], vec![0; 30]].concat(),
         ];
         for (i, tail) in tails.iter().enumerate() {
             let segment = d.join(segment_name(40));
@@ -1118,12 +1106,23 @@ mod tests {
             drop(w);
             assert_eq!(segment_len(d, 40), whole.len() as u64, "tail {i}");
         }
-        // A last record of a newer format version is refused, not cut.
-        let mut newer = last.clone();
-        newer[1] = VERSION + 1;
-        std::fs::write(d.join(segment_name(40)), [whole.clone(), newer].concat()).unwrap();
-        let err = WalWriter::open(d, 1 << 20).err().expect("refused");
-        assert!(err.to_string().contains("format version 2"), "{err}");
+        // A sound last record of a newer format version, or of an unknown kind, is refused, not
+        // cut.
+        for (payload, says) in [
+            (&[VERSION + 1, 1, b'\n'][..], "format version 2"),
+            (&[VERSION, 3, b'\n'][..], "unknown kind 3"),
+        ] {
+            let segment = d.join(segment_name(40));
+            let bytes = [whole.clone(), raw_record(payload)].concat();
+            std::fs::write(&segment, &bytes).unwrap();
+            let err = WalWriter::open(d, 1 << 20).err().expect("refused");
+            let WalError::Damaged { path, offset, .. } = &err else {
+                panic!("{err}");
+            };
+            assert_eq!((path, *offset), (&segment, 40 + whole.len() as u64));
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(std::fs::read(&segment).unwrap(), bytes);
+        }
         // Whole records are kept as they are.
         let all = [whole.clone(), last.clone()].concat();
         std::fs::write(d.join(segment_name(40)), &all).unwrap();
@@ -1133,43 +1132,108 @@ mod tests {
         );
     }
 
+    /// The start's check reads a segment a few MiB at a time: records spanning several reads.
+    #[test]
+    fn records_longer_than_a_read_are_checked_whole_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let segment = d.join(segment_name(0));
+        let long = "x".repeat(2 * READ_CHUNK as usize + 100) + "\n";
+        let big = frame(RecordKind::JsonLines, long.as_bytes());
+        let small = frame(RecordKind::JsonLines, b"{}\n");
+        let open = |bytes: &[u8]| {
+            std::fs::write(&segment, bytes).unwrap();
+            WalWriter::open(d, 1 << 30).map(|w| w.end())
+        };
+        // Whole, then torn at the end of a read; whole, then failing its checksum with zeros
+        // past the next read after it.
+        let torn = [&big[..], &small, &big[..READ_CHUNK as usize]].concat();
+        assert_eq!(open(&torn).unwrap(), (big.len() + small.len()) as u64);
+        let mut flipped = big.clone();
+        flipped[big.len() - 1] ^= 0x01;
+        let zeros = vec![0; READ_CHUNK as usize + 7];
+        assert_eq!(
+            open(&[&big[..], &flipped, &zeros].concat()).unwrap(),
+            big.len() as u64
+        );
+        // Failing its checksum with a record after it, past the next read.
+        let bad = [&small[..], &flipped, &zeros, &small].concat();
+        let err = open(&bad).expect_err("refused");
+        assert!(
+            matches!(&err, WalError::Damaged { offset, .. } if *offset == small.len() as u64),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&segment).unwrap(), bad);
+        // Read back whole.
+        std::fs::write(&segment, [&big[..], &small].concat()).unwrap();
+        let mut r = WalReader::open(d, None).unwrap();
+        assert_eq!(drain(&mut r), long + "{}\n");
+    }
+
     #[test]
     fn a_flipped_byte_in_the_middle_is_refused_naming_the_segment_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let lines = ["{\"a\":1}\n", "{\"a\":2}\n", "{\"a\":3}\n"];
         let good = records(&lines);
-        let second = rec(lines[0]);
+        let second = rec(lines[0]) as usize;
         let segment = d.join(segment_name(1000));
-        // In the payload, the length, the header's checksum and the magic byte of the second
-        // record (a third follows it).
-        let h = HEADER_BYTES as u64;
-        for at in [second + h + 2, second + 5, second + 13, second] {
+        let header = "the record's header fails its checksum";
+        let payload = "the record's payload fails its checksum";
+        // A byte of the second record (a third follows it) flipped: in its body, its length,
+        // the payload's and the header's checksums, and the prefix's version and kind.
+        let mut cases: Vec<(String, Vec<u8>, &str)> = [
+            (HEADER_BYTES + 2, payload),
+            (1, header),
+            (5, header),
+            (9, header),
+            (records::HEADER_LEN, payload),
+            (records::HEADER_LEN + 1, payload),
+        ]
+        .into_iter()
+        .map(|(at, says)| {
             let mut bad = good.clone();
-            bad[at as usize] ^= 0x40;
+            bad[second + at] ^= 0x40;
+            (format!("byte {at}"), bad, says)
+        })
+        .collect();
+        // A sound second record of a newer version, or of an unknown kind.
+        for (prefix, says) in [
+            ([VERSION + 1, 1], "format version 2"),
+            ([VERSION, 0], "unknown kind 0"),
+        ] {
+            let unreadable = raw_record(&[&prefix[..], lines[1].as_bytes()].concat());
+            let bytes = [records(&lines[..1]), unreadable, records(&lines[2..])].concat();
+            cases.push((format!("prefix {prefix:?}"), bytes, says));
+        }
+        let offset_named = 1000 + second as u64;
+        for (case, bad, says) in cases {
             std::fs::write(&segment, &bad).unwrap();
             let err = WalWriter::open(d, 1 << 20).err().expect("refused");
             let WalError::Damaged { path, offset, .. } = &err else {
-                panic!("byte {at}: {err}");
+                panic!("{case}: {err}");
             };
-            assert_eq!((path, *offset), (&segment, 1000 + second), "byte {at}");
+            assert_eq!((path, *offset), (&segment, offset_named), "{case}");
             let msg = err.to_string();
             assert!(
                 msg.contains(&segment.display().to_string())
-                    && msg.contains(&format!("log offset {}", 1000 + second)),
-                "{msg}"
+                    && msg.contains(&format!("log offset {offset_named}"))
+                    && msg.contains(says),
+                "{case}: {msg}"
             );
             // The file is left as it was.
-            assert_eq!(std::fs::read(&segment).unwrap(), bad);
+            assert_eq!(std::fs::read(&segment).unwrap(), bad, "{case}");
             // The reader refuses it too, after handing out the record before it.
             let mut r = WalReader::open(d, None).unwrap();
             assert_eq!(text(&r.poll(1).unwrap()), lines[0]);
             let err = r.poll(1).unwrap_err();
             assert!(
-                matches!(&err, WalError::Damaged { offset, .. } if *offset == 1000 + second),
-                "{err}"
+                matches!(&err, WalError::Damaged { path, offset, .. }
+                    if *offset == offset_named && path == &segment)
+                    && err.to_string().contains(says),
+                "{case}: {err}"
             );
-            assert_eq!(r.position().offset, 1000 + second);
+            assert_eq!(r.position().offset, offset_named);
         }
     }
 
