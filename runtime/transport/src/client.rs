@@ -15,7 +15,7 @@ use crate::dial::{lock, Backoff, DialError, Dialer};
 use crate::error::{Rpc, TransportError};
 use crate::proto::control_client::ControlClient;
 use crate::proto::peer_client::PeerClient as PeerStub;
-use crate::proto::{ControlRequest, RaftRequest, SnapshotChunk};
+use crate::proto::{ControlRequest, RaftReply, RaftRequest, SnapshotChunk};
 use crate::GroupId;
 
 /// Timeouts, backoff and limits of a [`PeerClient`].
@@ -140,19 +140,14 @@ impl PeerClient {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, TransportError> {
-        let after = self.timeout(timeout);
-        let mut stub = self.raft();
-        let request = with_timeout(
-            RaftRequest {
-                group: group.0,
-                payload,
-            },
-            after,
-        );
-        let reply = self
-            .finish(Rpc::AppendEntries, after, stub.append_entries(request))
-            .await?;
-        Ok(reply.payload)
+        self.raft_call(
+            Rpc::AppendEntries,
+            group,
+            payload,
+            timeout,
+            |mut stub, r| async move { stub.append_entries(r).await },
+        )
+        .await
     }
 
     /// Sends a Vote request for `group` on the Raft connection; returns the reply's payload.
@@ -162,8 +157,30 @@ impl PeerClient {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, TransportError> {
+        self.raft_call(
+            Rpc::Vote,
+            group,
+            payload,
+            timeout,
+            |mut stub, r| async move { stub.vote(r).await },
+        )
+        .await
+    }
+
+    /// One request of the Raft connection, sent by `send` on its stub.
+    async fn raft_call<F, Fut>(
+        &self,
+        rpc: Rpc,
+        group: GroupId,
+        payload: Bytes,
+        timeout: Option<Duration>,
+        send: F,
+    ) -> Result<Bytes, TransportError>
+    where
+        F: FnOnce(PeerStub<Channel>, Request<RaftRequest>) -> Fut,
+        Fut: Future<Output = Result<Response<RaftReply>, Status>>,
+    {
         let after = self.timeout(timeout);
-        let mut stub = self.raft();
         let request = with_timeout(
             RaftRequest {
                 group: group.0,
@@ -171,7 +188,7 @@ impl PeerClient {
             },
             after,
         );
-        let reply = self.finish(Rpc::Vote, after, stub.vote(request)).await?;
+        let reply = self.finish(rpc, after, send(self.raft(), request)).await?;
         Ok(reply.payload)
     }
 
