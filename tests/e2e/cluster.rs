@@ -22,18 +22,21 @@ struct NodeProc {
     id: u64,
     dir: PathBuf,
     addr: String,
+    /// Flags it was started with beyond the usual ones, kept for a restart.
+    extra: Vec<String>,
     child: Child,
 }
 
 impl NodeProc {
     /// Starts node `id` on `dir`, listening on `listen`, joining through `join`; returns once
     /// it says where it listens.
-    fn start(id: u64, dir: &Path, listen: &str, join: Option<&str>) -> NodeProc {
+    fn start(id: u64, dir: &Path, listen: &str, join: Option<&str>, extra: &[String]) -> NodeProc {
         let mut c = quiver();
         c.args(["node", "--id", &id.to_string(), "--listen", listen])
             .arg("--data-dir")
             .arg(dir)
             .args(["--election-ms", ELECTION_MS])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(j) = join {
@@ -61,6 +64,7 @@ impl NodeProc {
             id,
             dir: dir.to_path_buf(),
             addr,
+            extra: extra.to_vec(),
             child,
         }
     }
@@ -78,7 +82,13 @@ impl NodeProc {
     /// Starts it again on its data directory and address, after a kill.
     fn restart(&mut self) {
         self.kill();
-        let again = NodeProc::start(self.id, &self.dir.clone(), &self.addr.clone(), None);
+        let again = NodeProc::start(
+            self.id,
+            &self.dir.clone(),
+            &self.addr.clone(),
+            None,
+            &self.extra.clone(),
+        );
         *self = again;
     }
 }
@@ -181,14 +191,15 @@ fn submit(dir: &Path, addr: &str, name: &str) -> bool {
     false
 }
 
-/// Starts a cluster of three nodes and waits until node 1 leads three voters.
-fn three_nodes(dir: &Path) -> Vec<NodeProc> {
-    let n1 = NodeProc::start(1, &dir.join("n1"), "127.0.0.1:0", None);
+/// Starts a cluster of three nodes, each with the flags `extra`, and waits until node 1 has
+/// three voters.
+fn three_nodes(dir: &Path, extra: &[String]) -> Vec<NodeProc> {
+    let n1 = NodeProc::start(1, &dir.join("n1"), "127.0.0.1:0", None, extra);
     wait_for("node 1 leads", &[&n1.addr], Duration::from_secs(30), |s| {
         leader(s) == Some(1)
     });
-    let n2 = NodeProc::start(2, &dir.join("n2"), "127.0.0.1:0", Some(&n1.addr));
-    let n3 = NodeProc::start(3, &dir.join("n3"), "127.0.0.1:0", Some(&n1.addr));
+    let n2 = NodeProc::start(2, &dir.join("n2"), "127.0.0.1:0", Some(&n1.addr), extra);
+    let n3 = NodeProc::start(3, &dir.join("n3"), "127.0.0.1:0", Some(&n1.addr), extra);
     wait_for("three voters", &[&n1.addr], Duration::from_secs(30), |s| {
         voters(s) == 3
     });
@@ -198,7 +209,7 @@ fn three_nodes(dir: &Path) -> Vec<NodeProc> {
 #[test]
 fn a_killed_leader_is_replaced_and_comes_back_as_a_follower_with_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = three_nodes(dir.path());
+    let mut nodes = three_nodes(dir.path(), &[]);
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let mut acknowledged = BTreeSet::new();
     for i in 0..5 {
@@ -278,7 +289,7 @@ fn a_killed_leader_is_replaced_and_comes_back_as_a_follower_with_the_same_state(
 #[test]
 fn a_follower_that_missed_entries_does_not_win_the_election() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = three_nodes(dir.path());
+    let mut nodes = three_nodes(dir.path(), &[]);
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     // Whoever leads now (an election may have moved it on a busy machine), one follower is
     // paused and misses what follows, the other one keeps up.
@@ -324,4 +335,79 @@ fn a_follower_that_missed_entries_does_not_win_the_election() {
         |s| jobs(s).len() == 5,
     );
     assert_eq!(caught_up["leader"].as_u64(), Some(nodes[up].id));
+}
+
+/// The index of the node that leads, by its own word.
+fn leading(nodes: &[NodeProc]) -> usize {
+    nodes
+        .iter()
+        .position(|n| status(&n.addr).is_some_and(|s| leader(&s) == Some(n.id)))
+        .expect("one node leads")
+}
+
+#[test]
+fn a_returning_follower_catches_up_from_the_log_or_from_a_snapshot_once_the_log_is_purged() {
+    // (snapshot every N entries, writes while the follower is down, caught up by snapshot?)
+    for (every, writes, by_snapshot) in [(1_000_000u64, 60, false), (20, 120, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = ["--snapshot-every".to_string(), every.to_string()];
+        let mut nodes = three_nodes(dir.path(), &extra);
+        let lead = leading(&nodes);
+        let down = (lead + 1) % 3;
+        let had = status(&nodes[down].addr).expect("the follower answers")["last_log_index"]
+            .as_u64()
+            .unwrap();
+        nodes[down].kill();
+        let mut acknowledged = BTreeSet::new();
+        for i in 0..writes {
+            let name = format!("while-down-{i}");
+            if submit(dir.path(), &nodes[lead].addr, &name) {
+                acknowledged.insert(name);
+            }
+        }
+        assert_eq!(
+            acknowledged.len(),
+            writes,
+            "a majority is up: every write is acknowledged"
+        );
+        let leader_view = status(&nodes[lead].addr).expect("the leader answers");
+        let purged = leader_view["purged_index"].as_u64().unwrap_or(0);
+        if by_snapshot {
+            assert!(
+                purged > had,
+                "the leader purged past the follower's last entry ({had}): {leader_view:#?}"
+            );
+        } else {
+            assert_eq!(purged, 0, "nothing purged: {leader_view:#?}");
+        }
+        nodes[down].restart();
+        let back = wait_for(
+            "the follower catches up",
+            &[&nodes[down].addr],
+            Duration::from_secs(30),
+            |s| jobs(s) == acknowledged,
+        );
+        let installed = back["snapshots_installed"].as_u64().unwrap();
+        if by_snapshot {
+            assert!(installed >= 1, "caught up by snapshot: {back:#?}");
+        } else {
+            assert_eq!(installed, 0, "caught up from the log alone: {back:#?}");
+        }
+        // And it holds the same state as the leader once both applied the same entries.
+        let lead_addr = nodes[lead].addr.clone();
+        let down_addr = nodes[down].addr.clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (a, b) = (status(&lead_addr), status(&down_addr));
+            if let (Some(a), Some(b)) = (&a, &b) {
+                if a["applied_index"] == b["applied_index"]
+                    && a["state_checksum"] == b["state_checksum"]
+                {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "replicas differ: {a:#?} {b:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

@@ -44,6 +44,10 @@ pub struct NodeArgs {
     /// milliseconds campaigns to become leader.
     #[arg(long, default_value_t = 400)]
     pub election_ms: u64,
+    /// Take a snapshot every this many applied entries; the log before it may then be purged,
+    /// and a follower that lacks purged entries gets the snapshot instead.
+    #[arg(long, default_value_t = 5000)]
+    pub snapshot_every: u64,
 }
 
 /// `quiver cluster …`.
@@ -106,6 +110,7 @@ pub fn node(args: NodeArgs) -> Result<()> {
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             election_min: Duration::from_millis(args.election_ms),
             election_max: Duration::from_millis(args.election_ms * 2),
+            snapshot_every: args.snapshot_every.max(2),
             ..Timing::default()
         },
     };

@@ -324,6 +324,7 @@ fn status_of(raft: &Raft<TypeConfig>, state: &StateReader) -> NodeStatus {
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
         state_checksum: checksum,
+        snapshots_installed: state.snapshots_installed(),
         members,
         jobs,
     }

@@ -24,6 +24,9 @@ pub struct NodeStatus {
     pub purged_index: Option<u64>,
     /// The checksum of its applied state (hex), to compare replicas.
     pub state_checksum: String,
+    /// Snapshots it received from a leader and installed since it started (catch-up by
+    /// snapshot, when the entries it lacked were purged).
+    pub snapshots_installed: u64,
     /// Every member of the group.
     pub members: Vec<MemberStatus>,
     /// The jobs of the cluster, as this node has applied them.
@@ -52,7 +55,7 @@ impl NodeStatus {
     pub fn render(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let mut out = format!(
-            "node {} is {} in term {}; leader: {}\nlog: last {} applied {} snapshot {} purged {}; state checksum {}\n",
+            "node {} is {} in term {}; leader: {}\nlog: last {} applied {} snapshot {} purged {}; snapshots installed {}; state checksum {}\n",
             self.id,
             self.role,
             self.term,
@@ -61,6 +64,7 @@ impl NodeStatus {
             opt(self.applied_index),
             opt(self.snapshot_index),
             opt(self.purged_index),
+            self.snapshots_installed,
             &self.state_checksum[..self.state_checksum.len().min(16)],
         );
         out.push_str(

@@ -63,6 +63,8 @@ struct Shared {
     machine: RwLock<Machine>,
     /// Also serialises snapshot writes.
     current: Mutex<Option<Current>>,
+    /// Snapshots received from the leader and installed since the store was opened.
+    installed: std::sync::atomic::AtomicU64,
     _lock: File,
 }
 
@@ -207,6 +209,7 @@ impl StateMachineStore {
             group,
             machine: RwLock::new(machine),
             current: Mutex::new(current),
+            installed: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         };
         let store = StateMachineStore {
@@ -234,6 +237,14 @@ impl StateMachineStore {
 }
 
 impl StateReader {
+    /// How many snapshots from the leader this node installed since it started: a follower
+    /// that caught up from a snapshot rather than from log entries shows it here.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.shared
+            .installed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Calls `read` with the state and the log id it was last applied at.
     pub fn read<T>(&self, read: impl FnOnce(&ClusterState, Option<LogId>) -> T) -> T {
         let machine = self.shared.machine();
@@ -350,6 +361,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             machine.state = state;
             machine.last_applied = meta.last_log_id;
             machine.membership = meta.last_membership;
+            shared
+                .installed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         })
         .await
