@@ -337,6 +337,24 @@ fn a_follower_that_missed_entries_does_not_win_the_election() {
     assert_eq!(caught_up["leader"].as_u64(), Some(nodes[up].id));
 }
 
+/// Waits (up to 20 s) until the nodes at `a` and `b` have applied the same entries to the same
+/// state.
+fn same_state(a: &str, b: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (x, y) = (status(a), status(b));
+        if let (Some(x), Some(y)) = (&x, &y) {
+            if x["applied_index"] == y["applied_index"]
+                && x["state_checksum"] == y["state_checksum"]
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "replicas differ: {x:#?} {y:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The index of the node that leads, by its own word.
 fn leading(nodes: &[NodeProc]) -> usize {
     nodes
@@ -394,20 +412,83 @@ fn a_returning_follower_catches_up_from_the_log_or_from_a_snapshot_once_the_log_
             assert_eq!(installed, 0, "caught up from the log alone: {back:#?}");
         }
         // And it holds the same state as the leader once both applied the same entries.
-        let lead_addr = nodes[lead].addr.clone();
-        let down_addr = nodes[down].addr.clone();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (a, b) = (status(&lead_addr), status(&down_addr));
-            if let (Some(a), Some(b)) = (&a, &b) {
-                if a["applied_index"] == b["applied_index"]
-                    && a["state_checksum"] == b["state_checksum"]
-                {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "replicas differ: {a:#?} {b:#?}");
-            std::thread::sleep(Duration::from_millis(100));
+        same_state(&nodes[lead].addr, &nodes[down].addr);
+    }
+}
+
+#[test]
+fn a_follower_with_a_damaged_log_refuses_it_naming_the_file_and_is_repaired_from_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &[]);
+    let lead = leading(&nodes);
+    let victim = (lead + 1) % 3;
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..30 {
+        let name = format!("job-{i}");
+        if submit(dir.path(), &nodes[lead].addr, &name) {
+            acknowledged.insert(name);
         }
     }
+    assert_eq!(acknowledged.len(), 30);
+    wait_for(
+        "the follower holds every entry",
+        &[&nodes[victim].addr],
+        Duration::from_secs(20),
+        |s| jobs(s) == acknowledged,
+    );
+    nodes[victim].kill();
+    // Flip one byte a third of the way into its log: damage to entries that were durable,
+    // not a torn append.
+    let log_dir = nodes[victim].dir.join("group-0/log");
+    let segment = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a log segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    // Started as it is, the node refuses its log, naming the file.
+    let mut c = quiver();
+    c.args([
+        "node",
+        "--id",
+        &nodes[victim].id.to_string(),
+        "--listen",
+        &nodes[victim].addr,
+    ])
+    .arg("--data-dir")
+    .arg(&nodes[victim].dir);
+    let (ok, _, err) = run(c);
+    assert!(!ok, "a damaged log must not be served");
+    assert!(
+        err.contains(&segment.display().to_string())
+            || err.contains(&*segment.file_name().unwrap().to_string_lossy()),
+        "the error names the damaged file: {err}"
+    );
+
+    // With --repair it moves the damage aside and gets the rest from the leader.
+    nodes[victim].extra = vec!["--repair".to_string()];
+    nodes[victim].restart();
+    let back = wait_for(
+        "the repaired follower catches up",
+        &[&nodes[victim].addr],
+        Duration::from_secs(30),
+        |s| jobs(s) == acknowledged,
+    );
+    assert_eq!(back["role"], "follower");
+    let moved: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("damaged"))
+        .collect();
+    assert!(
+        !moved.is_empty(),
+        "the damaged file is kept aside for inspection"
+    );
+    same_state(&nodes[lead].addr, &nodes[victim].addr);
 }
