@@ -66,7 +66,8 @@ enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Run one node of a cluster: it replicates jobs, checkpoints and events with the other
-    /// nodes (Raft) and takes over a dead leader's role within about a second.
+    /// nodes (Raft); when the leader dies, the others elect a new one (election timeout
+    /// 400–800 ms by default).
     ///
     /// Examples:
     ///   quiver node --id 1 --data-dir n1 --listen 127.0.0.1:7401

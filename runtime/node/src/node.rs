@@ -466,6 +466,15 @@ impl ControlHandler for Handlers {
     }
 }
 
+/// A client for a caller outside the cluster (the `quiver cluster` commands).
+fn outside_client(addr: String, timeout: Duration) -> Result<PeerClient, String> {
+    let config = ClientConfig {
+        default_timeout: timeout,
+        ..ClientConfig::default()
+    };
+    PeerClient::new(addr, config).map_err(|e| e.to_string())
+}
+
 /// Asks the node at `addr` for its view of the cluster; unless `local`, asks the leader too if
 /// that node knows another one, as the leader's view has every member's replication progress.
 pub async fn cluster_status(
@@ -474,11 +483,7 @@ pub async fn cluster_status(
     timeout: Duration,
 ) -> Result<NodeStatus, String> {
     let ask = |addr: String| async move {
-        let config = ClientConfig {
-            default_timeout: timeout,
-            ..ClientConfig::default()
-        };
-        let client = PeerClient::new(addr, config).map_err(|e| e.to_string())?;
+        let client = outside_client(addr, timeout)?;
         let bytes = client
             .call(method::STATUS, GroupId::FIRST, Bytes::new(), Some(timeout))
             .await
@@ -507,11 +512,7 @@ pub async fn write(
     command: &Command,
     timeout: Duration,
 ) -> Result<(u64, Reply), String> {
-    let config = ClientConfig {
-        default_timeout: timeout,
-        ..ClientConfig::default()
-    };
-    let client = PeerClient::new(addr.to_string(), config).map_err(|e| e.to_string())?;
+    let client = outside_client(addr.to_string(), timeout)?;
     let bytes = client
         .call(
             method::CLIENT_WRITE,
