@@ -65,8 +65,8 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
-    /// Run one node of a cluster: it replicates jobs, checkpoints and events with the other
-    /// nodes (Raft); when the leader dies, the others elect a new one (election timeout
+    /// Run one node of a cluster: it replicates the cluster's membership and jobs with the
+    /// other nodes (Raft); when the leader dies, the others elect a new one (election timeout
     /// 400–800 ms by default).
     ///
     /// Examples:
