@@ -84,11 +84,17 @@ fn a_second_signal_exits_at_once_and_the_next_run_repeats_nothing() {
     let writer = append_lines(&input, TOTAL, 40, 4, line);
     let child = start(dir.path(), &[]);
     wait_for_rows(dir.path(), 1000);
-    // Two different signals from one shell, microseconds apart: the first asks for a final
-    // checkpoint, the second arrives while it is being taken and ends the process at once.
+    // Two different signals before the process can act on the first: the first asks for a
+    // final checkpoint, the second ends the process at once. The process is stopped while both
+    // are sent so that a busy machine cannot let the final checkpoint finish in between (that
+    // race made this test fail once); on SIGCONT both are delivered before it runs again.
     let pid = child.id().to_string();
     let sent = Command::new("sh")
-        .args(["-c", "kill -INT $0; kill -TERM $0", &pid])
+        .args([
+            "-c",
+            "kill -STOP $0; kill -INT $0; kill -TERM $0; kill -CONT $0",
+            &pid,
+        ])
         .status()
         .unwrap();
     assert!(sent.success());
