@@ -44,6 +44,10 @@ pub enum StoreError {
         /// The store's current generation.
         current: Generation,
     },
+    /// A store over a network (the cluster's replicated log) failed, refused the commit, or
+    /// fenced the writer: its own error says which.
+    #[error(transparent)]
+    Remote(Box<dyn std::error::Error + Send + Sync>),
     /// A commit for an epoch not after the last committed one, with other contents.
     #[error("job `{job}`: checkpoint {epoch} is not after the last committed checkpoint {last}")]
     OutOfOrder {

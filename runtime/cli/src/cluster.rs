@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use quiver::node::{cluster_status, Node, NodeConfig, Timing};
+use quiver::worker::ingest::{Door, DoorConfig};
+use quiver::worker::{Runner, RunnerConfig};
 
 /// `quiver node`.
 #[derive(Args)]
@@ -24,9 +26,13 @@ pub struct NodeArgs {
     /// The address others reach it at, if not the one it listens on (behind NAT, 0.0.0.0).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Where its HTTP API will listen (ingest and status), as told to the others.
-    #[arg(long, default_value = "")]
+    /// Where its HTTP ingest listens (`POST /ingest/<job>`); port 0 takes a free port, printed
+    /// at start and shown by `quiver cluster status`.
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub api: String,
+    /// The largest ingest request body taken, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_body_mib: usize,
     /// Join the cluster that the node at this address belongs to. Without it, the node starts
     /// a new cluster of its own — or, restarted on a data directory that holds one, rejoins it.
     #[arg(long)]
@@ -98,12 +104,18 @@ pub fn node(args: NodeArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    // The ingest door listens before the node starts, so that the node can tell the others
+    // where it is; it answers 503 until the node is up.
+    let door = std::sync::Arc::new(Door::new(args.max_body_mib << 20));
+    let ingest = quiver::worker::ingest::serve(&args.api, door.clone())
+        .with_context(|| format!("node {}: the HTTP ingest", args.id))?;
+    let api = ingest.local_addr().to_string();
     let config = NodeConfig {
         id: args.id,
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         advertise: args.advertise,
-        api: args.api,
+        api: api.clone(),
         join: args.join,
         repair: args.repair,
         timing: Timing {
@@ -119,10 +131,26 @@ pub fn node(args: NodeArgs) -> Result<()> {
         .thread_name("quiver-node")
         .build()
         .context("cannot start the node's runtime")?;
+    let work_dir = args.data_dir.join("partitions");
     runtime.block_on(async move {
         let node = Node::start(config).await?;
+        door.open(DoorConfig {
+            state: node.state(),
+            writer: node.writer(),
+            write_timeout: Duration::from_secs(10),
+        });
+        let runner = Runner::start(RunnerConfig {
+            state: node.state(),
+            writer: node.writer(),
+            lease: node.lease(),
+            runtime: tokio::runtime::Handle::current(),
+            work_dir,
+            call_timeout: Duration::from_secs(5),
+            cache_dir: quiver::plugin::Host::default_cache_dir(),
+        });
         // Tests and scripts read this line to learn the bound port.
         println!("node {} listening on {}", node.id, node.addr);
+        println!("node {} ingest: http://{api}/ingest/<job>", node.id);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot catch SIGTERM")?;
         tokio::select! {
@@ -130,7 +158,10 @@ pub fn node(args: NodeArgs) -> Result<()> {
             _ = term.recv() => {}
         }
         eprintln!("node {}: stopping", node.id);
+        // The partitions take a final checkpoint; their commits need the node's runtime.
+        let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
         node.shutdown().await;
+        ingest.stop();
         Ok(())
     })
 }
@@ -178,11 +209,15 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
                     .map(|s| s.to_string_lossy().into_owned())
                     .context("the pipeline file has no name; pass --name")?,
             };
-            let partitions = parsed.partition.as_ref().and_then(|p| p.count).unwrap_or(1) as u32;
+            let partitions =
+                quiver::stream::partitioning(&parsed)?.map_or(1, |p| p.partitions()) as u32;
+            let base_dir = std::path::absolute(&parsed.base_dir)
+                .with_context(|| format!("cannot resolve {}", parsed.base_dir.display()))?;
             let command = quiver::replication::Command::SubmitJob {
                 job: job.clone(),
                 pipeline_toml: text,
                 partitions,
+                base_dir: base_dir.to_string_lossy().into_owned(),
             };
             let (index, reply) = runtime
                 .block_on(quiver::node::write(

@@ -12,7 +12,9 @@
 //! - [`raft_network`]: openraft's network over `quiver-transport` (gRPC): a peer that is down
 //!   is unreachable, a slow one times out after openraft's per-call time-to-live;
 //! - [`timing`]: Raft's timings and the call time-outs;
-//! - [`status`]: what `quiver cluster status` shows.
+//! - [`status`]: what `quiver cluster status` shows;
+//! - [`worker_liveness`]: workers' heartbeats to the leader (in memory), the leader's loop that
+//!   reassigns the partitions of silent workers, and a worker's lease.
 //!
 //! **Leader failover** is Raft's: followers that miss the leader's heartbeats for an election
 //! timeout campaign, and a node grants its vote only to a candidate whose log is at least as
@@ -29,7 +31,8 @@ pub mod node;
 pub mod raft_network;
 pub mod status;
 pub mod timing;
+pub mod worker_liveness;
 
-pub use node::{cluster_status, write, Node, NodeConfig, NodeError};
+pub use node::{cluster_status, write, Node, NodeConfig, NodeError, WriteError, Writer};
 pub use status::{MemberStatus, NodeStatus};
 pub use timing::Timing;

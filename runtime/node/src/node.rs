@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::raft_network::Network;
 use crate::status::{MemberStatus, NodeStatus};
 use crate::timing::Timing;
+use crate::worker_liveness::{self, Beat, BeatAnswer, Clock, LeaderView, Lease};
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -104,7 +105,105 @@ pub struct Node {
     raft: Raft<TypeConfig>,
     handlers: Arc<Handlers>,
     server: ServerHandle,
+    lease: Lease,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// A write failed; whether it was applied is unknown unless the error says it was not.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The node knows of no leader (an election is under way): try again.
+    #[error("node {node} knows of no leader yet")]
+    NoLeader {
+        /// The node asked.
+        node: u64,
+    },
+    /// The leader could not be reached, or did not answer in time.
+    #[error("writing through the leader at {leader}: {message}")]
+    Forward {
+        /// The leader's address.
+        leader: String,
+        /// Why.
+        message: String,
+    },
+    /// Raft did not commit the write (this node stopped leading, or shut down).
+    #[error("node {node}: {message}")]
+    Raft {
+        /// The node that tried.
+        node: u64,
+        /// What Raft said.
+        message: String,
+    },
+}
+
+/// Writes commands to the replicated log from inside a node: directly when the node leads,
+/// through the leader otherwise. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    handlers: Arc<Handlers>,
+}
+
+impl Writer {
+    /// Writes `command`; returns the log index it was committed at and the state machine's
+    /// reply, once a majority holds it (the durability point: each of them fsynced it).
+    pub async fn write(&self, command: Command) -> Result<(u64, Reply), WriteError> {
+        self.handlers.write_anywhere(command).await
+    }
+
+    /// A linearizable read point: returns once this node's state machine has applied every
+    /// entry the leader had committed when asked (confirmed by a majority), so that what the
+    /// caller reads next from the local state is at least that recent.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<u64, WriteError> {
+        let index = match self.handlers.leader_addr() {
+            Err(_) => return Err(WriteError::NoLeader { node: self.node() }),
+            Ok(None) => self
+                .handlers
+                .read_index()
+                .await
+                .map_err(|message| WriteError::Raft {
+                    node: self.node(),
+                    message,
+                })?,
+            Ok(Some(leader)) => {
+                let call = ControlCall {
+                    method: READ_INDEX.to_string(),
+                    group: GroupId::FIRST,
+                    payload: Bytes::new(),
+                };
+                let fail = |message: String| WriteError::Forward {
+                    leader: leader.clone(),
+                    message,
+                };
+                let bytes = self
+                    .handlers
+                    .forward(leader.clone(), call)
+                    .await
+                    .map_err(|e| fail(e.message))?;
+                decode::<Result<u64, String>>(&bytes)
+                    .map_err(|e| fail(e.message))?
+                    .map_err(fail)?
+            }
+        };
+        self.handlers
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map_err(|e| WriteError::Raft {
+                node: self.node(),
+                message: format!("waiting to apply log index {index}: {e}"),
+            })?;
+        Ok(index)
+    }
+
+    /// The node's id.
+    pub fn node(&self) -> u64 {
+        self.handlers.id
+    }
+}
+
+/// The control call that answers the leader's read index (see [`Writer::read_barrier`]).
+pub const READ_INDEX: &str = "read_index";
 
 impl Node {
     /// Opens the storage, starts Raft and the server, and initialises or joins the cluster.
@@ -157,11 +256,15 @@ impl Node {
             node,
             message: e.to_string(),
         })?;
+        let clock = Clock::new();
+        let view = Arc::new(std::sync::Mutex::new(LeaderView::default()));
         let handlers = Arc::new(Handlers {
             id: node,
             raft: raft.clone(),
-            state,
+            state: state.clone(),
             timing: config.timing.clone(),
+            view: view.clone(),
+            clock: clock.clone(),
         });
         let server = quiver_transport::serve_listener(
             listener,
@@ -191,13 +294,44 @@ impl Node {
                 }
             }
         }
+        let lease = Lease::new(clock.clone(), config.timing.workers);
+        let tasks = vec![
+            tokio::spawn(worker_liveness::lead(
+                raft.clone(),
+                state,
+                view,
+                clock,
+                config.timing.workers,
+                node,
+            )),
+            tokio::spawn(beat(handlers.clone(), lease.clone())),
+        ];
         Ok(Node {
             id: node,
             addr,
             raft,
             handlers,
             server,
+            lease,
+            tasks,
         })
+    }
+
+    /// The replicated state as this node has applied it.
+    pub fn state(&self) -> StateReader {
+        self.handlers.state.clone()
+    }
+
+    /// A handle that writes commands to the log.
+    pub fn writer(&self) -> Writer {
+        Writer {
+            handlers: self.handlers.clone(),
+        }
+    }
+
+    /// This node's lease as a worker.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
     }
 
     /// This node's view of the cluster.
@@ -207,6 +341,9 @@ impl Node {
 
     /// Stops Raft and the server.
     pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
         let _ = self.raft.shutdown().await;
         let _ = self.server.shutdown(Duration::from_millis(500)).await;
     }
@@ -250,6 +387,33 @@ async fn join(node: u64, through: &str, me: ClusterNode, timing: &Timing) -> Res
 
 /// The control call that adds a node to the cluster.
 pub const JOIN: &str = "join";
+
+/// Sends this node's heartbeat to the leader every heartbeat interval and keeps its lease: a
+/// leader's answer says how long ago a majority acknowledged it.
+async fn beat(handlers: Arc<Handlers>, lease: Lease) {
+    let every = Duration::from_millis(handlers.timing.workers.heartbeat_interval);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = handlers.clock.now();
+        let call = ControlCall {
+            method: method::HEARTBEAT.to_string(),
+            group: GroupId::FIRST,
+            payload: encode(&Beat { node: handlers.id }),
+        };
+        match handlers.heartbeat(call).await {
+            Ok(bytes) => match decode::<BeatAnswer>(&bytes) {
+                Ok(BeatAnswer {
+                    quorum_ack_ms: Some(age),
+                }) => lease.touch(sent.saturating_sub(age)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("bad heartbeat answer: {}", e.message),
+            },
+            Err(e) => tracing::debug!(node = handlers.id, "heartbeat: {}", e.message),
+        }
+    }
+}
 
 /// A node asking to join: its id and addresses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,6 +504,8 @@ struct Handlers {
     raft: Raft<TypeConfig>,
     state: StateReader,
     timing: Timing,
+    view: Arc<std::sync::Mutex<LeaderView>>,
+    clock: Clock,
 }
 
 impl Handlers {
@@ -388,20 +554,103 @@ impl Handlers {
 
     async fn join(&self, request: JoinRequest) -> Result<(), String> {
         let JoinRequest { id, node } = request;
-        self.raft
-            .add_learner(id, node, true)
-            .await
-            .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
-        let m = self.raft.metrics().borrow().clone();
-        let mut voters: BTreeSet<RaftNodeId> =
-            m.membership_config.membership().voter_ids().collect();
-        if voters.insert(id) {
-            self.raft
-                .change_membership(voters, false)
-                .await
-                .map_err(|e| format!("making node {id} a voter: {e}"))?;
+        // Nodes joining at once: one membership change at a time, so a step that finds another
+        // in progress waits for it and tries again (with the voters as they are then).
+        let deadline = tokio::time::Instant::now() + self.timing.join_deadline;
+        let in_progress = |e: &openraft::error::RaftError<
+            RaftNodeId,
+            openraft::error::ClientWriteError<RaftNodeId, ClusterNode>,
+        >| {
+            matches!(
+                e,
+                openraft::error::RaftError::APIError(
+                    openraft::error::ClientWriteError::ChangeMembershipError(
+                        openraft::error::ChangeMembershipError::InProgress(_),
+                    ),
+                )
+            ) && tokio::time::Instant::now() < deadline
+        };
+        let pause = || tokio::time::sleep(Duration::from_millis(50));
+        loop {
+            match self.raft.add_learner(id, node.clone(), true).await {
+                Ok(_) => break,
+                Err(e) if in_progress(&e) => pause().await,
+                Err(e) => return Err(format!("adding node {id} as a learner: {e}")),
+            }
         }
-        Ok(())
+        loop {
+            let m = self.raft.metrics().borrow().clone();
+            let mut voters: BTreeSet<RaftNodeId> =
+                m.membership_config.membership().voter_ids().collect();
+            if !voters.insert(id) {
+                return Ok(());
+            }
+            match self.raft.change_membership(voters, false).await {
+                Ok(_) => return Ok(()),
+                Err(e) if in_progress(&e) => pause().await,
+                Err(e) => return Err(format!("making node {id} a voter: {e}")),
+            }
+        }
+    }
+
+    /// A heartbeat: recorded when this node leads (and answered with its quorum contact),
+    /// forwarded to the leader otherwise.
+    async fn heartbeat(&self, call: ControlCall) -> HandlerResult {
+        if let Some(leader) = self.leader_addr()? {
+            return self.forward(leader, call).await;
+        }
+        let Beat { node } = decode(&call.payload)?;
+        worker_liveness::record(&self.view, node, self.clock.now());
+        let m = self.raft.metrics().borrow().clone();
+        let alone = m.membership_config.membership().voter_ids().count() == 1;
+        let quorum_ack_ms = match m.millis_since_quorum_ack {
+            None if alone && m.state == ServerState::Leader => Some(0),
+            other => other,
+        };
+        Ok(encode(&BeatAnswer { quorum_ack_ms }))
+    }
+
+    /// The leader's read index: its commit index, once a majority confirmed it still leads.
+    async fn read_index(&self) -> Result<u64, String> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|l| l.map_or(0, |l| l.index))
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`Handlers::write`] here when leading, through the leader otherwise.
+    async fn write_anywhere(&self, command: Command) -> Result<(u64, Reply), WriteError> {
+        let leader = self
+            .leader_addr()
+            .map_err(|_| WriteError::NoLeader { node: self.id })?;
+        match leader {
+            None => self
+                .write(command)
+                .await
+                .map_err(|message| WriteError::Raft {
+                    node: self.id,
+                    message,
+                }),
+            Some(leader) => {
+                let call = ControlCall {
+                    method: method::CLIENT_WRITE.to_string(),
+                    group: GroupId::FIRST,
+                    payload: encode(&command),
+                };
+                let fail = |message: String| WriteError::Forward {
+                    leader: leader.clone(),
+                    message,
+                };
+                let bytes = self
+                    .forward(leader.clone(), call)
+                    .await
+                    .map_err(|e| fail(e.message))?;
+                decode::<Result<(u64, Reply), String>>(&bytes)
+                    .map_err(|e| fail(e.message))?
+                    .map_err(fail)
+            }
+        }
     }
 
     async fn write(&self, command: Command) -> Result<(u64, Reply), String> {
@@ -450,6 +699,13 @@ impl ControlHandler for Handlers {
                 }
                 let answer = self.join(decode(&call.payload)?).await;
                 Ok(encode(&answer))
+            }
+            method::HEARTBEAT => self.heartbeat(call).await,
+            READ_INDEX => {
+                if let Some(leader) = self.leader_addr()? {
+                    return self.forward(leader, call).await;
+                }
+                Ok(encode(&self.read_index().await))
             }
             method::CLIENT_WRITE => {
                 if let Some(leader) = self.leader_addr()? {

@@ -22,6 +22,8 @@ pub struct Timing {
     /// A snapshot is taken once this many entries were applied since the last one, after
     /// which the log before it may be purged.
     pub snapshot_every: u64,
+    /// Workers' heartbeats, lease and reassignment timeout (200 ms, 1 s, 1.5 s).
+    pub workers: quiver_coordination::lease::Timeouts,
 }
 
 impl Default for Timing {
@@ -33,6 +35,7 @@ impl Default for Timing {
             call_timeout: Duration::from_secs(2),
             join_deadline: Duration::from_secs(10),
             snapshot_every: 5000,
+            workers: quiver_coordination::lease::Timeouts::default(),
         }
     }
 }

@@ -59,6 +59,7 @@
 //! | `quiver-plugin-host` | [`untrusted`], [`capability`], [`sandbox`], [`abi`], [`plugin`], [`fit`], [`replay`] | the only crate with wasmtime |
 //! | `quiver-exec` | [`policy`], [`window`], [`pipeline`], [`chain`], [`report`], [`batch`] | the pipeline file, the chain runner, batch mode |
 //! | `quiver-stream` | [`stream`] | streaming mode |
+//! | `quiver-worker` | [`worker`] | a cluster node's worker half: the HTTP ingest that splits events into partitions at the door, the owned partitions run by streaming mode over the replicated events, checkpoints committed through the log and fenced by generation |
 //! | `quiver-authoring` | [`authoring`] | `quiver plugin new/build/test` and the embedded kits |
 //! | `quiver-cli` | — | the `quiver` binary: arguments, progress and printing only |
 
@@ -73,3 +74,4 @@ pub use quiver_plugin_host::{abi, capability, fit, plugin, replay, sandbox, untr
 pub use quiver_replication as replication;
 pub use quiver_stream as stream;
 pub use quiver_transport as transport;
+pub use quiver_worker as worker;

@@ -28,6 +28,9 @@ pub enum Command {
         pipeline_toml: String,
         /// How many partitions its input is split into (at least one).
         partitions: u32,
+        /// The directory the pipeline's relative paths resolve against (where its file was),
+        /// absolute: the plugins and the sink must be reachable there from every node.
+        base_dir: String,
     },
     /// Stop a job: its partitions lose their owners (so any further commit is fenced), its
     /// events and producers are dropped. Its last checkpoints and generation counter stay, and
@@ -64,6 +67,11 @@ pub enum Command {
         /// The events of each partition, at most one part per partition: an Arrow IPC stream,
         /// opaque here.
         parts: Vec<(PartitionId, Vec<u8>)>,
+        /// The schema the parts were encoded with (an Arrow IPC stream without batches), when
+        /// the door had to infer it because the job had none yet: the first such request to
+        /// apply fixes the job's schema, and a later one that inferred another is refused with
+        /// [`Reply::SchemaConflict`].
+        schema: Option<Vec<u8>>,
     },
     /// A worker commits a checkpoint of a partition it owns.
     Checkpoint {
@@ -155,6 +163,12 @@ pub enum Reply {
         epoch: Epoch,
         /// The log index it covers.
         through: LogIndex,
+    },
+    /// An ingest request encoded with a schema other than the one the job already has: encode
+    /// it again with this one.
+    SchemaConflict {
+        /// The job's schema (an Arrow IPC stream without batches).
+        schema: Vec<u8>,
     },
     /// A checkpoint claiming events at or beyond its own log index, which it cannot have read.
     CheckpointAhead {

@@ -133,6 +133,7 @@ mod tests {
                 job: "clicks".into(),
                 pipeline_toml: "[source]".into(),
                 partitions: 2,
+                base_dir: String::new(),
             },
         );
         let last = LogId::new(CommittedLeaderId::new(3, 1), 7);

@@ -42,6 +42,11 @@ pub struct ClusterState {
 pub struct Job {
     /// Its pipeline definition (TOML text).
     pub pipeline_toml: String,
+    /// The directory the pipeline's relative paths resolve against.
+    pub base_dir: String,
+    /// The schema of its events (an Arrow IPC stream without batches), fixed by the first
+    /// ingest request; `None` until then.
+    pub schema: Option<Vec<u8>>,
     /// How many partitions its input has.
     pub partitions: u32,
     /// Whether it runs (false once stopped).
@@ -149,7 +154,8 @@ impl ClusterState {
                 job,
                 pipeline_toml,
                 partitions,
-            } => self.submit(index, job, pipeline_toml, partitions),
+                base_dir,
+            } => self.submit(index, job, pipeline_toml, partitions, base_dir),
             Command::StopJob { job } => self.stop(&job),
             Command::Assign {
                 job,
@@ -165,8 +171,9 @@ impl ClusterState {
                 producer,
                 seq,
                 parts,
+                schema,
             } => match self.running_mut(&job) {
-                Ok(j) => j.ingest(index, &producer, seq, parts),
+                Ok(j) => j.ingest(index, &producer, seq, parts, schema),
                 Err(reply) => reply,
             },
             Command::Checkpoint {
@@ -215,6 +222,7 @@ impl ClusterState {
         job: String,
         pipeline_toml: String,
         partitions: u32,
+        base_dir: String,
     ) -> Reply {
         if partitions == 0 {
             return Reply::NoPartitions;
@@ -228,6 +236,8 @@ impl ClusterState {
         };
         let fresh = Job {
             pipeline_toml,
+            base_dir,
+            schema: None,
             partitions,
             running: true,
             submitted_at: index,
@@ -397,6 +407,7 @@ impl Job {
         producer: &str,
         seq: u64,
         parts: Vec<(PartitionId, Vec<u8>)>,
+        schema: Option<Vec<u8>>,
     ) -> Reply {
         // Check the whole request before recording its sequence number: a refused request
         // must not count as applied.
@@ -413,10 +424,20 @@ impl Job {
                 };
             }
         }
+        if let (Some(theirs), Some(ours)) = (&schema, &self.schema) {
+            if theirs != ours {
+                return Reply::SchemaConflict {
+                    schema: ours.clone(),
+                };
+            }
+        }
         match self.producers.apply(producer, seq, index).decision {
             Decision::Duplicate { last } => Reply::Duplicate { last },
             Decision::Gap { expected } => Reply::Gap { expected },
             Decision::Apply => {
+                if self.schema.is_none() {
+                    self.schema = schema;
+                }
                 for (partition, bytes) in parts {
                     self.partition_states[partition.0 as usize]
                         .events

@@ -37,6 +37,7 @@ fn entry(index: u64) -> Entry {
             producer: "child".into(),
             seq: index,
             parts: vec![(PartitionId(0), bytes)],
+            schema: None,
         }),
     }
 }

@@ -70,6 +70,7 @@ fn ingest(seq: u64) -> Command {
         producer: "door".into(),
         seq,
         parts: vec![(PartitionId((seq % 2) as u32), vec![seq as u8; 100])],
+        schema: None,
     }
 }
 
@@ -116,6 +117,7 @@ async fn a_node_restarts_from_its_snapshot_and_the_log_after_it() {
             job: "clicks".into(),
             pipeline_toml: "[source]".into(),
             partitions: 2,
+            base_dir: String::new(),
         };
         assert_eq!(
             raft.client_write(submit).await.unwrap().data,

@@ -44,6 +44,7 @@
 pub mod chunk;
 mod commit;
 pub mod decode;
+pub mod feed;
 pub mod http;
 pub mod ingest;
 pub mod messages;
@@ -143,6 +144,8 @@ pub struct StreamOptions {
     /// Stop at the end of the input (once a poll finds no new line), with a final checkpoint,
     /// instead of waiting for more.
     pub stop_at_end: bool,
+    /// Read rows from this feed instead of the pipeline's `[source]` (which is then ignored).
+    pub feed: Option<feed::FeedOpener>,
 }
 
 impl std::fmt::Debug for StreamOptions {
@@ -153,6 +156,7 @@ impl std::fmt::Debug for StreamOptions {
             .field("events", &self.events.is_some())
             .field("start", &self.start)
             .field("stop_at_end", &self.stop_at_end)
+            .field("feed", &self.feed.is_some())
             .finish()
     }
 }
@@ -231,6 +235,9 @@ pub enum StreamError {
     /// The HTTP ingest endpoint stopped working.
     #[error("HTTP ingest: {0}")]
     Ingest(String),
+    /// The caller's [`feed`](feed::Feed) failed.
+    #[error(transparent)]
+    Feed(Box<dyn std::error::Error + Send + Sync>),
     /// The HTTP ingest's write-ahead log cannot be read: damaged, or written by an older
     /// version.
     #[error("HTTP ingest: {0}")]
@@ -357,7 +364,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn new(p: &Pipeline) -> Result<Settings, StreamError> {
+    fn new(p: &Pipeline, fed: bool) -> Result<Settings, StreamError> {
         let spec = p.stream.clone().unwrap_or_default();
         let stdout = p.sink.path.as_os_str() == "-";
         let sink = if stdout {
@@ -432,6 +439,7 @@ impl Settings {
             (None, Sink::Stdout) => p.base_dir.join("quiver-checkpoints"),
         };
         let source = match (&spec.listen, &p.source.paths[..]) {
+            _ if fed => SourceKind::Feed,
             (Some(addr), []) => SourceKind::Http {
                 addr: addr.clone(),
                 wal: spec
@@ -470,7 +478,7 @@ impl Settings {
             }
         };
         let in_format = match &source {
-            SourceKind::Http { .. } => Format::Jsonl,
+            SourceKind::Http { .. } | SourceKind::Feed => Format::Jsonl,
             SourceKind::File(path) => p
                 .source
                 .format
@@ -668,7 +676,7 @@ pub fn run(
     host: &Host,
     options: &StreamOptions,
 ) -> Result<StreamReport, StreamError> {
-    let s = Settings::new(pipeline)?;
+    let s = Settings::new(pipeline, options.feed.is_some())?;
     let store = LocalStore::new(&s.store_dir);
     drive(pipeline, host, options, s, store)
 }
@@ -680,7 +688,7 @@ pub fn run_with_store<S: CheckpointStore + 'static>(
     options: &StreamOptions,
     store: S,
 ) -> Result<StreamReport, StreamError> {
-    let s = Settings::new(pipeline)?;
+    let s = Settings::new(pipeline, options.feed.is_some())?;
     drive(pipeline, host, options, s, store)
 }
 
@@ -817,12 +825,15 @@ fn drive<S: CheckpointStore + 'static>(
     // A job that has its schema already gives it to the HTTP ingest before it listens, so that
     // no Arrow body that does not fit it is ever acknowledged.
     let stored = stored_decoder(&s)?;
-    let mut source = StreamInput::open(
-        &s.source,
-        ext,
-        from.as_ref(),
-        stored.as_ref().map(|d| d.schema().clone()),
-    )?;
+    let mut source = match &options.feed {
+        Some(open) => StreamInput::Feed(open(from.as_ref())?),
+        None => StreamInput::open(
+            &s.source,
+            ext,
+            from.as_ref(),
+            stored.as_ref().map(|d| d.schema().clone()),
+        )?,
+    };
     if let Some(addr) = source.ingest_addr() {
         options.tell(StreamEvent::IngestListening(addr));
     }
@@ -833,7 +844,7 @@ fn drive<S: CheckpointStore + 'static>(
     };
     source.set_schema(decoder.schema().clone());
     let chain = Chain::load(pipeline, host)?;
-    let partitioning = stream_partitioning(pipeline)?;
+    let partitioning = partitioning(pipeline)?;
     let partitions = partitioning.as_ref().map_or(1, |p| p.partitions()) as u32;
     let mut tasks = restore_tasks(&s, &store, &chain, partitions, &recovery)?;
     let recorder = Recorder::new(pipeline.replay_dir());
@@ -917,7 +928,7 @@ fn committed(source: &StreamInput, report: &mut StreamReport, c: &Committed) {
 
 /// How a streaming job spreads rows over its tasks: `[partition]` (hash, or range with given
 /// boundaries), else one task.
-fn stream_partitioning(p: &Pipeline) -> Result<Option<Partitioning>, StreamError> {
+pub fn partitioning(p: &Pipeline) -> Result<Option<Partitioning>, StreamError> {
     let Some(spec) = &p.partition else {
         return Ok(None);
     };

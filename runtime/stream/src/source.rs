@@ -44,6 +44,8 @@ pub enum SourceKind {
     },
     /// Standard input.
     Stdin,
+    /// A [`Feed`](super::feed::Feed) the caller hands the run.
+    Feed,
 }
 
 /// Where a directory source is.
@@ -221,6 +223,8 @@ pub enum StreamInput {
     Http(IngestServer, WalReader),
     /// Standard input.
     Stdin(StdinSource),
+    /// The caller's feed.
+    Feed(Box<dyn super::feed::Feed>),
 }
 
 /// The checkpoint's record of a source position that does not read back.
@@ -277,6 +281,11 @@ impl StreamInput {
                 StreamInput::Http(server, reader)
             }
             SourceKind::Stdin => StreamInput::Stdin(StdinSource::open()),
+            SourceKind::Feed => {
+                return Err(StreamError::Setup(
+                    "a fed run opens its feed with StreamOptions::feed".into(),
+                ))
+            }
         })
     }
 
@@ -315,6 +324,7 @@ impl StreamInput {
                 return Ok(chunks);
             }
             StreamInput::Stdin(s) => s.poll(max)?,
+            StreamInput::Feed(f) => return f.poll(max),
         };
         Ok(if lines.count > 0 {
             vec![Chunk::Lines(lines)]
@@ -330,6 +340,7 @@ impl StreamInput {
             StreamInput::File(t) => serde_json::to_value(t.position()),
             StreamInput::Http(_, r) => serde_json::to_value(r.position()),
             StreamInput::Directory(d) => serde_json::to_value(d.position()),
+            StreamInput::Feed(f) => Ok(f.position()),
             StreamInput::Stdin(_) => return None,
         };
         Some(v.expect("a position serializes"))
@@ -349,6 +360,7 @@ impl StreamInput {
             StreamInput::File(t) => t.lag_bytes(),
             StreamInput::Http(_, r) => r.lag_bytes(),
             StreamInput::Directory(d) => d.lag_bytes(),
+            StreamInput::Feed(f) => f.lag_bytes(),
             StreamInput::Stdin(_) => 0,
         }
     }

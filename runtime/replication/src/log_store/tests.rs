@@ -21,6 +21,7 @@ fn entry(term: u64, index: u64) -> Entry {
             producer: "p".into(),
             seq: index,
             parts: vec![(PartitionId(0), bytes)],
+            schema: None,
         }),
     }
 }

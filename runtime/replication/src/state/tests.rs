@@ -10,6 +10,7 @@ fn submit(job: &str, partitions: u32) -> Command {
         job: job.into(),
         pipeline_toml: format!("# {job}"),
         partitions,
+        base_dir: String::new(),
     }
 }
 
@@ -22,6 +23,7 @@ fn ingest(job: &str, producer: &str, seq: u64, parts: &[(u32, &[u8])]) -> Comman
             .iter()
             .map(|(p, bytes)| (PartitionId(*p), bytes.to_vec()))
             .collect(),
+        schema: None,
     }
 }
 
@@ -150,6 +152,57 @@ fn a_refused_ingest_does_not_count_for_its_producer() {
         s.apply(4, &ingest("j", "p", 5, &[(1, b"a")])),
         Reply::Applied
     );
+}
+
+#[test]
+fn the_first_applied_ingest_fixes_the_schema_and_another_one_is_refused_with_it() {
+    let mut s = ClusterState::new();
+    assert_eq!(s.apply(1, &submit("j", 1)), Reply::Applied);
+    let with = |seq: u64, schema: &[u8]| match ingest("j", "p", seq, &[(0, b"e")]) {
+        Command::Ingest {
+            job,
+            producer,
+            seq,
+            parts,
+            ..
+        } => Command::Ingest {
+            job,
+            producer,
+            seq,
+            parts,
+            schema: Some(schema.to_vec()),
+        },
+        _ => unreachable!(),
+    };
+    // A request without a schema leaves it unset; one with a gap applies nothing, so it fixes
+    // no schema either.
+    assert_eq!(
+        s.apply(2, &ingest("j", "p", 0, &[(0, b"e")])),
+        Reply::Applied
+    );
+    assert_eq!(s.apply(3, &with(2, b"B")), Reply::Gap { expected: 1 });
+    assert_eq!(s.job("j").unwrap().schema, None);
+    assert_eq!(s.apply(4, &with(1, b"A")), Reply::Applied);
+    assert_eq!(s.job("j").unwrap().schema.as_deref(), Some(&b"A"[..]));
+    let before = s.checksum();
+    assert_eq!(
+        s.apply(5, &with(2, b"B")),
+        Reply::SchemaConflict {
+            schema: b"A".to_vec()
+        }
+    );
+    assert_eq!(
+        s.checksum(),
+        before,
+        "a conflicting request changed the state"
+    );
+    // The same request encoded with the job's schema, or without one, applies.
+    assert_eq!(s.apply(6, &with(2, b"A")), Reply::Applied);
+    assert_eq!(
+        s.apply(7, &ingest("j", "p", 3, &[(0, b"e")])),
+        Reply::Applied
+    );
+    assert_eq!(events(&s, "j", 0, 0).len(), 4);
 }
 
 #[test]
@@ -480,6 +533,7 @@ fn command(state: &ClusterState, index: LogIndex, op: &Op) -> Command {
             job: job_name(*job),
             pipeline_toml: String::new(),
             partitions: *partitions,
+            base_dir: String::new(),
         },
         Op::Stop { job } => Command::StopJob {
             job: job_name(*job),
@@ -538,6 +592,7 @@ fn command(state: &ClusterState, index: LogIndex, op: &Op) -> Command {
                 producer,
                 seq,
                 parts,
+                schema: None,
             }
         }
         Op::Checkpoint {
@@ -669,7 +724,7 @@ proptest! {
                     through.retain(|(j, _), _| j != job);
                     applied_seqs.retain(|(j, _, _)| j != job);
                 }
-                Command::Ingest { job, producer, seq, parts } => {
+                Command::Ingest { job, producer, seq, parts, .. } => {
                     let key = (job.clone(), producer.clone(), *seq);
                     if reply == Reply::Applied {
                         prop_assert!(applied_seqs.insert(key), "applied twice");

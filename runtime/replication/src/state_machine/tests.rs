@@ -33,6 +33,7 @@ fn history() -> Vec<Entry> {
                 job: "j".into(),
                 pipeline_toml: String::new(),
                 partitions: 2,
+                base_dir: String::new(),
             },
         ),
         normal(
@@ -42,6 +43,7 @@ fn history() -> Vec<Entry> {
                 producer: "p".into(),
                 seq: 0,
                 parts: vec![(PartitionId(1), b"events".to_vec())],
+                schema: None,
             },
         ),
         normal(
@@ -51,6 +53,7 @@ fn history() -> Vec<Entry> {
                 producer: "p".into(),
                 seq: 0,
                 parts: vec![(PartitionId(1), b"events".to_vec())],
+                schema: None,
             },
         ),
         Entry {
