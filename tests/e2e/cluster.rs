@@ -159,7 +159,7 @@ fn jobs(s: &Value) -> BTreeSet<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|j| j.as_str().unwrap().to_string())
+        .map(|j| j["name"].as_str().unwrap().to_string())
         .collect()
 }
 

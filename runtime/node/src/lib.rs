@@ -34,5 +34,7 @@ pub mod timing;
 pub mod worker_liveness;
 
 pub use node::{cluster_status, write, Node, NodeConfig, NodeError, WriteError, Writer};
-pub use status::{MemberStatus, NodeStatus};
+pub use status::{
+    CheckpointStatus, JobStatus, MemberStatus, NodeStatus, PartitionStatus, WorkerStatus,
+};
 pub use timing::Timing;

@@ -21,9 +21,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::raft_network::Network;
-use crate::status::{MemberStatus, NodeStatus};
+use crate::status::{
+    CheckpointStatus, JobStatus, MemberStatus, NodeStatus, PartitionStatus, WorkerStatus,
+};
 use crate::timing::Timing;
 use crate::worker_liveness::{self, Beat, BeatAnswer, Clock, LeaderView, Lease};
+use quiver_coordination::status::hottest;
+use quiver_coordination::{NodeId, PartitionId};
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -336,7 +340,12 @@ impl Node {
 
     /// This node's view of the cluster.
     pub fn status(&self) -> NodeStatus {
-        status_of(&self.raft, &self.handlers.state)
+        status_of(
+            &self.raft,
+            &self.handlers.state,
+            &self.handlers.view,
+            &self.handlers.clock,
+        )
     }
 
     /// Stops Raft and the server.
@@ -442,7 +451,12 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HandlerError> {
     postcard::from_bytes(bytes).map_err(|e| HandlerError::new(format!("bad payload: {e}")))
 }
 
-fn status_of(raft: &Raft<TypeConfig>, state: &StateReader) -> NodeStatus {
+fn status_of(
+    raft: &Raft<TypeConfig>,
+    state: &StateReader,
+    view: &std::sync::Mutex<LeaderView>,
+    clock: &Clock,
+) -> NodeStatus {
     let m = raft.metrics().borrow().clone();
     let role = match m.state {
         ServerState::Leader => "leader",
@@ -472,12 +486,29 @@ fn status_of(raft: &Raft<TypeConfig>, state: &StateReader) -> NodeStatus {
             }
         })
         .collect();
-    let (checksum, jobs) = state.read(|s, _| {
-        (
-            hex(&s.checksum()),
-            s.jobs().map(|(name, _)| name.to_string()).collect(),
-        )
-    });
+    let (checksum, jobs) = state.read(|s, _| (hex(&s.checksum()), job_statuses(s)));
+    let heartbeats = view.lock().expect("liveness lock").heartbeats.clone();
+    let now = clock.now();
+    let workers = membership
+        .nodes()
+        .map(|(id, _)| WorkerStatus {
+            node: *id,
+            since_heartbeat_ms: heartbeats
+                .as_ref()
+                .and_then(|h| h.reference(NodeId(*id)))
+                .map(|at| now.saturating_sub(at)),
+            owns: jobs
+                .iter()
+                .filter(|j| j.running)
+                .flat_map(|j| {
+                    j.partitions
+                        .iter()
+                        .filter(|p| p.owner == Some(*id))
+                        .map(|p| (j.name.clone(), p.partition, p.generation.unwrap_or(0)))
+                })
+                .collect(),
+        })
+        .collect();
     NodeStatus {
         id: m.id,
         role: role.to_string(),
@@ -491,7 +522,57 @@ fn status_of(raft: &Raft<TypeConfig>, state: &StateReader) -> NodeStatus {
         snapshots_installed: state.snapshots_installed(),
         members,
         jobs,
+        workers,
     }
+}
+
+/// How many partitions the status names as the hottest of a job.
+const HOTTEST: usize = 3;
+
+fn job_statuses(s: &quiver_replication::ClusterState) -> Vec<JobStatus> {
+    s.jobs()
+        .map(|(name, j)| {
+            let partitions: Vec<PartitionStatus> = j
+                .partition_states
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let owner = j.assignment.get(&PartitionId(i as u32));
+                    PartitionStatus {
+                        partition: i as u32,
+                        owner: owner.map(|o| o.node.0),
+                        generation: owner.map(|o| o.generation.0),
+                        rows: p.ingested_rows,
+                        bytes: p.ingested_bytes,
+                        pending_requests: p.events.len(),
+                        checkpoint: p.checkpoint.as_ref().map(|c| CheckpointStatus {
+                            epoch: c.epoch,
+                            node: c.node.0,
+                            generation: c.generation.0,
+                            through: c.through,
+                            committed_at: c.committed_at,
+                        }),
+                    }
+                })
+                .collect();
+            let hottest = hottest(
+                partitions
+                    .iter()
+                    .map(|p| (PartitionId(p.partition), p.rows)),
+                HOTTEST,
+            )
+            .into_iter()
+            .filter(|(_, rows)| *rows > 0)
+            .map(|(p, rows)| (p.0, rows))
+            .collect();
+            JobStatus {
+                name: name.to_string(),
+                running: j.running,
+                partitions,
+                hottest,
+            }
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -688,7 +769,7 @@ impl ControlHandler for Handlers {
         self.check_group(call.group)?;
         match call.method.as_str() {
             method::STATUS => {
-                let status = status_of(&self.raft, &self.state);
+                let status = status_of(&self.raft, &self.state, &self.view, &self.clock);
                 Ok(Bytes::from(
                     serde_json::to_vec(&status).expect("a status serializes"),
                 ))

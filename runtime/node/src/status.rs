@@ -30,7 +30,68 @@ pub struct NodeStatus {
     /// Every member of the group.
     pub members: Vec<MemberStatus>,
     /// The jobs of the cluster, as this node has applied them.
-    pub jobs: Vec<String>,
+    pub jobs: Vec<JobStatus>,
+    /// Each worker (every member is one) with the partitions it owns.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// A job as the answering node has applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether it runs (false once stopped).
+    pub running: bool,
+    /// Each partition.
+    pub partitions: Vec<PartitionStatus>,
+    /// The partitions that took the most rows, most first: (partition, rows).
+    pub hottest: Vec<(u32, u64)>,
+}
+
+/// One partition of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// Its number.
+    pub partition: u32,
+    /// The worker that owns it, if any.
+    pub owner: Option<u64>,
+    /// The generation it owns it under.
+    pub generation: Option<u64>,
+    /// Rows ingested into it since the job was submitted.
+    pub rows: u64,
+    /// Bytes ingested into it.
+    pub bytes: u64,
+    /// Ingest requests not yet covered by a checkpoint (kept in the replicated state).
+    pub pending_requests: usize,
+    /// Its last committed checkpoint.
+    pub checkpoint: Option<CheckpointStatus>,
+}
+
+/// A partition's last committed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStatus {
+    /// Its epoch.
+    pub epoch: u64,
+    /// The worker that committed it.
+    pub node: u64,
+    /// Under which generation.
+    pub generation: u64,
+    /// The log index of the last event it covers.
+    pub through: u64,
+    /// The log index of its commit.
+    pub committed_at: u64,
+}
+
+/// A worker and what it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The node.
+    pub node: u64,
+    /// On the leader: milliseconds since its last heartbeat (or since the leader took office,
+    /// if it has not heard from it yet).
+    pub since_heartbeat_ms: Option<u64>,
+    /// The partitions it owns: (job, partition, generation).
+    pub owns: Vec<(String, u32, u64)>,
 }
 
 /// A member of the group as the answering node sees it.
@@ -88,8 +149,59 @@ impl NodeStatus {
                 opt(m.lag)
             ));
         }
-        if !self.jobs.is_empty() {
-            out.push_str(&format!("jobs: {}\n", self.jobs.join(", ")));
+        if !self.workers.is_empty() {
+            out.push_str("worker  heartbeat  partitions (job/partition@generation)\n");
+            for w in &self.workers {
+                let owns: Vec<String> = w
+                    .owns
+                    .iter()
+                    .map(|(job, p, g)| format!("{job}/p{p}@g{g}"))
+                    .collect();
+                out.push_str(&format!(
+                    "{:<7} {:>9}  {}\n",
+                    w.node,
+                    w.since_heartbeat_ms
+                        .map_or("-".to_string(), |ms| format!("{ms} ms")),
+                    if owns.is_empty() {
+                        "-".to_string()
+                    } else {
+                        owns.join(" ")
+                    }
+                ));
+            }
+        }
+        for j in &self.jobs {
+            let hot: Vec<String> = j
+                .hottest
+                .iter()
+                .map(|(p, rows)| format!("p{p} ({rows} rows)"))
+                .collect();
+            out.push_str(&format!(
+                "job {}{}: {} partitions; hottest: {}\n",
+                j.name,
+                if j.running { "" } else { " (stopped)" },
+                j.partitions.len(),
+                if hot.is_empty() {
+                    "-".to_string()
+                } else {
+                    hot.join(", ")
+                }
+            ));
+            out.push_str("  part  owner  gen     rows  pending  checkpoint\n");
+            for p in &j.partitions {
+                out.push_str(&format!(
+                    "  {:<5} {:<6} {:<4} {:>8}  {:>7}  {}\n",
+                    p.partition,
+                    opt(p.owner),
+                    opt(p.generation),
+                    p.rows,
+                    p.pending_requests,
+                    p.checkpoint.as_ref().map_or("-".to_string(), |c| format!(
+                        "epoch {} by node {} (g{}) through log index {}",
+                        c.epoch, c.node, c.generation, c.through
+                    ))
+                ));
+            }
         }
         out
     }

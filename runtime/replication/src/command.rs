@@ -72,6 +72,8 @@ pub enum Command {
         /// apply fixes the job's schema, and a later one that inferred another is refused with
         /// [`Reply::SchemaConflict`].
         schema: Option<Vec<u8>>,
+        /// The rows of each part, in the order of `parts` (for the status; may be empty).
+        rows: Vec<u64>,
     },
     /// A worker commits a checkpoint of a partition it owns.
     Checkpoint {

@@ -70,6 +70,10 @@ pub struct PartitionState {
     pub checkpoint: Option<CommittedCheckpoint>,
     /// The events after it: log index of the ingest command → the partition's part.
     pub events: BTreeMap<LogIndex, Vec<u8>>,
+    /// Rows ingested into it since the job was submitted (as the doors counted them).
+    pub ingested_rows: u64,
+    /// Bytes ingested into it since the job was submitted.
+    pub ingested_bytes: u64,
 }
 
 /// A checkpoint the state accepted.
@@ -172,8 +176,9 @@ impl ClusterState {
                 seq,
                 parts,
                 schema,
+                rows,
             } => match self.running_mut(&job) {
-                Ok(j) => j.ingest(index, &producer, seq, parts, schema),
+                Ok(j) => j.ingest(index, &producer, seq, parts, schema, &rows),
                 Err(reply) => reply,
             },
             Command::Checkpoint {
@@ -408,6 +413,7 @@ impl Job {
         seq: u64,
         parts: Vec<(PartitionId, Vec<u8>)>,
         schema: Option<Vec<u8>>,
+        rows: &[u64],
     ) -> Reply {
         // Check the whole request before recording its sequence number: a refused request
         // must not count as applied.
@@ -438,10 +444,11 @@ impl Job {
                 if self.schema.is_none() {
                     self.schema = schema;
                 }
-                for (partition, bytes) in parts {
-                    self.partition_states[partition.0 as usize]
-                        .events
-                        .insert(index, bytes);
+                for (i, (partition, bytes)) in parts.into_iter().enumerate() {
+                    let state = &mut self.partition_states[partition.0 as usize];
+                    state.ingested_rows += rows.get(i).copied().unwrap_or(0);
+                    state.ingested_bytes += bytes.len() as u64;
+                    state.events.insert(index, bytes);
                 }
                 Reply::Applied
             }

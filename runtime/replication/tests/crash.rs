@@ -38,6 +38,7 @@ fn entry(index: u64) -> Entry {
             seq: index,
             parts: vec![(PartitionId(0), bytes)],
             schema: None,
+            rows: Vec::new(),
         }),
     }
 }

@@ -71,6 +71,7 @@ fn ingest(seq: u64) -> Command {
         seq,
         parts: vec![(PartitionId((seq % 2) as u32), vec![seq as u8; 100])],
         schema: None,
+        rows: Vec::new(),
     }
 }
 

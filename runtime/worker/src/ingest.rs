@@ -315,13 +315,15 @@ impl Door {
             };
             let (batch, inferred) = decode(&body, known).map_err(bad)?;
             let rows = batch.num_rows();
-            let parts = split(&batch, partitioning.as_deref(), view.partitions).map_err(bad)?;
+            let (parts, part_rows) =
+                split(&batch, partitioning.as_deref(), view.partitions).map_err(bad)?;
             let command = Command::Ingest {
                 job: job.to_string(),
                 producer: producer.clone(),
                 seq,
                 parts,
                 schema: inferred.map(|s| schema_bytes(&s)),
+                rows: part_rows,
             };
             // The durability point of an ingest request: the write returns once a majority
             // of the nodes fsynced the entry.
@@ -460,9 +462,11 @@ fn split(
     batch: &RecordBatch,
     partitioning: Option<&Partitioning>,
     partitions: u32,
-) -> Result<Vec<(PartitionId, Vec<u8>)>, String> {
+) -> Result<(Vec<(PartitionId, Vec<u8>)>, Vec<u64>), String> {
+    let mut out = Vec::new();
+    let mut rows = Vec::new();
     if batch.num_rows() == 0 {
-        return Ok(Vec::new());
+        return Ok((out, rows));
     }
     let parts = match partitioning {
         None => vec![Some(batch.clone())],
@@ -471,7 +475,6 @@ fn split(
             partition::split(batch, &assignment, partitions as usize).map_err(|e| e.to_string())?
         }
     };
-    let mut out = Vec::new();
     for (i, part) in parts.into_iter().enumerate() {
         let Some(part) = part.filter(|b| b.num_rows() > 0) else {
             continue;
@@ -483,8 +486,9 @@ fn split(
             PartitionId(i as u32),
             w.into_inner().map_err(|e| e.to_string())?,
         ));
+        rows.push(part.num_rows() as u64);
     }
-    Ok(out)
+    Ok((out, rows))
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {

@@ -22,6 +22,7 @@ fn entry(term: u64, index: u64) -> Entry {
             seq: index,
             parts: vec![(PartitionId(0), bytes)],
             schema: None,
+            rows: Vec::new(),
         }),
     }
 }

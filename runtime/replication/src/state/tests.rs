@@ -24,6 +24,7 @@ fn ingest(job: &str, producer: &str, seq: u64, parts: &[(u32, &[u8])]) -> Comman
             .map(|(p, bytes)| (PartitionId(*p), bytes.to_vec()))
             .collect(),
         schema: None,
+        rows: Vec::new(),
     }
 }
 
@@ -171,6 +172,7 @@ fn the_first_applied_ingest_fixes_the_schema_and_another_one_is_refused_with_it(
             seq,
             parts,
             schema: Some(schema.to_vec()),
+            rows: Vec::new(),
         },
         _ => unreachable!(),
     };
@@ -593,6 +595,7 @@ fn command(state: &ClusterState, index: LogIndex, op: &Op) -> Command {
                 seq,
                 parts,
                 schema: None,
+                rows: Vec::new(),
             }
         }
         Op::Checkpoint {

@@ -44,6 +44,7 @@ fn history() -> Vec<Entry> {
                 seq: 0,
                 parts: vec![(PartitionId(1), b"events".to_vec())],
                 schema: None,
+                rows: Vec::new(),
             },
         ),
         normal(
@@ -54,6 +55,7 @@ fn history() -> Vec<Entry> {
                 seq: 0,
                 parts: vec![(PartitionId(1), b"events".to_vec())],
                 schema: None,
+                rows: Vec::new(),
             },
         ),
         Entry {
