@@ -457,12 +457,16 @@ fn decode(
     }
 }
 
-/// Each partition's rows as an Arrow IPC stream; partitions without rows are left out.
+/// Each partition's rows as an Arrow IPC stream.
+type Parts = Vec<(PartitionId, Vec<u8>)>;
+
+/// Each partition's rows as an Arrow IPC stream, and their row counts; partitions without rows
+/// are left out.
 fn split(
     batch: &RecordBatch,
     partitioning: Option<&Partitioning>,
     partitions: u32,
-) -> Result<(Vec<(PartitionId, Vec<u8>)>, Vec<u64>), String> {
+) -> Result<(Parts, Vec<u64>), String> {
     let mut out = Vec::new();
     let mut rows = Vec::new();
     if batch.num_rows() == 0 {
