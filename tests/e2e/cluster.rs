@@ -17,11 +17,17 @@ use crate::support::{quiver, run};
 /// Election timeouts of several hundred ms hold on two busy cores.
 const ELECTION_MS: &str = "500";
 
-/// A running `quiver node`.
-struct NodeProc {
-    id: u64,
-    dir: PathBuf,
-    addr: String,
+/// A running `quiver node`; what it writes on stderr goes to `<dir>.log` (kept across
+/// restarts).
+pub(crate) struct NodeProc {
+    pub(crate) id: u64,
+    pub(crate) dir: PathBuf,
+    /// Its peer address (where it listens, or what it advertises).
+    pub(crate) addr: String,
+    /// Its HTTP ingest address.
+    pub(crate) api: String,
+    /// Where it listens (kept for a restart).
+    listen: String,
     /// Flags it was started with beyond the usual ones, kept for a restart.
     extra: Vec<String>,
     child: Child,
@@ -30,7 +36,18 @@ struct NodeProc {
 impl NodeProc {
     /// Starts node `id` on `dir`, listening on `listen`, joining through `join`; returns once
     /// it says where it listens.
-    fn start(id: u64, dir: &Path, listen: &str, join: Option<&str>, extra: &[String]) -> NodeProc {
+    pub(crate) fn start(
+        id: u64,
+        dir: &Path,
+        listen: &str,
+        join: Option<&str>,
+        extra: &[String],
+    ) -> NodeProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .expect("open the node's log");
         let mut c = quiver();
         c.args(["node", "--id", &id.to_string(), "--listen", listen])
             .arg("--data-dir")
@@ -38,7 +55,7 @@ impl NodeProc {
             .args(["--election-ms", ELECTION_MS])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(log));
         if let Some(j) = join {
             c.args(["--join", j]);
         }
@@ -47,48 +64,71 @@ impl NodeProc {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
+            for _ in 0..2 {
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
             }
             for _ in lines {}
         });
-        let first = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("node {id} did not say where it listens within 60 s"));
+        let mut said = (0..2).map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "node {id} did not say where it listens within 60 s; its log: {}",
+                        std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+                    )
+                })
+        });
+        let first = said.next().unwrap();
         let addr = first
             .rsplit(' ')
             .next()
             .expect("node N listening on ADDR")
             .to_string();
+        let second = said.next().unwrap();
+        let api = second
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("node N ingest: http://ADDR/ingest/<job>")
+            .to_string();
+        // Port 0 took a free port, which the node printed (it advertises no other address then).
+        let listen = if listen.ends_with(":0") {
+            addr.clone()
+        } else {
+            listen.to_string()
+        };
         NodeProc {
             id,
             dir: dir.to_path_buf(),
             addr,
+            api,
+            listen,
             extra: extra.to_vec(),
             child,
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn signal(&self, sig: rustix::process::Signal) {
+    pub(crate) fn signal(&self, sig: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, sig).expect("signal the node");
     }
 
-    /// Starts it again on its data directory and address, after a kill.
-    fn restart(&mut self) {
+    /// Starts it again on its data directory and addresses, after a kill.
+    pub(crate) fn restart(&mut self) {
         self.kill();
-        let again = NodeProc::start(
-            self.id,
-            &self.dir.clone(),
-            &self.addr.clone(),
-            None,
-            &self.extra.clone(),
-        );
+        let mut extra = self.extra.clone();
+        if !extra.iter().any(|a| a == "--api") {
+            extra.extend(["--api".to_string(), self.api.clone()]);
+        }
+        let listen = self.listen.clone();
+        let again = NodeProc::start(self.id, &self.dir.clone(), &listen, None, &extra);
         *self = again;
     }
 }
@@ -106,7 +146,7 @@ impl Drop for NodeProc {
 
 /// The node at `addr`'s own view (`quiver cluster status --local --json`); `None` if it does
 /// not answer.
-fn status(addr: &str) -> Option<Value> {
+pub(crate) fn status(addr: &str) -> Option<Value> {
     let mut c = quiver();
     c.args([
         "cluster",
@@ -123,7 +163,12 @@ fn status(addr: &str) -> Option<Value> {
 }
 
 /// Waits until `check` holds for the status of one of `addrs`, up to `within`.
-fn wait_for(what: &str, addrs: &[&str], within: Duration, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_for(
+    what: &str,
+    addrs: &[&str],
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     let mut last = None;
     for round in 0.. {
@@ -144,11 +189,11 @@ fn wait_for(what: &str, addrs: &[&str], within: Duration, check: impl Fn(&Value)
     unreachable!()
 }
 
-fn leader(s: &Value) -> Option<u64> {
+pub(crate) fn leader(s: &Value) -> Option<u64> {
     (s["role"] == "leader").then(|| s["id"].as_u64().unwrap())
 }
 
-fn voters(s: &Value) -> usize {
+pub(crate) fn voters(s: &Value) -> usize {
     s["members"]
         .as_array()
         .map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count())
@@ -193,7 +238,7 @@ fn submit(dir: &Path, addr: &str, name: &str) -> bool {
 
 /// Starts a cluster of three nodes, each with the flags `extra`, and waits until node 1 has
 /// three voters.
-fn three_nodes(dir: &Path, extra: &[String]) -> Vec<NodeProc> {
+pub(crate) fn three_nodes(dir: &Path, extra: &[String]) -> Vec<NodeProc> {
     let n1 = NodeProc::start(1, &dir.join("n1"), "127.0.0.1:0", None, extra);
     wait_for("node 1 leads", &[&n1.addr], Duration::from_secs(30), |s| {
         leader(s) == Some(1)
@@ -417,19 +462,35 @@ fn a_returning_follower_catches_up_from_the_log_or_from_a_snapshot_once_the_log_
 }
 
 #[test]
-fn a_follower_with_a_damaged_log_refuses_it_naming_the_file_and_is_repaired_from_the_leader() {
+fn a_follower_with_a_damaged_log_or_snapshot_refuses_it_naming_the_file_and_is_repaired_from_the_leader(
+) {
+    // (the damaged file's directory and extension, flags that make it exist, writes)
+    for (sub, ext, extra, writes) in [
+        ("log", "seg", vec![], 30),
+        (
+            "state",
+            "snap",
+            vec!["--snapshot-every".to_string(), "20".to_string()],
+            60,
+        ),
+    ] {
+        damaged_file_is_refused_and_repaired(sub, ext, &extra, writes);
+    }
+}
+
+fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], writes: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = three_nodes(dir.path(), &[]);
+    let mut nodes = three_nodes(dir.path(), extra);
     let lead = leading(&nodes);
     let victim = (lead + 1) % 3;
     let mut acknowledged = BTreeSet::new();
-    for i in 0..30 {
+    for i in 0..writes {
         let name = format!("job-{i}");
         if submit(dir.path(), &nodes[lead].addr, &name) {
             acknowledged.insert(name);
         }
     }
-    assert_eq!(acknowledged.len(), 30);
+    assert_eq!(acknowledged.len(), writes);
     wait_for(
         "the follower holds every entry",
         &[&nodes[victim].addr],
@@ -437,21 +498,21 @@ fn a_follower_with_a_damaged_log_refuses_it_naming_the_file_and_is_repaired_from
         |s| jobs(s) == acknowledged,
     );
     nodes[victim].kill();
-    // Flip one byte a third of the way into its log: damage to entries that were durable,
-    // not a torn append.
-    let log_dir = nodes[victim].dir.join("group-0/log");
-    let segment = std::fs::read_dir(&log_dir)
+    // Flip one byte a third of the way into the file: damage to data that was durable, not a
+    // torn append.
+    let damaged_dir = nodes[victim].dir.join("group-0").join(sub);
+    let file = std::fs::read_dir(&damaged_dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .expect("a log segment");
-    let mut bytes = std::fs::read(&segment).unwrap();
+        .find(|p| p.extension().is_some_and(|e| e == ext))
+        .unwrap_or_else(|| panic!("a .{ext} file in {}", damaged_dir.display()));
+    let mut bytes = std::fs::read(&file).unwrap();
     let at = bytes.len() / 3;
     bytes[at] ^= 0x20;
-    std::fs::write(&segment, &bytes).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
 
-    // Started as it is, the node refuses its log, naming the file.
+    // Started as it is, the node refuses the file, naming it.
     let mut c = quiver();
     c.args([
         "node",
@@ -463,32 +524,86 @@ fn a_follower_with_a_damaged_log_refuses_it_naming_the_file_and_is_repaired_from
     .arg("--data-dir")
     .arg(&nodes[victim].dir);
     let (ok, _, err) = run(c);
-    assert!(!ok, "a damaged log must not be served");
+    assert!(!ok, "a damaged {sub} file must not be served");
     assert!(
-        err.contains(&segment.display().to_string())
-            || err.contains(&*segment.file_name().unwrap().to_string_lossy()),
+        err.contains(&file.display().to_string())
+            || err.contains(&*file.file_name().unwrap().to_string_lossy()),
         "the error names the damaged file: {err}"
     );
 
-    // With --repair it moves the damage aside and gets the rest from the leader.
-    nodes[victim].extra = vec!["--repair".to_string()];
-    nodes[victim].restart();
+    if sub == "log" {
+        // With --repair it moves the damage aside and gets the rest from the leader.
+        let mut flags = extra.to_vec();
+        flags.push("--repair".to_string());
+        nodes[victim].extra = flags;
+        nodes[victim].restart();
+        let back = wait_for(
+            "the repaired follower catches up",
+            &[&nodes[victim].addr],
+            Duration::from_secs(30),
+            |s| jobs(s) == acknowledged,
+        );
+        assert_eq!(back["role"], "follower");
+        let moved: Vec<_> = std::fs::read_dir(&damaged_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("damaged"))
+            .collect();
+        assert!(
+            !moved.is_empty(),
+            "the damaged file is kept aside for inspection"
+        );
+        same_state(&nodes[lead].addr, &nodes[victim].addr);
+        return;
+    }
+    // The snapshot held the state the purged log no longer has: nothing on this node can
+    // rebuild it, and --repair says so rather than starting with a hole.
+    let mut c = quiver();
+    c.args(["node", "--repair", "--id", &nodes[victim].id.to_string()])
+        .args(["--listen", &nodes[victim].addr])
+        .arg("--data-dir")
+        .arg(&nodes[victim].dir);
+    let (ok, _, err) = run(c);
+    assert!(!ok, "a node whose state is gone must not serve");
+    assert!(err.contains("new id"), "it says what to do: {err}");
+    // What it says: a new, empty node joins and gets the leader's snapshot; the old id
+    // leaves the cluster.
+    let mut fresh = NodeProc::start(
+        4,
+        &dir.path().join("n4"),
+        "127.0.0.1:0",
+        Some(&nodes[lead].addr),
+        extra,
+    );
     let back = wait_for(
-        "the repaired follower catches up",
-        &[&nodes[victim].addr],
+        "the replacement catches up from a snapshot",
+        &[&fresh.addr],
         Duration::from_secs(30),
         |s| jobs(s) == acknowledged,
     );
-    assert_eq!(back["role"], "follower");
-    let moved: Vec<_> = std::fs::read_dir(&log_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("damaged"))
-        .collect();
     assert!(
-        !moved.is_empty(),
-        "the damaged file is kept aside for inspection"
+        back["snapshots_installed"].as_u64().unwrap() >= 1,
+        "{back:#?}"
     );
-    same_state(&nodes[lead].addr, &nodes[victim].addr);
+    let mut c = quiver();
+    c.args(["cluster", "remove-node", &nodes[victim].id.to_string()])
+        .args(["--addr", &nodes[lead].addr]);
+    let (ok, out, err) = run(c);
+    assert!(ok, "{out}{err}");
+    wait_for(
+        "three voters again",
+        &[&nodes[lead].addr],
+        Duration::from_secs(30),
+        |s| {
+            voters(s) == 3
+                && s["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["id"] != nodes[victim].id)
+        },
+    );
+    same_state(&nodes[lead].addr, &fresh.addr);
+    fresh.kill();
 }

@@ -1,10 +1,13 @@
 //! A TCP proxy that injects network faults between real processes: put one in front of a
 //! node's port and tell the others to dial the proxy. It passes bytes through, drops every
 //! connection (as a crashed host would: refused and reset), or blackholes them (accepted, then
-//! silence in both directions, as a cut cable would look), and can be switched at any moment.
+//! silence in both directions, as a cut cable would look), and can be switched at any moment —
+//! for everyone, or for the connections coming from one address (a node whose connections all
+//! come from the address it listens on), which cuts single links of a cluster.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -34,8 +37,10 @@ impl Link {
 struct Shared {
     link: AtomicU8,
     stop: AtomicBool,
-    /// Every connection's two sockets, so that `Down` can reset them.
-    open: Mutex<Vec<(TcpStream, TcpStream)>>,
+    /// Links that differ from `link` for connections from one address.
+    rules: Mutex<HashMap<IpAddr, Link>>,
+    /// Every connection's source address and two sockets, so that `Down` can reset them.
+    open: Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>,
     accepted: AtomicUsize,
 }
 
@@ -55,6 +60,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             link: AtomicU8::new(0),
             stop: AtomicBool::new(false),
+            rules: Mutex::new(HashMap::new()),
             open: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
         });
@@ -73,20 +79,53 @@ impl FaultProxy {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
-    /// Switches the link; `Down` resets every open connection at once.
+    /// Switches the link for everyone (rules for single sources stay); `Down` resets every
+    /// open connection at once.
     pub fn set(&self, link: Link) {
         self.shared.link.store(link as u8, Ordering::SeqCst);
         if link == Link::Down {
-            let mut open = self.shared.open.lock().unwrap();
-            for (a, b) in open.drain(..) {
+            self.reset(|_| true);
+        }
+    }
+
+    /// Switches the link for connections from `source` only.
+    pub fn set_from(&self, source: IpAddr, link: Link) {
+        self.shared.rules.lock().unwrap().insert(source, link);
+        if link == Link::Down {
+            self.reset(|ip| ip == source);
+        }
+    }
+
+    /// Drops every rule for single sources.
+    pub fn clear_rules(&self) {
+        self.shared.rules.lock().unwrap().clear();
+    }
+
+    fn reset(&self, which: impl Fn(IpAddr) -> bool) {
+        let mut open = self.shared.open.lock().unwrap();
+        open.retain(|(ip, a, b)| {
+            if which(*ip) {
                 let _ = a.shutdown(Shutdown::Both);
                 let _ = b.shutdown(Shutdown::Both);
+                false
+            } else {
+                true
             }
-        }
+        });
     }
 
     fn link(&self) -> Link {
         Link::from_u8(self.shared.link.load(Ordering::SeqCst))
+    }
+}
+
+impl Shared {
+    /// The link for connections from `source`.
+    fn link_for(&self, source: IpAddr) -> Link {
+        match self.rules.lock().unwrap().get(&source) {
+            Some(l) => *l,
+            None => Link::from_u8(self.link.load(Ordering::SeqCst)),
+        }
     }
 }
 
@@ -99,8 +138,8 @@ impl Drop for FaultProxy {
 
 fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
-        let client = match listener.accept() {
-            Ok((c, _)) => c,
+        let (client, source) = match listener.accept() {
+            Ok((c, from)) => (c, from.ip()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(2));
                 continue;
@@ -109,7 +148,7 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
         };
         shared.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = client.set_nonblocking(false);
-        if Link::from_u8(shared.link.load(Ordering::SeqCst)) == Link::Down {
+        if shared.link_for(source) == Link::Down {
             drop(client);
             continue;
         }
@@ -119,7 +158,7 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
         if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
-            shared.open.lock().unwrap().push((c, s));
+            shared.open.lock().unwrap().push((source, c, s));
         }
         for (from, to) in [
             (client.try_clone(), server.try_clone()),
@@ -129,20 +168,20 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
                 continue;
             };
             let s = shared.clone();
-            thread::spawn(move || pump(from, to, s));
+            thread::spawn(move || pump(from, to, source, s));
         }
     }
 }
 
 /// Copies one direction until either side closes; under `Blackhole` it reads and drops.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, source: IpAddr, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        match Link::from_u8(shared.link.load(Ordering::SeqCst)) {
+        match shared.link_for(source) {
             Link::Up => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
@@ -217,5 +256,50 @@ mod tests {
         let mut e = TcpStream::connect(proxy.addr()).unwrap();
         assert_eq!(ask(&mut e, b"back").unwrap(), b"back");
         assert!(proxy.accepted() >= 3);
+    }
+
+    /// A connection to `to` made from `source` (any 127.x.y.z is local on Linux).
+    fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+        let socket = bound_connect(source, to);
+        socket.set_nodelay(true).unwrap();
+        socket
+    }
+
+    /// Binds a std socket to `source:0` and connects (std has no bind-before-connect, so this
+    /// goes through tokio's socket in a throwaway runtime).
+    fn bound_connect(source: &str, to: SocketAddr) -> TcpStream {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let stream = rt.block_on(async {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            s.connect(to).await.unwrap()
+        });
+        let std = stream.into_std().unwrap();
+        std.set_nonblocking(false).unwrap();
+        std
+    }
+
+    #[test]
+    fn a_rule_for_one_source_cuts_only_its_connections() {
+        let proxy = FaultProxy::start(echo());
+        let mut one = connect_from("127.0.0.1", proxy.addr());
+        let mut two = connect_from("127.0.0.2", proxy.addr());
+        assert_eq!(ask(&mut one, b"a").unwrap(), b"a");
+        assert_eq!(ask(&mut two, b"b").unwrap(), b"b");
+        proxy.set_from("127.0.0.2".parse().unwrap(), Link::Down);
+        assert_eq!(
+            ask(&mut one, b"c").unwrap(),
+            b"c",
+            "the other source still passes"
+        );
+        assert!(ask(&mut two, b"d").is_err(), "its open connection is reset");
+        let mut again = connect_from("127.0.0.2", proxy.addr());
+        assert!(ask(&mut again, b"e").is_err(), "and new ones are closed");
+        proxy.clear_rules();
+        let mut healed = connect_from("127.0.0.2", proxy.addr());
+        assert_eq!(ask(&mut healed, b"f").unwrap(), b"f");
     }
 }

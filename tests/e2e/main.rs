@@ -10,6 +10,7 @@ mod bad_input;
 mod capabilities;
 mod chain;
 mod cluster;
+mod cluster_jobs;
 mod fault_proxy;
 mod features;
 mod features_categorical;

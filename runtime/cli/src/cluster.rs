@@ -56,15 +56,73 @@ pub struct NodeArgs {
     pub snapshot_every: u64,
 }
 
+/// How a `quiver cluster` command reaches the cluster: any node's address, or the directory of
+/// a local cluster started with `quiver cluster up`.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Any node of the cluster (its `--listen` address).
+    #[arg(long, required_unless_present = "dir", conflicts_with = "dir")]
+    pub addr: Option<String>,
+    /// The directory of a local cluster (`quiver cluster up --dir`): its nodes are tried in turn.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// The addresses to try, in order.
+    fn addrs(&self) -> Result<Vec<String>> {
+        match (&self.addr, &self.dir) {
+            (Some(a), _) => Ok(vec![a.clone()]),
+            (None, Some(dir)) => Ok(crate::local_cluster::Layout::read(dir)?
+                .nodes
+                .into_iter()
+                .map(|n| n.peer)
+                .collect()),
+            (None, None) => bail!("give --addr ADDR of a node, or --dir DIR of a local cluster"),
+        }
+    }
+
+    /// Runs `call` against each address until one answers; the last error otherwise.
+    fn first<T>(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        mut call: impl FnMut(
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>>>>,
+    ) -> Result<T> {
+        let mut errors = Vec::new();
+        for addr in self.addrs()? {
+            match runtime.block_on(call(addr.clone())) {
+                Ok(v) => return Ok(v),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        bail!("cannot reach the cluster: {}", errors.join("; "))
+    }
+}
+
 /// `quiver cluster …`.
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Show the cluster as its leader sees it: leader, term, every node's role, last log index,
-    /// matched index and lag, the applied state's checksum, and the jobs.
+    /// Start a local cluster of `--nodes` child processes on 127.0.0.1 for trying cluster mode
+    /// out; stops them on Ctrl-C. Its directory holds each node's data and log
+    /// (`n1/`, `n1.log`, …) and `cluster.json`, which the other `quiver cluster` commands read
+    /// with `--dir`; starting it again on the same directory restarts the same nodes.
+    Up {
+        /// How many nodes (3 tolerates one failure, 5 two).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// The cluster's directory.
+        #[arg(long, default_value = "quiver-cluster")]
+        dir: PathBuf,
+    },
+    /// Show the cluster as its leader sees it: leader, term, every node's role, matched index
+    /// and lag, each worker's partitions, generations and last heartbeat, each job's partitions
+    /// with their rows, owner and last checkpoint, and the hottest partitions.
     Status {
-        /// Any node of the cluster (its `--listen` address).
-        #[arg(long)]
-        addr: String,
+        #[command(flatten)]
+        target: Target,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -77,16 +135,58 @@ pub enum ClusterCommand {
         timeout_ms: u64,
     },
     /// Submit a streaming pipeline as a job of the cluster (the same pipeline file as
-    /// `quiver run --stream`). It is replicated to every node before this returns.
+    /// `quiver run --stream`; its `[source]` is replaced by the cluster's HTTP ingest, and its
+    /// sink directory must be one every node reaches). It is replicated to every node before
+    /// this returns; events are then taken at `POST http://API/ingest/JOB` of any node.
     Submit {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// Any node of the cluster (its `--listen` address).
-        #[arg(long)]
-        addr: String,
+        #[command(flatten)]
+        target: Target,
         /// The job's name (default: the file's name without `.toml`).
         #[arg(long)]
         name: Option<String>,
+        /// How long to wait for the cluster to commit it, in milliseconds.
+        #[arg(long, default_value_t = 10000)]
+        timeout_ms: u64,
+    },
+    /// Stop a job: its partitions stop on every worker and its pending events are dropped;
+    /// output already committed stays.
+    Stop {
+        /// The job's name.
+        job: String,
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for the cluster to commit it, in milliseconds.
+        #[arg(long, default_value_t = 10000)]
+        timeout_ms: u64,
+    },
+    /// Add a node: runs it here, in the foreground, joined to the cluster (as `quiver node
+    /// --join` does); it is promoted to a voter once it has caught up, and workers' partitions
+    /// are rebalanced onto it.
+    AddNode {
+        #[command(flatten)]
+        target: Target,
+        /// Its id (default with --dir: one more than the highest there).
+        #[arg(long)]
+        id: Option<u64>,
+        /// Its data directory (default with --dir: `DIR/n<id>`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where it listens for the other nodes.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Where its HTTP ingest listens.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        api: String,
+    },
+    /// Take a node out of the cluster: it stops voting, and its partitions move to the others.
+    /// Stop its process afterwards.
+    RemoveNode {
+        /// The node's id.
+        id: u64,
+        #[command(flatten)]
+        target: Target,
         /// How long to wait for the cluster to commit it, in milliseconds.
         #[arg(long, default_value_t = 10000)]
         timeout_ms: u64,
@@ -173,19 +273,17 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
         .build()
         .context("cannot start a runtime")?;
     match command {
+        ClusterCommand::Up { nodes, dir } => crate::local_cluster::up(nodes, &dir),
         ClusterCommand::Status {
-            addr,
+            target,
             json,
             local,
             timeout_ms,
         } => {
-            let status = runtime
-                .block_on(cluster_status(
-                    &addr,
-                    local,
-                    Duration::from_millis(timeout_ms),
-                ))
-                .map_err(|e| anyhow::anyhow!("cannot reach the cluster at {addr}: {e}"))?;
+            let timeout = Duration::from_millis(timeout_ms);
+            let status = target.first(&runtime, |addr| {
+                Box::pin(async move { cluster_status(&addr, local, timeout).await })
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -195,7 +293,7 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
         }
         ClusterCommand::Submit {
             pipeline,
-            addr,
+            target,
             name,
             timeout_ms,
         } => {
@@ -209,6 +307,9 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
                     .map(|s| s.to_string_lossy().into_owned())
                     .context("the pipeline file has no name; pass --name")?,
             };
+            if !quiver::checkpoint::names::valid_job(&job) {
+                bail!("`{job}` cannot name a job: use letters, digits, `-` and `_`");
+            }
             let partitions =
                 quiver::stream::partitioning(&parsed)?.map_or(1, |p| p.partitions()) as u32;
             let base_dir = std::path::absolute(&parsed.base_dir)
@@ -219,13 +320,8 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
                 partitions,
                 base_dir: base_dir.to_string_lossy().into_owned(),
             };
-            let (index, reply) = runtime
-                .block_on(quiver::node::write(
-                    &addr,
-                    &command,
-                    Duration::from_millis(timeout_ms),
-                ))
-                .map_err(|e| anyhow::anyhow!("cannot submit {job} through {addr}: {e}"))?;
+            let (index, reply) = write_through(&runtime, &target, command, timeout_ms)
+                .with_context(|| format!("cannot submit {job}"))?;
             match reply {
                 quiver::replication::Reply::Applied => {
                     println!("job {job} submitted ({partitions} partitions; log index {index})");
@@ -234,5 +330,86 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
                 other => bail!("the cluster refused job {job}: {other:?}"),
             }
         }
+        ClusterCommand::Stop {
+            job,
+            target,
+            timeout_ms,
+        } => {
+            let command = quiver::replication::Command::StopJob { job: job.clone() };
+            let (index, reply) = write_through(&runtime, &target, command, timeout_ms)
+                .with_context(|| format!("cannot stop {job}"))?;
+            match reply {
+                quiver::replication::Reply::Applied => {
+                    println!("job {job} stopped (log index {index})");
+                    Ok(())
+                }
+                quiver::replication::Reply::UnknownJob => bail!("there is no job named {job}"),
+                quiver::replication::Reply::JobStopped => bail!("job {job} was stopped already"),
+                other => bail!("the cluster refused to stop job {job}: {other:?}"),
+            }
+        }
+        ClusterCommand::AddNode {
+            target,
+            id,
+            data_dir,
+            listen,
+            api,
+        } => {
+            let layout = match &target.dir {
+                Some(dir) => Some(crate::local_cluster::Layout::read(dir)?),
+                None => None,
+            };
+            let id = match (id, &layout) {
+                (Some(id), _) => id,
+                (None, Some(l)) => l.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1,
+                (None, None) => bail!("give the new node an --id"),
+            };
+            let data_dir = match (data_dir, &target.dir) {
+                (Some(d), _) => d,
+                (None, Some(dir)) => dir.join(format!("n{id}")),
+                (None, None) => bail!("give the new node a --data-dir"),
+            };
+            let join = target.addrs()?.into_iter().next();
+            drop(runtime);
+            node(NodeArgs {
+                id,
+                data_dir,
+                listen,
+                advertise: None,
+                api,
+                max_body_mib: 64,
+                join,
+                repair: false,
+                heartbeat_ms: 100,
+                election_ms: 400,
+                snapshot_every: 5000,
+            })
+        }
+        ClusterCommand::RemoveNode {
+            id,
+            target,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            target.first(&runtime, |addr| {
+                Box::pin(async move { quiver::node::remove_node(&addr, id, timeout).await })
+            })?;
+            println!("node {id} removed from the cluster; stop its process");
+            Ok(())
+        }
     }
+}
+
+/// Writes `command` through the first node of `target` that answers.
+fn write_through(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    command: quiver::replication::Command,
+    timeout_ms: u64,
+) -> Result<(u64, quiver::replication::Reply)> {
+    let timeout = Duration::from_millis(timeout_ms);
+    target.first(runtime, |addr| {
+        let command = command.clone();
+        Box::pin(async move { quiver::node::write(&addr, &command, timeout).await })
+    })
 }

@@ -2,6 +2,7 @@
 
 mod allocator;
 mod cluster;
+mod local_cluster;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

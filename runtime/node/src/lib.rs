@@ -33,7 +33,9 @@ pub mod status;
 pub mod timing;
 pub mod worker_liveness;
 
-pub use node::{cluster_status, write, Node, NodeConfig, NodeError, WriteError, Writer};
+pub use node::{
+    cluster_status, remove_node, write, Node, NodeConfig, NodeError, WriteError, Writer,
+};
 pub use status::{
     CheckpointStatus, JobStatus, MemberStatus, NodeStatus, PartitionStatus, WorkerStatus,
 };

@@ -206,6 +206,9 @@ impl Writer {
     }
 }
 
+/// The control call that takes a node out of the cluster.
+pub const REMOVE: &str = "remove";
+
 /// The control call that answers the leader's read index (see [`Writer::read_barrier`]).
 pub const READ_INDEX: &str = "read_index";
 
@@ -242,10 +245,13 @@ impl Node {
             .advertise
             .clone()
             .unwrap_or_else(|| bound.to_string());
+        // Connections to peers come from the address the node listens on (when it names one),
+        // so that peers see one address per node.
+        let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
         let network = Network {
             me: node,
             group: GroupId::FIRST,
-            config: client_config(&config.timing),
+            config: client_config(&config.timing, local_ip),
         };
         let state = storage.state_machine.reader();
         let raft = Raft::new(
@@ -269,6 +275,7 @@ impl Node {
             timing: config.timing.clone(),
             view: view.clone(),
             clock: clock.clone(),
+            local_ip,
         });
         let server = quiver_transport::serve_listener(
             listener,
@@ -294,7 +301,7 @@ impl Node {
             }
             Some(through) => {
                 if !raft.is_initialized().await.unwrap_or(true) {
-                    join(node, through, me, &config.timing).await?;
+                    join(node, through, me, &config.timing, local_ip).await?;
                 }
             }
         }
@@ -360,13 +367,19 @@ impl Node {
 
 /// Asks the cluster, through `through`, to take `me` in as a voter; retries while the
 /// cluster has no leader, up to the join deadline.
-async fn join(node: u64, through: &str, me: ClusterNode, timing: &Timing) -> Result<(), NodeError> {
+async fn join(
+    node: u64,
+    through: &str,
+    me: ClusterNode,
+    timing: &Timing,
+    local_ip: Option<std::net::IpAddr>,
+) -> Result<(), NodeError> {
     let fail = |message: String| NodeError::Join {
         node,
         through: through.to_string(),
         message,
     };
-    let client = PeerClient::new(through.to_string(), client_config(timing))
+    let client = PeerClient::new(through.to_string(), client_config(timing, local_ip))
         .map_err(|e| fail(e.to_string()))?;
     let request = JoinRequest { id: node, node: me };
     let deadline = tokio::time::Instant::now() + timing.join_deadline;
@@ -431,8 +444,9 @@ struct JoinRequest {
     node: ClusterNode,
 }
 
-fn client_config(timing: &Timing) -> ClientConfig {
+fn client_config(timing: &Timing, local_ip: Option<std::net::IpAddr>) -> ClientConfig {
     ClientConfig {
+        local_ip,
         default_timeout: timing.call_timeout,
         // A restarted peer must hear the leader's heartbeats before its election timeout
         // runs out, or it campaigns and deposes a healthy leader: the leader retries a peer it
@@ -587,6 +601,7 @@ struct Handlers {
     timing: Timing,
     view: Arc<std::sync::Mutex<LeaderView>>,
     clock: Clock,
+    local_ip: Option<std::net::IpAddr>,
 }
 
 impl Handlers {
@@ -620,7 +635,7 @@ impl Handlers {
 
     /// Sends `call` on to the leader and returns its answer.
     async fn forward(&self, leader: String, call: ControlCall) -> HandlerResult {
-        let client = PeerClient::new(leader, client_config(&self.timing))
+        let client = PeerClient::new(leader, client_config(&self.timing, self.local_ip))
             .map_err(|e| HandlerError::new(e.to_string()))?;
         client
             .call(
@@ -689,6 +704,27 @@ impl Handlers {
             other => other,
         };
         Ok(encode(&BeatAnswer { quorum_ack_ms }))
+    }
+
+    /// Takes node `id` out of the voters and the membership; its partitions move to the
+    /// others once its heartbeats are missed.
+    async fn remove(&self, id: u64) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        let mut voters: BTreeSet<RaftNodeId> =
+            m.membership_config.membership().voter_ids().collect();
+        if !voters.remove(&id) {
+            return Err(format!("node {id} is not a voter of this cluster"));
+        }
+        if voters.is_empty() {
+            return Err(format!(
+                "node {id} is the last voter; stop the cluster instead"
+            ));
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| format!("removing node {id}: {e}"))?;
+        Ok(())
     }
 
     /// The leader's read index: its commit index, once a majority confirmed it still leads.
@@ -781,6 +817,14 @@ impl ControlHandler for Handlers {
                 let answer = self.join(decode(&call.payload)?).await;
                 Ok(encode(&answer))
             }
+            REMOVE => {
+                if let Some(leader) = self.leader_addr()? {
+                    return self.forward(leader, call).await;
+                }
+                let id: u64 = decode(&call.payload)?;
+                let answer = self.remove(id).await;
+                Ok(encode(&answer))
+            }
             method::HEARTBEAT => self.heartbeat(call).await,
             READ_INDEX => {
                 if let Some(leader) = self.leader_addr()? {
@@ -840,6 +884,16 @@ pub async fn cluster_status(
         Some(leader) => Ok(ask(leader).await.unwrap_or(first)),
         None => Ok(first),
     }
+}
+
+/// Takes node `id` out of the cluster, through the node at `addr` (forwarded to the leader).
+pub async fn remove_node(addr: &str, id: u64, timeout: Duration) -> Result<(), String> {
+    let client = outside_client(addr.to_string(), timeout)?;
+    let bytes = client
+        .call(REMOVE, GroupId::FIRST, encode(&id), Some(timeout))
+        .await
+        .map_err(|e| e.to_string())?;
+    decode::<Result<(), String>>(&bytes).map_err(|e| e.message)?
 }
 
 /// Writes `command` through the node at `addr` (forwarded to the leader), returning the log

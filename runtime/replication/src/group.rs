@@ -73,8 +73,11 @@ pub fn open_repairing(
     if let Some(purged) = log.log_state().last_purged_log_id {
         let snapshot = state_machine.last_applied();
         if Some(purged) > snapshot {
-            tracing::warn!(%purged, ?snapshot, "the log is purged beyond the snapshot: discarding its entries, the leader will send a snapshot");
-            repairs.extend(log.discard_entries()?);
+            // The snapshot was damaged and moved aside, and the log no longer reaches back to
+            // where the state began: nothing here can rebuild it. Starting empty is not safe
+            // either: the leader still counts this node's old progress and sends it entries
+            // that start past the gap. The node needs a new identity (see the error).
+            return Err(StoreError::SnapshotBehindLog { purged, snapshot });
         }
     }
     Ok(GroupStorage {
@@ -108,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn a_log_purged_beyond_the_snapshot_is_refused_and_repair_discards_its_entries() {
+    fn a_log_purged_beyond_the_snapshot_is_refused_even_when_repairing() {
         let data = tempfile::tempdir().unwrap();
         let storage = open(data.path(), GroupId::FIRST, LogOptions::default()).unwrap();
         storage
@@ -120,16 +123,18 @@ mod tests {
         let purged = blank(4).log_id;
         storage.log.purge_through(purged).unwrap();
         drop(storage);
-        assert!(matches!(
-            open(data.path(), GroupId::FIRST, LogOptions::default()),
-            Err(StoreError::SnapshotBehindLog { purged: p, snapshot: None }) if p == purged
-        ));
-        let storage = open_repairing(data.path(), GroupId::FIRST, LogOptions::default()).unwrap();
-        let state = storage.log.log_state();
-        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
-        assert_eq!(storage.log.vote(), Some(Vote::new(1, 1)));
-        assert!(!storage.repairs.is_empty());
-        drop(storage);
-        open(data.path(), GroupId::FIRST, LogOptions::default()).unwrap();
+        for repairing in [false, true] {
+            let opened = if repairing {
+                open_repairing(data.path(), GroupId::FIRST, LogOptions::default())
+            } else {
+                open(data.path(), GroupId::FIRST, LogOptions::default())
+            };
+            let e = opened.err().expect("refused");
+            assert!(
+                matches!(e, StoreError::SnapshotBehindLog { purged: p, snapshot: None } if p == purged),
+                "{e}"
+            );
+            assert!(e.to_string().contains("new id"), "it says what to do: {e}");
+        }
     }
 }

@@ -748,28 +748,6 @@ impl LogStore {
     pub fn set_vote(&self, vote: Vote) -> Result<(), StoreError> {
         lock(&self.log).save_vote(vote)
     }
-
-    /// Discards every entry and the purge record (moving the files aside), keeping the vote:
-    /// the node then receives a snapshot. Used when the log is purged beyond the only usable
-    /// snapshot (see [`crate::group`]).
-    pub(crate) fn discard_entries(&self) -> Result<Vec<Repair>, StoreError> {
-        let mut log = lock(&self.log);
-        log.write(|log| {
-            let mut repairs = Vec::new();
-            let mut files: Vec<PathBuf> = log.segments.drain(..).map(|s| s.path).collect();
-            files.reverse();
-            let meta = log.dir.join(META);
-            if meta.exists() {
-                files.push(meta);
-            }
-            for file in files {
-                let to = directory::move_aside(&file)?;
-                repairs.push(Repair::MovedAside { file, to });
-            }
-            log.purged = None;
-            Ok(repairs)
-        })
-    }
 }
 
 fn to_storage(verb: fn(AnyError) -> StorageIOError<u64>) -> impl Fn(StoreError) -> StorageError {

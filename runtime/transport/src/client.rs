@@ -37,6 +37,10 @@ pub struct ClientConfig {
     /// How often a connection is pinged, even idle, so that a peer machine that vanished
     /// without closing its sockets is noticed (5 s; the ping's answer may take as long).
     pub keepalive_interval: Duration,
+    /// The address connections are made from (`None`: the system's choice). A node sets the
+    /// address it listens on, so that its peers (and anything between them) see every
+    /// connection of one node come from one address.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientConfig {
@@ -49,6 +53,7 @@ impl Default for ClientConfig {
             max_message_size: 64 << 20,
             snapshot_chunk_size: 1 << 20,
             keepalive_interval: Duration::from_secs(5),
+            local_ip: None,
         }
     }
 }
@@ -247,6 +252,7 @@ impl PeerClient {
                     addr: self.inner.addr.clone(),
                     connect_timeout: self.inner.config.connect_timeout,
                     backoff: self.inner.backoff.clone(),
+                    local_ip: self.inner.config.local_ip,
                 };
                 // Lazy: a failed dial fails the calls waiting for it, not the channel, and
                 // the next call dials again (or is refused by the backoff).

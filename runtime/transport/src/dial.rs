@@ -94,15 +94,45 @@ pub(crate) struct Dialer {
     pub(crate) addr: Arc<str>,
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff: Arc<Mutex<Backoff>>,
+    /// The address connections come from, if not the system's choice.
+    pub(crate) local_ip: Option<std::net::IpAddr>,
 }
 
 impl Dialer {
+    /// Connects from [`Dialer::local_ip`] when one is set, else from the system's choice.
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.local_ip else {
+            return TcpStream::connect(&*self.addr).await;
+        };
+        let mut last = None;
+        for target in tokio::net::lookup_host(&*self.addr).await? {
+            let socket = match target {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            if target.is_ipv4() != ip.is_ipv4() {
+                continue;
+            }
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+            match socket.connect(target).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("{} has no address reachable from {ip}", self.addr),
+            )
+        }))
+    }
+
     async fn dial(self) -> Result<TokioIo<TcpStream>, DialError> {
         let refused = lock(&self.backoff).check(Instant::now());
         if let Err((reason, remaining)) = refused {
             return Err(DialError::BackingOff { reason, remaining });
         }
-        let connect = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.addr));
+        let connect = tokio::time::timeout(self.connect_timeout, self.connect());
         let failure = match connect.await {
             Ok(Ok(stream)) => {
                 // Raft messages are small and latency-bound: do not wait to fill a segment.

@@ -163,7 +163,12 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
             match r.thread.join() {
                 Ok(Ok(report)) => tracing::info!("node {}: {}", me.0, report.to_string().trim()),
                 Ok(Err(e)) => {
-                    tracing::warn!("node {}: job {} {}: {e}", me.0, key.0, key.1);
+                    // Errors of the cluster store name the job and partition already.
+                    if e.contains(&format!("job {} {}", key.0, key.1)) {
+                        tracing::warn!("node {}: {e}", me.0);
+                    } else {
+                        tracing::warn!("node {}: job {} {}: {e}", me.0, key.0, key.1);
+                    }
                     retry_at.insert(key, Instant::now() + RETRY_AFTER);
                 }
                 Err(_) => {

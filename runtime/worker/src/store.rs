@@ -31,9 +31,7 @@ use crate::feed::FeedPosition;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterStoreError {
     /// The partition belongs to another worker now (or the job stopped): this one stops.
-    #[error(
-        "job {job} {partition}: node {node} was fenced ({reason}); it stops the partition's tasks"
-    )]
+    #[error("job {job} {partition}: {node} was fenced ({reason}); it stops the partition's tasks")]
     Fenced {
         /// The job.
         job: String,
@@ -57,7 +55,7 @@ pub enum ClusterStoreError {
         generation: Generation,
     },
     /// The worker has not heard of a majority for longer than its lease.
-    #[error("node {node} stops committing job {job} {partition}: no majority contact for {since} (lease {lease_ms} ms)")]
+    #[error("{node} stops committing job {job} {partition}: no majority contact for {since} (lease {lease_ms} ms)")]
     LeaseExpired {
         /// The job.
         job: String,
