@@ -21,10 +21,14 @@
 //!    and peak memory over a large input (< 1 GiB).
 //! 8. HTTP ingest (`ingest.rs`): acknowledged rows/s with 8 clients vs 1, and the fsyncs per
 //!    request that concurrent requests share.
+//! 9. Cluster mode (`cluster.rs`): leader and worker failover times vs their targets,
+//!    replicated ingest vs the single-node ingest, a follower's catch-up from the log and from a
+//!    snapshot, and a checkpoint's cost through the cluster vs the local store.
 //!
 //! Run everything with `benches/run.sh`; `cargo run --release -p quiver-bench -- --help` lists
 //! the options.
 
+mod cluster;
 mod ingest;
 mod languages;
 mod streaming;
@@ -87,13 +91,16 @@ struct Args {
     json: Option<PathBuf>,
     /// Run only these parts (repeatable or comma-separated): columnar, per-record (which
     /// compares against columnar, so runs it too), limits, pipeline, languages, streaming,
-    /// ingest.
+    /// ingest, cluster.
     /// Default: all (the pipeline not with --quick).
     #[arg(long, value_delimiter = ',', value_name = "PART")]
     only: Vec<String>,
     /// Size of the input, in GiB, over which streaming's peak memory is measured.
     #[arg(long, default_value_t = 1.0)]
     stream_gib: f64,
+    /// Trials per failover figure of the cluster part (3 with --quick).
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
 }
 
 impl Args {
@@ -736,6 +743,9 @@ fn main() -> Result<()> {
     }
     if args.runs_part("ingest") {
         ingest::bench_ingest(&args)?;
+    }
+    if args.runs_part("cluster") {
+        cluster::bench_cluster(&args, &host)?;
     }
     if args.runs_part("languages") {
         languages::bench_languages(&args, &host)?;
