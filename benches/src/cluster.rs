@@ -1480,7 +1480,7 @@ fn checkpoint_cost(env: &Env, host: &Host) -> Result<()> {
 pub fn bench_cluster(args: &Args, host: &Host) -> Result<()> {
     let env = Env::new(args)?;
     println!(
-        "\n== cluster: 3 `quiver node` processes on 127.0.0.1 (2 cores shared), one Raft group, job `{JOB}`: keyed running count, {PARTITIONS} partitions; default timings (Raft heartbeat 100 ms, election 400–800 ms; worker heartbeat 200 ms, reassignment after 1.5 s)"
+        "\n== cluster: 3 `quiver node` processes on 127.0.0.1 (2 cores shared), one Raft group, job `{JOB}`: keyed running count, {PARTITIONS} partitions; default timings (Raft heartbeat 100 ms, election 300–450 ms after a lease of 450 ms; worker heartbeat 200 ms, reassignment after 1.5 s)"
     );
     {
         let mut cluster = Cluster::start(&env, "failover", &[])?;

@@ -46,9 +46,10 @@ pub struct NodeArgs {
     /// Milliseconds between the leader's heartbeats.
     #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for a random time between this and twice this many
-    /// milliseconds campaigns to become leader.
-    #[arg(long, default_value_t = 400)]
+    /// A follower that hears no leader for its lease (1.5 × this) and then a random time
+    /// between this and 1.5 × this many milliseconds campaigns to become leader: a dead leader
+    /// is replaced after about 2.5 × this. At least three heartbeats.
+    #[arg(long, default_value_t = 300)]
     pub election_ms: u64,
     /// Take a snapshot every this many applied entries; the log before it may then be purged,
     /// and a follower that lacks purged entries gets the snapshot instead.
@@ -221,7 +222,7 @@ pub fn node(args: NodeArgs) -> Result<()> {
         timing: Timing {
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             election_min: Duration::from_millis(args.election_ms),
-            election_max: Duration::from_millis(args.election_ms * 2),
+            election_max: Duration::from_millis(args.election_ms * 3 / 2),
             snapshot_every: args.snapshot_every.max(2),
             ..Timing::default()
         },
@@ -381,7 +382,7 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
                 join,
                 repair: false,
                 heartbeat_ms: 100,
-                election_ms: 400,
+                election_ms: 300,
                 snapshot_every: 5000,
             })
         }

@@ -66,9 +66,10 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
-    /// Run one node of a cluster: it replicates the cluster's membership and jobs with the
-    /// other nodes (Raft); when the leader dies, the others elect a new one (election timeout
-    /// 400–800 ms by default).
+    /// Run one node of a cluster: it replicates the cluster's membership, jobs, assignments,
+    /// checkpoints and events with the other nodes (Raft), takes events at its HTTP ingest
+    /// (`POST http://API/ingest/<job>`), and runs the partitions assigned to it; when the
+    /// leader dies, the others elect a new one (in under a second by default).
     ///
     /// Examples:
     ///   quiver node --id 1 --data-dir n1 --listen 127.0.0.1:7401
@@ -78,7 +79,8 @@ enum Command {
     /// catches up.
     #[command(verbatim_doc_comment)]
     Node(cluster::NodeArgs),
-    /// Reach a cluster through any of its nodes.
+    /// Start a local cluster, or reach one through any of its nodes (`--addr`) or its
+    /// directory (`--dir`): status, submit, stop, add-node, remove-node.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
 }

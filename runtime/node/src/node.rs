@@ -276,6 +276,7 @@ impl Node {
             view: view.clone(),
             clock: clock.clone(),
             local_ip,
+            clients: std::sync::Mutex::new(BTreeMap::new()),
         });
         let server = quiver_transport::serve_listener(
             listener,
@@ -602,6 +603,8 @@ struct Handlers {
     view: Arc<std::sync::Mutex<LeaderView>>,
     clock: Clock,
     local_ip: Option<std::net::IpAddr>,
+    /// A client per leader address, kept so that forwarded calls reuse one connection.
+    clients: std::sync::Mutex<BTreeMap<String, PeerClient>>,
 }
 
 impl Handlers {
@@ -635,8 +638,19 @@ impl Handlers {
 
     /// Sends `call` on to the leader and returns its answer.
     async fn forward(&self, leader: String, call: ControlCall) -> HandlerResult {
-        let client = PeerClient::new(leader, client_config(&self.timing, self.local_ip))
-            .map_err(|e| HandlerError::new(e.to_string()))?;
+        let client = {
+            let mut clients = self.clients.lock().expect("clients lock");
+            match clients.get(&leader) {
+                Some(c) => c.clone(),
+                None => {
+                    let c =
+                        PeerClient::new(leader.clone(), client_config(&self.timing, self.local_ip))
+                            .map_err(|e| HandlerError::new(e.to_string()))?;
+                    clients.insert(leader, c.clone());
+                    c
+                }
+            }
+        };
         client
             .call(
                 &call.method,

@@ -66,11 +66,13 @@ pub enum Command {
         seq: u64,
         /// The events of each partition, at most one part per partition: an Arrow IPC stream,
         /// opaque here.
+        #[serde(with = "crate::bytes::parts")]
         parts: Vec<(PartitionId, Vec<u8>)>,
         /// The schema the parts were encoded with (an Arrow IPC stream without batches), when
         /// the door had to infer it because the job had none yet: the first such request to
         /// apply fixes the job's schema, and a later one that inferred another is refused with
         /// [`Reply::SchemaConflict`].
+        #[serde(with = "serde_bytes")]
         schema: Option<Vec<u8>>,
         /// The rows of each part, in the order of `parts` (for the status; may be empty).
         rows: Vec<u64>,
@@ -91,8 +93,10 @@ pub enum Command {
         /// the state drops them, and a new owner resumes after it.
         through: LogIndex,
         /// The checkpoint's manifest, opaque here.
+        #[serde(with = "serde_bytes")]
         manifest: Vec<u8>,
         /// The operators' state, if small enough to travel in the log; opaque here.
+        #[serde(with = "serde_bytes")]
         state: Option<Vec<u8>>,
     },
 }
@@ -170,6 +174,7 @@ pub enum Reply {
     /// it again with this one.
     SchemaConflict {
         /// The job's schema (an Arrow IPC stream without batches).
+        #[serde(with = "serde_bytes")]
         schema: Vec<u8>,
     },
     /// A checkpoint claiming events at or beyond its own log index, which it cannot have read.

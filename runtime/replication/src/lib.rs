@@ -27,6 +27,7 @@
 //! `quiver-coordination` (the decisions); no Arrow, no wasmtime: event batches are opaque
 //! bytes here.
 
+mod bytes;
 pub mod command;
 pub mod directory;
 pub mod error;

@@ -243,6 +243,8 @@ struct Log {
     segments: Vec<Segment>,
     /// A write failed part-way: refuse everything until reopened.
     broken: bool,
+    /// Appends written so far (synced or not); see [`LogStore`]'s group commit.
+    written: u64,
     _lock: File,
 }
 
@@ -382,6 +384,7 @@ impl Log {
             purged,
             segments,
             broken: false,
+            written: 0,
             _lock: lock,
         };
         // Finish a purge that a crash interrupted.
@@ -432,8 +435,44 @@ impl Log {
         last.max(self.purged)
     }
 
+    /// Appends `entries` and syncs them.
     fn append(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
-        self.write(|log| log.append_unchecked(entries))
+        self.write(|log| {
+            log.append_unchecked(entries)?;
+            log.sync_last()
+        })
+    }
+
+    /// Appends `entries` without syncing the last segment; returns the append's number, for
+    /// [`Log::sync_point`].
+    fn append_unsynced(&mut self, entries: Vec<Entry>) -> Result<u64, StoreError> {
+        self.write(|log| {
+            log.append_unchecked(entries)?;
+            log.written += 1;
+            Ok(log.written)
+        })
+    }
+
+    /// What a sync must cover now: the last segment (earlier ones were synced when the next
+    /// began), as a second handle that can be synced without the log's lock, and the number
+    /// of the last append it holds.
+    fn sync_point(&self) -> Result<(Option<(File, PathBuf)>, u64), StoreError> {
+        self.check()?;
+        let file = match self.segments.last() {
+            Some(s) => Some((
+                s.file.try_clone().map_err(StoreError::io(&s.path))?,
+                s.path.clone(),
+            )),
+            None => None,
+        };
+        Ok((file, self.written))
+    }
+
+    fn sync_last(&mut self) -> Result<(), StoreError> {
+        match self.segments.last() {
+            Some(s) => s.file.sync_data().map_err(StoreError::io(&s.path)),
+            None => Ok(()),
+        }
     }
 
     fn append_unchecked(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
@@ -467,6 +506,8 @@ impl Log {
             });
             if full {
                 self.flush(&mut pending, &mut slots)?;
+                // Only the last segment is ever left unsynced.
+                self.sync_last()?;
                 self.start_segment(index)?;
             }
             let segment = self.segments.last().expect("a segment was started");
@@ -480,8 +521,8 @@ impl Log {
         self.flush(&mut pending, &mut slots)
     }
 
-    /// Writes `pending` frames at the end of the last segment and syncs it; then the `slots`
-    /// join the index, readable.
+    /// Writes `pending` frames at the end of the last segment; then the `slots` join the
+    /// index, readable. Not synced: the caller syncs (see [`LogStore`]'s group commit).
     fn flush(&mut self, pending: &mut Vec<u8>, slots: &mut Vec<Slot>) -> Result<(), StoreError> {
         let Some(segment) = self.segments.last_mut() else {
             return Ok(());
@@ -493,9 +534,6 @@ impl Log {
         segment
             .file
             .write_all(pending)
-            // Durability point of an append: once the segment's data is synced, the entries
-            // survive a crash, and only then is anyone told.
-            .and_then(|()| segment.file.sync_data())
             .map_err(StoreError::io(&segment.path))?;
         segment.len += pending.len() as u64;
         segment.slots.append(slots);
@@ -625,6 +663,11 @@ impl Log {
 /// The durable log and vote of one group (see the module's docs).
 pub struct LogStore {
     log: Arc<Mutex<Log>>,
+    /// Group commit: the number of the last append known durable. An append is written at
+    /// once (readable, so replication can send it) and then waits here; whoever gets the lock
+    /// first syncs every append written so far with one `fdatasync`, so appends that arrive
+    /// during a sync share the next one.
+    synced: Arc<tokio::sync::Mutex<u64>>,
 }
 
 /// Reads entries of a [`LogStore`] while it goes on writing (for openraft's replication
@@ -679,6 +722,7 @@ impl LogStore {
         debug_assert!(repairs.is_empty());
         Ok(LogStore {
             log: Arc::new(Mutex::new(log)),
+            synced: Arc::default(),
         })
     }
 
@@ -693,6 +737,7 @@ impl LogStore {
         let (log, repairs) = Log::load(dir.as_ref(), group, options, true)?;
         let store = LogStore {
             log: Arc::new(Mutex::new(log)),
+            synced: Arc::default(),
         };
         Ok((store, repairs))
     }
@@ -808,17 +853,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        match blocking(&self.log, move |log| log.append(entries)).await {
-            Ok(()) => {
-                // The append synced the segment before returning: the entries are durable.
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
+        let number = match blocking(&self.log, move |log| log.append_unsynced(entries)).await {
+            Ok(n) => n,
             Err(e) => {
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(to_storage(StorageIOError::write_logs)(e))
+                return Err(to_storage(StorageIOError::write_logs)(e));
             }
-        }
+        };
+        let (log, synced) = (Arc::clone(&self.log), Arc::clone(&self.synced));
+        tokio::spawn(async move {
+            let mut synced = synced.lock().await;
+            if *synced < number {
+                let point = {
+                    let log = Arc::clone(&log);
+                    tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+                        let (file, covers) = lock(&log).sync_point()?;
+                        // Durability point of an append: the fdatasync covering it. Only
+                        // then is openraft told (and through it, anyone).
+                        if let Some((file, path)) = file {
+                            file.sync_data().map_err(StoreError::io(&path))?;
+                        }
+                        Ok(covers)
+                    })
+                    .await
+                };
+                match point {
+                    Ok(Ok(covers)) => *synced = covers,
+                    Ok(Err(e)) => {
+                        lock(&log).broken = true;
+                        callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                        return;
+                    }
+                    Err(join) => std::panic::resume_unwind(join.into_panic()),
+                }
+            }
+            callback.log_io_completed(Ok(()));
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -46,6 +46,7 @@ pub struct Job {
     pub base_dir: String,
     /// The schema of its events (an Arrow IPC stream without batches), fixed by the first
     /// ingest request; `None` until then.
+    #[serde(with = "serde_bytes")]
     pub schema: Option<Vec<u8>>,
     /// How many partitions its input has.
     pub partitions: u32,
@@ -69,6 +70,7 @@ pub struct PartitionState {
     /// The last committed checkpoint.
     pub checkpoint: Option<CommittedCheckpoint>,
     /// The events after it: log index of the ingest command → the partition's part.
+    #[serde(with = "crate::bytes::events")]
     pub events: BTreeMap<LogIndex, Vec<u8>>,
     /// Rows ingested into it since the job was submitted (as the doors counted them).
     pub ingested_rows: u64,
@@ -90,8 +92,10 @@ pub struct CommittedCheckpoint {
     /// The log index of the commit.
     pub committed_at: LogIndex,
     /// Its manifest (opaque).
+    #[serde(with = "serde_bytes")]
     pub manifest: Vec<u8>,
     /// The operators' state, if it travelled in the log (opaque).
+    #[serde(with = "serde_bytes")]
     pub state: Option<Vec<u8>>,
 }
 
