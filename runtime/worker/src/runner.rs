@@ -129,26 +129,7 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
         for (key, r) in &running {
             let still = mine.get(key).is_some_and(|(g, _, _)| *g == r.generation);
             if !still && !r.stop.load(Ordering::Relaxed) {
-                let now = config.state.read(|s, _| {
-                    s.job(&key.0)
-                        .and_then(|j| j.assignment.get(&key.1).copied())
-                });
-                match now {
-                    Some(o) => tracing::warn!(
-                        "node {}: job {} {} moved to node {} ({}); stopping its tasks here",
-                        me.0,
-                        key.0,
-                        key.1,
-                        o.node.0,
-                        o.generation
-                    ),
-                    None => tracing::warn!(
-                        "node {}: job {} {} has no owner now (the job stopped); stopping its tasks here",
-                        me.0,
-                        key.0,
-                        key.1
-                    ),
-                }
+                say_moved(&config.state, me, key);
                 r.stop.store(true, Ordering::Relaxed);
             }
         }
@@ -160,6 +141,11 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
             .collect();
         for key in ended {
             let r = running.remove(&key).expect("listed above");
+            let still = mine.get(&key).is_some_and(|(g, _, _)| *g == r.generation);
+            if !still && !r.stop.load(Ordering::Relaxed) {
+                // It ended on its own (a refused or failed commit) after the partition moved.
+                say_moved(&config.state, me, &key);
+            }
             match r.thread.join() {
                 Ok(Ok(report)) => tracing::info!("node {}: {}", me.0, report.to_string().trim()),
                 Ok(Err(e)) => {
@@ -219,6 +205,30 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
     }
     for (_, r) in running {
         let _ = r.thread.join();
+    }
+}
+
+/// Logs that `key` is no longer this node's, and whose it is.
+fn say_moved(state: &StateReader, me: NodeId, key: &Key) {
+    let now = state.read(|s, _| {
+        s.job(&key.0)
+            .and_then(|j| j.assignment.get(&key.1).copied())
+    });
+    match now {
+        Some(o) => tracing::warn!(
+            "node {}: job {} {} moved to node {} ({}); stopping its tasks here",
+            me.0,
+            key.0,
+            key.1,
+            o.node.0,
+            o.generation
+        ),
+        None => tracing::warn!(
+            "node {}: job {} {} has no owner now (the job stopped); stopping its tasks here",
+            me.0,
+            key.0,
+            key.1
+        ),
     }
 }
 

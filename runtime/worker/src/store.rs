@@ -198,6 +198,33 @@ impl ClusterStore {
         })
     }
 
+    /// Runs `call` on the node's runtime until it answers, retrying while there is no leader
+    /// or the leader cannot be reached (an election under way), up to the call time-out.
+    /// Retrying a write whose outcome is unknown is safe: the state machine applies a
+    /// checkpoint once and fences stale writers.
+    fn retrying<T, F>(&self, what: &str, call: impl Fn() -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, WriteError>>,
+    {
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // The timer is made inside the runtime: this thread is not one of its own.
+            let answer = self
+                .runtime
+                .block_on(async { tokio::time::timeout(left, call()).await });
+            match answer {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if std::time::Instant::now() + Duration::from_millis(100) < deadline => {
+                    tracing::debug!(job = %self.job, partition = %self.partition, "{what}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(Err(e)) => return Err(self.write_failed(what.to_string(), e)),
+                Err(_) => return Err(self.timed_out(what.to_string())),
+            }
+        }
+    }
+
     /// Waits (up to the call time-out) for the lease to hold: a worker whose heartbeats were
     /// late may renew it.
     fn hold_lease(&self) -> Result<(), StoreError> {
@@ -278,16 +305,10 @@ impl CheckpointStore for ClusterStore {
     }
 
     fn claim(&mut self, _job: &str) -> Result<u64, StoreError> {
-        let what = "waiting for this replica to catch up with the leader".to_string();
-        // The timer is made inside the runtime: this thread is not one of its own.
-        let barrier = self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, self.writer.read_barrier(self.timeout)).await
-        });
-        match barrier {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(self.write_failed(what, e)),
-            Err(_) => return Err(self.timed_out(what)),
-        }
+        self.retrying(
+            "waiting for this replica to catch up with the leader",
+            || self.writer.read_barrier(self.timeout),
+        )?;
         let owner = self.state.read(|s, _| {
             s.job(&self.job)
                 .filter(|j| j.running)
@@ -380,14 +401,7 @@ impl CheckpointStore for ClusterStore {
         let what = format!("committing checkpoint {}", manifest.epoch);
         // The durability point of a cluster checkpoint: the write returns once a majority of
         // the nodes fsynced the entry and this leader applied it.
-        let written = self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, self.writer.write(command)).await
-        });
-        let reply = match written {
-            Ok(Ok((_, reply))) => reply,
-            Ok(Err(e)) => return Err(self.write_failed(what, e)),
-            Err(_) => return Err(self.timed_out(what)),
-        };
+        let (_, reply) = self.retrying(&what, || self.writer.write(command.clone()))?;
         self.pending.retain(|(epoch, _), _| *epoch > manifest.epoch);
         match reply {
             Reply::Applied => Ok(()),
