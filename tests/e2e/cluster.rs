@@ -304,11 +304,20 @@ fn a_killed_leader_is_replaced_and_comes_back_as_a_follower_with_the_same_state(
     assert!(back["term"].as_u64().unwrap() >= new_term);
 
     // Every node ends with the same applied index and state, and there is one leader.
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+    for s in identical_replicas(&addrs) {
+        assert_eq!(jobs(&s), acknowledged, "node {}", s["id"]);
+    }
+}
+
+/// Waits (up to 30 s) until the nodes at `addrs` have applied the same entries to the same
+/// state, with one leader; returns their statuses.
+pub(crate) fn identical_replicas(addrs: &[&str]) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let all: Vec<Value> = nodes.iter().filter_map(|n| status(&n.addr)).collect();
+        let all: Vec<Value> = addrs.iter().filter_map(|a| status(a)).collect();
         let leaders: BTreeSet<u64> = all.iter().filter_map(leader).collect();
-        let applied: BTreeSet<(u64, String)> = all
+        let states: BTreeSet<(u64, String)> = all
             .iter()
             .map(|s| {
                 (
@@ -317,15 +326,12 @@ fn a_killed_leader_is_replaced_and_comes_back_as_a_follower_with_the_same_state(
                 )
             })
             .collect();
-        if all.len() == 3 && leaders.len() == 1 && applied.len() == 1 {
-            for s in &all {
-                assert_eq!(jobs(s), acknowledged, "node {}", s["id"]);
-            }
-            break;
+        if all.len() == addrs.len() && leaders.len() == 1 && states.len() == 1 {
+            return all;
         }
         assert!(
             Instant::now() < deadline,
-            "replicas differ: leaders {leaders:?}, applied {applied:?}"
+            "replicas differ: leaders {leaders:?}, applied states {states:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -400,12 +406,19 @@ fn same_state(a: &str, b: &str) {
     }
 }
 
-/// The index of the node that leads, by its own word.
-fn leading(nodes: &[NodeProc]) -> usize {
-    nodes
-        .iter()
-        .position(|n| status(&n.addr).is_some_and(|s| leader(&s) == Some(n.id)))
-        .expect("one node leads")
+/// The index of the node that leads, by its own word, waiting up to 30 s for an election.
+pub(crate) fn leading(nodes: &[NodeProc]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(i) = nodes
+            .iter()
+            .position(|n| status(&n.addr).is_some_and(|s| leader(&s) == Some(n.id)))
+        {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

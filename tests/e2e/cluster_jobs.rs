@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{leader, status, three_nodes, wait_for, NodeProc};
+use crate::cluster::{
+    identical_replicas, leader, leading, status, three_nodes, wait_for, NodeProc,
+};
 use crate::fault_proxy::{FaultProxy, Link};
 use crate::support::{quiver, run};
 
@@ -77,15 +79,25 @@ poll-ms = 5
     }
 }
 
-/// Posts `body` to `POST /ingest/<job>` at `api`; the status code and body of the answer.
+/// Posts `body` to `POST /ingest/<JOB>` at `api`; the status code and body of the answer.
 fn post(api: &str, producer: &str, seq: u64, body: &str) -> Result<(u16, String), String> {
+    post_to(
+        api,
+        JOB,
+        &format!("X-Quiver-Producer: {producer}\r\nX-Quiver-Seq: {seq}\r\n"),
+        body,
+    )
+}
+
+/// Posts `body` to `POST /ingest/<job>` at `api` with the extra header lines `headers`.
+fn post_to(api: &str, job: &str, headers: &str, body: &str) -> Result<(u16, String), String> {
     let addr: SocketAddr = api.parse().map_err(|e| format!("{api}: {e}"))?;
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {api}: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(15)))
         .map_err(|e| e.to_string())?;
     let head = format!(
-        "POST /ingest/{JOB} HTTP/1.1\r\nHost: {api}\r\nX-Quiver-Producer: {producer}\r\nX-Quiver-Seq: {seq}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /ingest/{job} HTTP/1.1\r\nHost: {api}\r\n{headers}Content-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     conn.write_all(head.as_bytes())
@@ -298,27 +310,6 @@ fn max_generation(s: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// The index of the node that leads, by its own word, waiting for an election if need be.
-fn leader_index(nodes: &[NodeProc]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(i) = nodes
-            .iter()
-            .position(|n| status(&n.addr).is_some_and(|s| leader(&s) == Some(n.id)))
-        {
-            return i;
-        }
-        assert!(Instant::now() < deadline, "no leader within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until every node has applied the same entries to the same state, with one leader.
-fn identical_replicas(nodes: &[NodeProc]) {
-    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
-    identical_replicas_at(&addrs);
-}
-
 /// Which node each round kills.
 #[derive(Clone, Copy, PartialEq)]
 enum Victim {
@@ -341,7 +332,7 @@ fn survive_kills(victim: Victim, rounds: usize) {
     let mut dice = Dice::new();
     for round in 0..rounds {
         std::thread::sleep(Duration::from_millis(dice.range(300, 1500)));
-        let lead = leader_index(&nodes);
+        let lead = leading(&nodes);
         let v = match victim {
             Victim::Leader => lead,
             Victim::Worker => (lead + 1 + dice.range(0, 2) as usize) % 3,
@@ -378,8 +369,8 @@ fn survive_kills(victim: Victim, rounds: usize) {
     assert!(total > 0, "the clients got acknowledgements");
     let rows = wait_for_output(dir.path(), total as usize);
     check_exactly_once(&rows, &acknowledged);
-    identical_replicas(&nodes);
-    let s = status(&nodes[leader_index(&nodes)].addr).unwrap();
+    identical_replicas(&addr_refs);
+    let s = status(&nodes[leading(&nodes)].addr).unwrap();
     if victim == Victim::Worker {
         assert!(
             max_generation(&s) > PARTITIONS as u64,
@@ -406,7 +397,7 @@ fn a_paused_worker_loses_its_partitions_and_on_resuming_is_fenced_and_stops() {
     let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     submit_job(dir.path(), &addr_refs);
     let apis: Vec<String> = nodes.iter().map(|n| n.api.clone()).collect();
-    let lead = leader_index(&nodes);
+    let lead = leading(&nodes);
     let w = (lead + 1) % 3;
     let wid = nodes[w].id;
     // The client talks to the other two doors: the paused node's would not answer.
@@ -585,7 +576,7 @@ fn a_leader_cut_off_in_the_minority_acknowledges_nothing_and_the_majority_serves
         p.set(Link::Up);
     }
     let requests = client.finish();
-    identical_replicas_at(&direct_refs);
+    identical_replicas(&direct_refs);
     let old = status(&direct[lead]).unwrap();
     assert_ne!(leader(&old), Some(lead as u64 + 1), "{old:#?}");
     let acknowledged = BTreeMap::from([(0, requests)]);
@@ -595,29 +586,100 @@ fn a_leader_cut_off_in_the_minority_acknowledges_nothing_and_the_majority_serves
     drop(nodes);
 }
 
-/// Waits until the nodes at `addrs` have applied the same entries to the same state, with one
-/// leader.
-fn identical_replicas_at(addrs: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let all: Vec<Value> = addrs.iter().filter_map(|a| status(a)).collect();
-        let leaders: BTreeSet<u64> = all.iter().filter_map(leader).collect();
-        let states: BTreeSet<(u64, String)> = all
-            .iter()
-            .map(|s| {
-                (
-                    s["applied_index"].as_u64().unwrap_or(0),
-                    s["state_checksum"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        if all.len() == addrs.len() && leaders.len() == 1 && states.len() == 1 {
-            return;
-        }
+#[test]
+fn a_local_cluster_takes_events_at_its_door_and_answers_retries_gaps_bad_bodies_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let mut up = quiver();
+    up.args(["cluster", "up", "--nodes", "1", "--dir"])
+        .arg(&cluster)
+        .stderr(std::process::Stdio::null());
+    let up = up.spawn().expect("quiver cluster up");
+    let on_cluster = |args: &[&str]| {
+        let mut c = quiver();
+        c.args(["cluster"]).args(args).arg("--dir").arg(&cluster);
+        run(c)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !on_cluster(&["status"]).0 {
         assert!(
             Instant::now() < deadline,
-            "replicas differ: leaders {leaders:?}, applied states {states:?}"
+            "the local cluster did not answer within 60 s"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    let layout: Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.join("cluster.json")).unwrap())
+            .unwrap();
+    let api = layout["nodes"][0]["api"].as_str().unwrap().to_string();
+    submit_job(dir.path(), &[layout["nodes"][0]["peer"].as_str().unwrap()]);
+
+    let answer = |job: &str, headers: &str, body: &str| {
+        post_to(&api, job, headers, body).expect("the door answers")
+    };
+    let numbered = |seq: u64| format!("X-Quiver-Producer: p\r\nX-Quiver-Seq: {seq}\r\n");
+    let (code, text) = answer(JOB, &numbered(0), &request(0, 0));
+    assert_eq!(code, 200, "{text}");
+    let first: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(first["rows"], ROWS);
+    assert_eq!(first["duplicate"], false);
+    // A retry is acknowledged again and not applied twice.
+    let (code, text) = answer(JOB, &numbered(0), &request(0, 0));
+    assert_eq!(
+        (
+            code,
+            serde_json::from_str::<Value>(&text).unwrap()["duplicate"].clone()
+        ),
+        (200, Value::Bool(true)),
+        "{text}"
+    );
+    // A number that skips one is refused, saying which comes next.
+    let (code, text) = answer(JOB, &numbered(2), &request(0, 2));
+    assert_eq!(code, 409, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["expected"], 1);
+    // A line that does not parse is refused, naming it; so is a number without a producer.
+    let bad = format!(
+        "{}\n{{\"id\": 7, \"key\": \n",
+        request(0, 1).lines().next().unwrap()
+    );
+    let (code, text) = answer(JOB, &numbered(1), &bad);
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        text.contains("line 2") || text.contains(":2"),
+        "names the line: {text}"
+    );
+    let (code, text) = answer(JOB, "X-Quiver-Seq: 1\r\n", &request(0, 1));
+    assert_eq!(code, 400, "{text}");
+    // No such job, and a stopped one.
+    let (code, text) = answer("nobody", &numbered(0), &request(0, 0));
+    assert_eq!(code, 404, "{text}");
+    // The first request comes out once, before the job is stopped (a stop drops what is
+    // pending).
+    let rows = wait_for_output(dir.path(), ROWS as usize);
+    check_exactly_once(&rows, &BTreeMap::from([(0, 1)]));
+    let (ok, out, err) = on_cluster(&["stop", JOB]);
+    assert!(ok, "{out}{err}");
+    let (code, text) = answer(JOB, &numbered(1), &request(0, 1));
+    assert_eq!(code, 410, "{text}");
+
+    // Ctrl-C (SIGTERM here) stops the cluster and its node.
+    let pid = rustix::process::Pid::from_child(&up);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = finish_within(up, Duration::from_secs(30));
+    assert!(out.success(), "quiver cluster up ended with {out:?}");
+}
+
+/// Waits for `child` to exit, killing it (and failing) after `limit`.
+fn finish_within(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -158,36 +158,10 @@ impl Writer {
     /// entry the leader had committed when asked (confirmed by a majority), so that what the
     /// caller reads next from the local state is at least that recent.
     pub async fn read_barrier(&self, timeout: Duration) -> Result<u64, WriteError> {
-        let index = match self.handlers.leader_addr() {
-            Err(_) => return Err(WriteError::NoLeader { node: self.node() }),
-            Ok(None) => self
-                .handlers
-                .read_index()
-                .await
-                .map_err(|message| WriteError::Raft {
-                    node: self.node(),
-                    message,
-                })?,
-            Ok(Some(leader)) => {
-                let call = ControlCall {
-                    method: READ_INDEX.to_string(),
-                    group: GroupId::FIRST,
-                    payload: Bytes::new(),
-                };
-                let fail = |message: String| WriteError::Forward {
-                    leader: leader.clone(),
-                    message,
-                };
-                let bytes = self
-                    .handlers
-                    .forward(leader.clone(), call)
-                    .await
-                    .map_err(|e| fail(e.message))?;
-                decode::<Result<u64, String>>(&bytes)
-                    .map_err(|e| fail(e.message))?
-                    .map_err(fail)?
-            }
-        };
+        let index = self
+            .handlers
+            .at_leader(READ_INDEX, (), |()| self.handlers.read_index())
+            .await?;
         self.handlers
             .raft
             .wait(Some(timeout))
@@ -752,36 +726,48 @@ impl Handlers {
 
     /// [`Handlers::write`] here when leading, through the leader otherwise.
     async fn write_anywhere(&self, command: Command) -> Result<(u64, Reply), WriteError> {
+        self.at_leader(method::CLIENT_WRITE, command, |c| self.write(c))
+            .await
+    }
+
+    /// Runs `here` with `request` when this node leads; otherwise sends `request` as control
+    /// call `method` to the leader and decodes its answer.
+    async fn at_leader<R, T, F>(
+        &self,
+        method: &str,
+        request: R,
+        here: impl FnOnce(R) -> F,
+    ) -> Result<T, WriteError>
+    where
+        R: Serialize,
+        T: DeserializeOwned,
+        F: std::future::Future<Output = Result<T, String>>,
+    {
         let leader = self
             .leader_addr()
             .map_err(|_| WriteError::NoLeader { node: self.id })?;
-        match leader {
-            None => self
-                .write(command)
-                .await
-                .map_err(|message| WriteError::Raft {
-                    node: self.id,
-                    message,
-                }),
-            Some(leader) => {
-                let call = ControlCall {
-                    method: method::CLIENT_WRITE.to_string(),
-                    group: GroupId::FIRST,
-                    payload: encode(&command),
-                };
-                let fail = |message: String| WriteError::Forward {
-                    leader: leader.clone(),
-                    message,
-                };
-                let bytes = self
-                    .forward(leader.clone(), call)
-                    .await
-                    .map_err(|e| fail(e.message))?;
-                decode::<Result<(u64, Reply), String>>(&bytes)
-                    .map_err(|e| fail(e.message))?
-                    .map_err(fail)
-            }
-        }
+        let Some(leader) = leader else {
+            return here(request).await.map_err(|message| WriteError::Raft {
+                node: self.id,
+                message,
+            });
+        };
+        let call = ControlCall {
+            method: method.to_string(),
+            group: GroupId::FIRST,
+            payload: encode(&request),
+        };
+        let fail = |message: String| WriteError::Forward {
+            leader: leader.clone(),
+            message,
+        };
+        let bytes = self
+            .forward(leader.clone(), call)
+            .await
+            .map_err(|e| fail(e.message))?;
+        decode::<Result<T, String>>(&bytes)
+            .map_err(|e| fail(e.message))?
+            .map_err(fail)
     }
 
     async fn write(&self, command: Command) -> Result<(u64, Reply), String> {

@@ -631,8 +631,8 @@ fn input_decoder(
 }
 
 /// `schema` with every column nullable: JSON lines mixed in later may lack a key, as may an
-/// Arrow body a column.
-fn nullable(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
+/// Arrow body a column (the cluster's ingest door fixes a job's schema the same way).
+pub fn nullable(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
     let fields: Vec<arrow::datatypes::Field> = schema
         .fields()
         .iter()
@@ -645,7 +645,7 @@ fn nullable(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
 }
 
 /// `schema` as an Arrow IPC stream with no batches.
-fn schema_stream(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>, StreamError> {
+pub fn schema_stream(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>, StreamError> {
     let bad = |e: arrow::error::ArrowError| {
         StreamError::Setup(format!("cannot encode the run's schema: {e}"))
     };

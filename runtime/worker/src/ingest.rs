@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
@@ -322,7 +322,10 @@ impl Door {
                 producer: producer.clone(),
                 seq,
                 parts,
-                schema: inferred.map(|s| schema_bytes(&s)),
+                schema: inferred
+                    .map(|s| quiver_stream::schema_stream(&s))
+                    .transpose()
+                    .map_err(|e| bad(e.to_string()))?,
                 rows: part_rows,
             };
             // The durability point of an ingest request: the write returns once a majority
@@ -383,21 +386,6 @@ fn read_schema(bytes: &[u8]) -> Result<SchemaRef, arrow::error::ArrowError> {
     Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema())
 }
 
-fn schema_bytes(schema: &Schema) -> Vec<u8> {
-    let mut w = StreamWriter::try_new(Vec::new(), schema).expect("a schema encodes");
-    w.finish().expect("a schema encodes");
-    w.into_inner().expect("a schema encodes")
-}
-
-fn nullable(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
 /// The body as one batch of `known` (or of the schema inferred from it, returned too).
 fn decode(
     body: &Body,
@@ -415,11 +403,15 @@ fn decode(
                     let (s, _) =
                         arrow::json::reader::infer_json_schema(Cursor::new(&text), None)
                             .map_err(|e| format!("cannot infer a schema from the body: {e}"))?;
-                    let s = nullable(&s);
+                    let s = quiver_stream::nullable(&s);
                     (s.clone(), Some(s))
                 }
             };
             let count = text.iter().filter(|&&b| b == b'\n').count();
+            let objects = text
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.trim_ascii().is_empty())
+                .count();
             let lines = Lines {
                 bytes: text,
                 count,
@@ -430,6 +422,16 @@ fn decode(
             let (batch, _) = decoder
                 .decode(&[Chunk::Lines(lines)], OnMalformed::Fail)
                 .map_err(|e| e.to_string())?;
+            let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
+            if rows != objects {
+                // The JSON decoder drops an object left open at the end of its input: name the
+                // line that is not one whole object, rather than acknowledge fewer rows.
+                return Err(first_broken_line(bytes).unwrap_or_else(|| {
+                    format!(
+                        "{objects} lines but {rows} rows decoded; is an object split over lines?"
+                    )
+                }));
+            }
             Ok((
                 batch.unwrap_or_else(|| RecordBatch::new_empty(schema)),
                 inferred,
@@ -441,7 +443,7 @@ fn decode(
             let (schema, inferred) = match known {
                 Some(s) => (s, None),
                 None => {
-                    let s = nullable(&reader.schema());
+                    let s = quiver_stream::nullable(&reader.schema());
                     (s.clone(), Some(s))
                 }
             };
@@ -455,6 +457,18 @@ fn decode(
             Ok((batch, inferred))
         }
     }
+}
+
+/// The first line of `text` that is not one whole JSON value, as an error naming it.
+fn first_broken_line(text: &[u8]) -> Option<String> {
+    text.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
+        .find_map(|(i, l)| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(l)
+                .err()
+                .map(|e| format!("request body:{}: not one JSON object: {e}", i + 1))
+        })
 }
 
 /// Each partition's rows as an Arrow IPC stream.

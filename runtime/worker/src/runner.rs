@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use quiver_checkpoint::store::StoreError;
 use quiver_coordination::{Generation, NodeId, PartitionId};
 use quiver_exec::pipeline::Pipeline;
 use quiver_node::worker_liveness::Lease;
@@ -95,22 +96,15 @@ impl Runner {
     }
 }
 
-/// What the assignment gives this node: each partition with its generation, and the job's
-/// pipeline and base directory.
-fn owned(state: &StateReader, me: NodeId) -> BTreeMap<Key, (Generation, String, String)> {
+/// What the assignment gives this node: each partition with its generation. (Read every
+/// tick: the job's pipeline is read once, when a run starts.)
+fn owned(state: &StateReader, me: NodeId) -> BTreeMap<Key, Generation> {
     state.read(|s, _| {
         let mut out = BTreeMap::new();
         for (name, job) in s.jobs().filter(|(_, j)| j.running) {
             for (partition, owner) in &job.assignment {
                 if owner.node == me {
-                    out.insert(
-                        (name.to_string(), *partition),
-                        (
-                            owner.generation,
-                            job.pipeline_toml.clone(),
-                            job.base_dir.clone(),
-                        ),
-                    );
+                    out.insert((name.to_string(), *partition), owner.generation);
                 }
             }
         }
@@ -127,7 +121,7 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
         let mine = owned(&config.state, me);
         // Partitions that moved away (or whose job stopped) stop at once.
         for (key, r) in &running {
-            let still = mine.get(key).is_some_and(|(g, _, _)| *g == r.generation);
+            let still = mine.get(key) == Some(&r.generation);
             if !still && !r.stop.load(Ordering::Relaxed) {
                 say_moved(&config.state, me, key);
                 r.stop.store(true, Ordering::Relaxed);
@@ -141,7 +135,7 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
             .collect();
         for key in ended {
             let r = running.remove(&key).expect("listed above");
-            let still = mine.get(&key).is_some_and(|(g, _, _)| *g == r.generation);
+            let still = mine.get(&key) == Some(&r.generation);
             if !still && !r.stop.load(Ordering::Relaxed) {
                 // It ended on its own (a refused or failed commit) after the partition moved.
                 say_moved(&config.state, me, &key);
@@ -149,12 +143,7 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
             match r.thread.join() {
                 Ok(Ok(report)) => tracing::info!("node {}: {}", me.0, report.to_string().trim()),
                 Ok(Err(e)) => {
-                    // Errors of the cluster store name the job and partition already.
-                    if e.contains(&format!("job {} {}", key.0, key.1)) {
-                        tracing::warn!("node {}: {e}", me.0);
-                    } else {
-                        tracing::warn!("node {}: job {} {}: {e}", me.0, key.0, key.1);
-                    }
+                    tracing::warn!("node {}: {e}", me.0);
                     retry_at.insert(key, Instant::now() + RETRY_AFTER);
                 }
                 Err(_) => {
@@ -164,23 +153,17 @@ fn run_loop(config: RunnerConfig, stop: Arc<AtomicBool>) {
             }
         }
         retry_at.retain(|_, at| *at > Instant::now());
-        for (key, (generation, toml, base_dir)) in &mine {
+        for (key, generation) in &mine {
             if running.contains_key(key) || retry_at.contains_key(key) {
                 continue;
             }
             let flag = Arc::new(AtomicBool::new(false));
             let thread = {
-                let (config, key, toml, base_dir, flag) = (
-                    config.clone(),
-                    key.clone(),
-                    toml.clone(),
-                    base_dir.clone(),
-                    flag.clone(),
-                );
+                let (config, key, flag) = (config.clone(), key.clone(), flag.clone());
                 let generation = *generation;
                 std::thread::Builder::new()
                     .name(format!("{}-p{}", key.0, key.1 .0))
-                    .spawn(move || run_partition(&config, &key, generation, &toml, &base_dir, flag))
+                    .spawn(move || run_partition(&config, &key, generation, flag))
                     .expect("starting a partition thread")
             };
             tracing::info!(
@@ -232,6 +215,12 @@ fn say_moved(state: &StateReader, me: NodeId, key: &Key) {
     }
 }
 
+/// Why a partition's run ended, naming the job and partition: the cluster store's errors name
+/// them already, the others get them in front.
+fn run_error(job: &str, partition: PartitionId, e: impl std::fmt::Display) -> String {
+    format!("job {job} {partition}: {e}")
+}
+
 /// The pipeline of one partition's run: the job's, reading the feed, writing to
 /// `<sink>/p<partition>/`, named with the partition and generation.
 pub fn partition_pipeline(
@@ -264,14 +253,31 @@ fn run_partition(
     config: &RunnerConfig,
     key: &Key,
     generation: Generation,
-    toml: &str,
-    base_dir: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<StreamReport, String> {
     let (job, partition) = (&key.0, key.1);
-    let p = partition_pipeline(toml, base_dir, job, partition, generation, &config.work_dir)?;
-    let options = p.engine_options().map_err(|e| e.to_string())?;
-    let host = Host::new(options, config.cache_dir.clone()).map_err(|e| e.to_string())?;
+    let (toml, base_dir) = config
+        .state
+        .read(|s, _| {
+            s.job(job)
+                .filter(|j| j.running)
+                .map(|j| (j.pipeline_toml.clone(), j.base_dir.clone()))
+        })
+        .ok_or_else(|| run_error(job, partition, "the job is no longer running"))?;
+    let p = partition_pipeline(
+        &toml,
+        &base_dir,
+        job,
+        partition,
+        generation,
+        &config.work_dir,
+    )
+    .map_err(|e| run_error(job, partition, e))?;
+    let options = p
+        .engine_options()
+        .map_err(|e| run_error(job, partition, e))?;
+    let host =
+        Host::new(options, config.cache_dir.clone()).map_err(|e| run_error(job, partition, e))?;
     let store = ClusterStore::new(
         job,
         partition,
@@ -287,5 +293,8 @@ fn run_partition(
         feed: Some(ReplicaFeed::opener(config.state.clone(), job, partition)),
         ..StreamOptions::default()
     };
-    quiver_stream::run_with_store(&p, &host, &options, store).map_err(|e| e.to_string())
+    quiver_stream::run_with_store(&p, &host, &options, store).map_err(|e| match e {
+        quiver_stream::StreamError::Store(StoreError::Remote(e)) => e.to_string(),
+        e => run_error(job, partition, e),
+    })
 }

@@ -105,6 +105,34 @@ pub enum ClusterStoreError {
         /// What the state machine answered.
         reply: Reply,
     },
+    /// The replicated state has no such partition (any more).
+    #[error("job {job} {partition}: {source}")]
+    Read {
+        /// The job.
+        job: String,
+        /// The partition.
+        partition: PartitionId,
+        /// Why.
+        source: quiver_replication::state::ReadError,
+    },
+    /// A cluster job resumes from its last checkpoint; it does not start over.
+    #[error("job {job} {partition}: a cluster job always resumes from its last checkpoint; to start it over, stop it and submit it again")]
+    StartOver {
+        /// The job.
+        job: String,
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// A partition runs as one task, whose one state blob travels in the log.
+    #[error("job {job} {partition}: a checkpoint of {tasks} tasks, where a partition runs one")]
+    MoreThanOneTask {
+        /// The job.
+        job: String,
+        /// The partition.
+        partition: PartitionId,
+        /// The tasks the manifest names.
+        tasks: usize,
+    },
     /// The last checkpoint in the log cannot be used.
     #[error(
         "job {job} {partition}: the last checkpoint (committed at log index {index}) {problem}"
@@ -258,12 +286,11 @@ impl ClusterStore {
             s.last_checkpoint(&self.job, self.partition)
                 .map(|c| c.map(|c| (c.manifest.clone(), c.state.clone(), c.committed_at)))
         });
-        let last = last.map_err(|e| {
-            self.fail(ClusterStoreError::NotOwned {
-                job: format!("{} ({e})", self.job),
+        let last = last.map_err(|source| {
+            self.fail(ClusterStoreError::Read {
+                job: self.job.clone(),
                 partition: self.partition,
-                node: self.node,
-                generation: self.generation,
+                source,
             })
         })?;
         let Some((manifest, state, index)) = last else {
@@ -296,11 +323,9 @@ impl CheckpointStore for ClusterStore {
     fn forget(&mut self, _job: &str) -> Result<(), StoreError> {
         // A partition of a cluster job always resumes from its last checkpoint; starting a job
         // over is `quiver cluster stop` and a new submission.
-        Err(self.fail(ClusterStoreError::Refused {
+        Err(self.fail(ClusterStoreError::StartOver {
             job: self.job.clone(),
             partition: self.partition,
-            epoch: 0,
-            reply: Reply::JobExists,
         }))
     }
 
@@ -368,13 +393,10 @@ impl CheckpointStore for ClusterStore {
     fn commit(&mut self, manifest: &Manifest) -> Result<(), StoreError> {
         if manifest.state.len() > 1 || manifest.state.keys().any(|t| *t != 0) {
             // A partition runs as one task; its one blob travels in the log.
-            return Err(self.fail(ClusterStoreError::Refused {
+            return Err(self.fail(ClusterStoreError::MoreThanOneTask {
                 job: self.job.clone(),
                 partition: self.partition,
-                epoch: manifest.epoch,
-                reply: Reply::UnknownPartition {
-                    partition: self.partition,
-                },
+                tasks: manifest.state.len(),
             }));
         }
         self.hold_lease()?;
