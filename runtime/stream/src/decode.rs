@@ -408,6 +408,22 @@ mod tests {
         assert_eq!((bad[0].line, bad[0].text.as_str()), (2, "{\"id\":\"oops\""));
     }
 
+    /// A last line cut short inside an object is a bad line, not dropped: in the whole
+    /// micro-batch and line by line (the cluster's ingest door relies on it too).
+    #[test]
+    fn a_last_json_line_cut_inside_an_object_is_a_bad_line() {
+        let d = Decoder::new(schema(), Format::Jsonl, None, b',');
+        let chunks = [chunk("a.jsonl", 1, "{\"id\":1}\n{\"id\":2,\"name\":\n")];
+        let err = d
+            .decode(&chunks, OnMalformed::Fail)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("a.jsonl:2: "), "{err}");
+        let (batch, bad) = d.decode(&chunks, OnMalformed::Skip).unwrap();
+        assert_eq!(batch.unwrap().num_rows(), 1);
+        assert_eq!((bad.len(), bad[0].line), (1, 2));
+    }
+
     #[test]
     fn a_csv_line_with_a_quote_never_closed_is_a_bad_line() {
         let d = Decoder::new(schema(), Format::Csv, Some(b"id,name\n".to_vec()), b',');

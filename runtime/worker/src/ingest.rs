@@ -408,10 +408,6 @@ fn decode(
                 }
             };
             let count = text.iter().filter(|&&b| b == b'\n').count();
-            let objects = text
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.trim_ascii().is_empty())
-                .count();
             let lines = Lines {
                 bytes: text,
                 count,
@@ -422,16 +418,6 @@ fn decode(
             let (batch, _) = decoder
                 .decode(&[Chunk::Lines(lines)], OnMalformed::Fail)
                 .map_err(|e| e.to_string())?;
-            let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
-            if rows != objects {
-                // The JSON decoder drops an object left open at the end of its input: name the
-                // line that is not one whole object, rather than acknowledge fewer rows.
-                return Err(first_broken_line(bytes).unwrap_or_else(|| {
-                    format!(
-                        "{objects} lines but {rows} rows decoded; is an object split over lines?"
-                    )
-                }));
-            }
             Ok((
                 batch.unwrap_or_else(|| RecordBatch::new_empty(schema)),
                 inferred,
@@ -457,18 +443,6 @@ fn decode(
             Ok((batch, inferred))
         }
     }
-}
-
-/// The first line of `text` that is not one whole JSON value, as an error naming it.
-fn first_broken_line(text: &[u8]) -> Option<String> {
-    text.split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| !l.trim_ascii().is_empty())
-        .find_map(|(i, l)| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(l)
-                .err()
-                .map(|e| format!("request body:{}: not one JSON object: {e}", i + 1))
-        })
 }
 
 /// Each partition's rows as an Arrow IPC stream.
