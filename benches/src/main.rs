@@ -91,7 +91,8 @@ struct Args {
     json: Option<PathBuf>,
     /// Run only these parts (repeatable or comma-separated): columnar, per-record (which
     /// compares against columnar, so runs it too), limits, pipeline, languages, streaming,
-    /// ingest, cluster.
+    /// ingest, cluster; or one figure of the cluster part: cluster-failover, cluster-ingest,
+    /// cluster-catch-up, cluster-checkpoint.
     /// Default: all (the pipeline not with --quick).
     #[arg(long, value_delimiter = ',', value_name = "PART")]
     only: Vec<String>,
@@ -106,6 +107,20 @@ struct Args {
 impl Args {
     fn runs_part(&self, part: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+
+    /// Whether any figure of `part` runs (`part` itself, or one `part-…` of it).
+    fn runs_any_of(&self, part: &str) -> bool {
+        self.runs_part(part)
+            || self
+                .only
+                .iter()
+                .any(|p| p.strip_prefix(part).is_some_and(|r| r.starts_with('-')))
+    }
+
+    /// Whether figure `figure` of `part` runs (`part` or `part-figure` asked for).
+    fn runs_figure(&self, part: &str, figure: &str) -> bool {
+        self.runs_part(part) || self.runs_part(&format!("{part}-{figure}"))
     }
 }
 
@@ -744,7 +759,7 @@ fn main() -> Result<()> {
     if args.runs_part("ingest") {
         ingest::bench_ingest(&args)?;
     }
-    if args.runs_part("cluster") {
+    if args.runs_any_of("cluster") {
         cluster::bench_cluster(&args, &host)?;
     }
     if args.runs_part("languages") {

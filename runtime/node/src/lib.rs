@@ -11,6 +11,8 @@
 //!   through any member, as learners promoted to voters);
 //! - [`raft_network`]: openraft's network over `quiver-transport` (gRPC): a peer that is down
 //!   is unreachable, a slow one times out after openraft's per-call time-to-live;
+//! - `batching`: group commit at the leader — writes that arrive while entries are being
+//!   replicated go out together as one entry;
 //! - [`timing`]: Raft's timings and the call time-outs;
 //! - [`status`]: what `quiver cluster status` shows;
 //! - [`worker_liveness`]: workers' heartbeats to the leader (in memory), the leader's loop that
@@ -27,6 +29,7 @@
 //! Uses `quiver-replication`, `quiver-transport`, `quiver-coordination`, openraft and tokio; no
 //! Arrow, no wasmtime.
 
+mod batching;
 pub mod node;
 pub mod raft_network;
 pub mod status;

@@ -20,6 +20,7 @@ use quiver_transport::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::batching::{self, BatchLimits, Batcher, Failed, Route, Routes};
 use crate::raft_network::Network;
 use crate::status::{
     CheckpointStatus, JobStatus, MemberStatus, NodeStatus, PartitionStatus, WorkerStatus,
@@ -242,9 +243,11 @@ impl Node {
         })?;
         let clock = Clock::new();
         let view = Arc::new(std::sync::Mutex::new(LeaderView::default()));
+        let (batcher, queue) = Batcher::new();
         let handlers = Arc::new(Handlers {
             id: node,
             raft: raft.clone(),
+            batcher,
             state: state.clone(),
             timing: config.timing.clone(),
             view: view.clone(),
@@ -252,6 +255,7 @@ impl Node {
             local_ip,
             clients: std::sync::Mutex::new(BTreeMap::new()),
         });
+        let batching = batching::spawn(handlers.clone(), queue, BatchLimits::default());
         let server = quiver_transport::serve_listener(
             listener,
             handlers.clone(),
@@ -291,6 +295,7 @@ impl Node {
                 node,
             )),
             tokio::spawn(beat(handlers.clone(), lease.clone())),
+            batching,
         ];
         Ok(Node {
             id: node,
@@ -533,7 +538,7 @@ fn job_statuses(s: &quiver_replication::ClusterState) -> Vec<JobStatus> {
                         generation: owner.map(|o| o.generation.0),
                         rows: p.ingested_rows,
                         bytes: p.ingested_bytes,
-                        pending_requests: p.events.len(),
+                        pending_requests: p.events.values().map(Vec::len).sum(),
                         checkpoint: p.checkpoint.as_ref().map(|c| CheckpointStatus {
                             epoch: c.epoch,
                             node: c.node.0,
@@ -579,6 +584,8 @@ struct Handlers {
     local_ip: Option<std::net::IpAddr>,
     /// A client per leader address, kept so that forwarded calls reuse one connection.
     clients: std::sync::Mutex<BTreeMap<String, PeerClient>>,
+    /// The queue that groups this node's writes.
+    batcher: Batcher,
 }
 
 impl Handlers {
@@ -724,10 +731,17 @@ impl Handlers {
             .map_err(|e| e.to_string())
     }
 
-    /// [`Handlers::write`] here when leading, through the leader otherwise.
+    /// Writes `command` here when leading, through the leader otherwise, grouped with the
+    /// node's other writes under way ([`batching`]).
     async fn write_anywhere(&self, command: Command) -> Result<(u64, Reply), WriteError> {
-        self.at_leader(method::CLIENT_WRITE, command, |c| self.write(c))
-            .await
+        self.batcher.write(command).await.map_err(|f| match f {
+            Failed::NoLeader => WriteError::NoLeader { node: self.id },
+            Failed::Forward { leader, message } => WriteError::Forward { leader, message },
+            Failed::Raft(message) => WriteError::Raft {
+                node: self.id,
+                message,
+            },
+        })
     }
 
     /// Runs `here` with `request` when this node leads; otherwise sends `request` as control
@@ -752,31 +766,49 @@ impl Handlers {
                 message,
             });
         };
+        self.ask_leader(&leader, method, &request)
+            .await
+            .map_err(|message| WriteError::Forward { leader, message })
+    }
+
+    /// Makes control call `method` with `request` at the leader at `leader` and decodes its
+    /// answer; the error says why it failed, there or on the way.
+    async fn ask_leader<R: Serialize, T: DeserializeOwned>(
+        &self,
+        leader: &str,
+        method: &str,
+        request: &R,
+    ) -> Result<T, String> {
         let call = ControlCall {
             method: method.to_string(),
             group: GroupId::FIRST,
-            payload: encode(&request),
-        };
-        let fail = |message: String| WriteError::Forward {
-            leader: leader.clone(),
-            message,
+            payload: encode(request),
         };
         let bytes = self
-            .forward(leader.clone(), call)
+            .forward(leader.to_string(), call)
             .await
-            .map_err(|e| fail(e.message))?;
-        decode::<Result<T, String>>(&bytes)
-            .map_err(|e| fail(e.message))?
-            .map_err(fail)
+            .map_err(|e| e.message)?;
+        decode::<Result<T, String>>(&bytes).map_err(|e| e.message)?
+    }
+}
+
+impl Routes for Handlers {
+    fn route(&self) -> Route {
+        match self.leader_addr() {
+            Ok(None) => Route::Here,
+            Ok(Some(leader)) => Route::Leader(leader),
+            Err(_) => Route::Unknown,
+        }
     }
 
-    async fn write(&self, command: Command) -> Result<(u64, Reply), String> {
-        let written = self
-            .raft
-            .client_write(command)
+    fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    async fn forward_write(&self, leader: String, entry: Command) -> batching::Written {
+        self.ask_leader(&leader, method::CLIENT_WRITE, &entry)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok((written.log_id.index, written.data))
+            .map_err(|message| Failed::Forward { leader, message })
     }
 }
 
@@ -836,7 +868,10 @@ impl ControlHandler for Handlers {
                 if let Some(leader) = self.leader_addr()? {
                     return self.forward(leader, call).await;
                 }
-                let answer = self.write(decode(&call.payload)?).await;
+                let answer = self
+                    .write_anywhere(decode(&call.payload)?)
+                    .await
+                    .map_err(|e| e.to_string());
                 Ok(encode(&answer))
             }
             other => Err(HandlerError::new(format!(

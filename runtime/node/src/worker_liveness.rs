@@ -190,7 +190,7 @@ pub(crate) async fn lead(
                 .collect()
         });
         for command in plans {
-            let job = command.job().to_string();
+            let job = command.job().unwrap_or_default().to_string();
             match raft.client_write(command).await {
                 Ok(w) if w.data == Reply::Applied => {
                     tracing::info!(job, index = w.log_id.index, live = ?live, "partitions reassigned")

@@ -24,7 +24,7 @@ pub(crate) mod parts {
     }
 }
 
-/// `BTreeMap<LogIndex, Vec<u8>>`: a partition's pending events.
+/// `BTreeMap<LogIndex, Vec<Vec<u8>>>`: a partition's pending events.
 pub(crate) mod events {
     use std::collections::BTreeMap;
 
@@ -33,17 +33,23 @@ pub(crate) mod events {
     use serde_bytes::{ByteBuf, Bytes};
 
     pub(crate) fn serialize<S: Serializer>(
-        events: &BTreeMap<LogIndex, Vec<u8>>,
+        events: &BTreeMap<LogIndex, Vec<Vec<u8>>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.collect_map(events.iter().map(|(i, b)| (i, Bytes::new(b))))
+        s.collect_map(events.iter().map(|(i, parts)| {
+            let parts: Vec<&Bytes> = parts.iter().map(|b| Bytes::new(b)).collect();
+            (i, parts)
+        }))
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<BTreeMap<LogIndex, Vec<u8>>, D::Error> {
-        let events = BTreeMap::<LogIndex, ByteBuf>::deserialize(d)?;
-        Ok(events.into_iter().map(|(i, b)| (i, b.into_vec())).collect())
+    ) -> Result<BTreeMap<LogIndex, Vec<Vec<u8>>>, D::Error> {
+        let events = BTreeMap::<LogIndex, Vec<ByteBuf>>::deserialize(d)?;
+        Ok(events
+            .into_iter()
+            .map(|(i, parts)| (i, parts.into_iter().map(ByteBuf::into_vec).collect()))
+            .collect())
     }
 }
 

@@ -99,18 +99,45 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         state: Option<Vec<u8>>,
     },
+    /// Commands that reached the leader together, written as one log entry so that one round
+    /// of replication and one fsync per node carry them all. Each is applied in turn, at the
+    /// entry's log index, exactly as if it were alone (one may be refused while the next
+    /// applies); the reply is a [`Reply::Batch`] of their replies, in order.
+    Batch {
+        /// The commands, in the order they are applied.
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
-    /// The job the command is about.
-    pub fn job(&self) -> &str {
+    /// The job the command is about (`None` for a batch, which may span several).
+    pub fn job(&self) -> Option<&str> {
         match self {
             Command::SubmitJob { job, .. }
             | Command::StopJob { job }
             | Command::Assign { job, .. }
             | Command::Ingest { job, .. }
-            | Command::Checkpoint { job, .. } => job,
+            | Command::Checkpoint { job, .. } => Some(job),
+            Command::Batch { .. } => None,
         }
+    }
+
+    /// About how many bytes the command takes in the log: what bounds a batch.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED
+            + match self {
+                Command::SubmitJob { pipeline_toml, .. } => pipeline_toml.len(),
+                Command::StopJob { .. } | Command::Assign { .. } => 0,
+                Command::Ingest { parts, schema, .. } => {
+                    parts.iter().map(|(_, b)| b.len()).sum::<usize>()
+                        + schema.as_ref().map_or(0, Vec::len)
+                }
+                Command::Checkpoint {
+                    manifest, state, ..
+                } => manifest.len() + state.as_ref().map_or(0, Vec::len),
+                Command::Batch { commands } => commands.iter().map(Command::approx_bytes).sum(),
+            }
     }
 }
 
@@ -176,6 +203,11 @@ pub enum Reply {
         /// The job's schema (an Arrow IPC stream without batches).
         #[serde(with = "serde_bytes")]
         schema: Vec<u8>,
+    },
+    /// The replies to the commands of a [`Command::Batch`], in order.
+    Batch {
+        /// One reply per command.
+        replies: Vec<Reply>,
     },
     /// A checkpoint claiming events at or beyond its own log index, which it cannot have read.
     CheckpointAhead {

@@ -69,9 +69,10 @@ pub struct Job {
 pub struct PartitionState {
     /// The last committed checkpoint.
     pub checkpoint: Option<CommittedCheckpoint>,
-    /// The events after it: log index of the ingest command → the partition's part.
+    /// The events after it: log index of the ingest command → the partition's parts, one per
+    /// ingest request applied at that index (several when the entry was a batch), in order.
     #[serde(with = "crate::bytes::events")]
-    pub events: BTreeMap<LogIndex, Vec<u8>>,
+    pub events: BTreeMap<LogIndex, Vec<Vec<u8>>>,
     /// Rows ingested into it since the job was submitted (as the doors counted them).
     pub ingested_rows: u64,
     /// Bytes ingested into it since the job was submitted.
@@ -185,6 +186,12 @@ impl ClusterState {
                 Ok(j) => j.ingest(index, &producer, seq, parts, schema, &rows),
                 Err(reply) => reply,
             },
+            Command::Batch { commands } => Reply::Batch {
+                replies: commands
+                    .into_iter()
+                    .map(|c| self.apply_owned(index, c))
+                    .collect(),
+            },
             Command::Checkpoint {
                 job,
                 partition,
@@ -296,7 +303,9 @@ impl ClusterState {
     }
 
     /// The events of `partition` of `job` after log index `after`, in log order: what the
-    /// partition's owner processes after resuming from a checkpoint covering `after`. Refused
+    /// partition's owner processes after resuming from a checkpoint covering `after`. An index
+    /// may come several times in a row (the parts of a batch): a reader that keeps its place
+    /// as a log index must take all of an index's parts at once. Refused
     /// with [`ReadError::Covered`] if a checkpoint covering more than `after` dropped some of
     /// them.
     pub fn events_after(
@@ -318,7 +327,7 @@ impl ClusterState {
         }
         Ok(p.events
             .range((Bound::Excluded(after), Bound::Unbounded))
-            .map(|(index, bytes)| (*index, bytes.as_slice())))
+            .flat_map(|(index, parts)| parts.iter().map(|bytes| (*index, bytes.as_slice()))))
     }
 
     /// The last committed checkpoint of `partition` of `job`, if it has one.
@@ -452,7 +461,7 @@ impl Job {
                     let state = &mut self.partition_states[partition.0 as usize];
                     state.ingested_rows += rows.get(i).copied().unwrap_or(0);
                     state.ingested_bytes += bytes.len() as u64;
-                    state.events.insert(index, bytes);
+                    state.events.entry(index).or_default().push(bytes);
                 }
                 Reply::Applied
             }

@@ -109,12 +109,7 @@ impl ReplicaFeed {
     fn next_events(&self) -> Result<Vec<(LogIndex, Vec<u8>)>, FeedError> {
         self.state.read(|s, _| {
             s.events_after(&self.job, self.partition, self.after)
-                .map(|events| {
-                    events
-                        .take(EVENTS_PER_READ)
-                        .map(|(i, b)| (i, b.to_vec()))
-                        .collect()
-                })
+                .map(|events| whole_indexes(events, EVENTS_PER_READ))
                 .map_err(|source| FeedError::Read {
                     job: self.job.clone(),
                     partition: self.partition,
@@ -145,6 +140,23 @@ impl ReplicaFeed {
     }
 }
 
+/// The first `at_least` events (more if the last index has more parts), copied. Whole log
+/// indexes only: a feed's position is an index, so the parts of one (a batch of requests)
+/// are taken together or not at all.
+fn whole_indexes<'a>(
+    events: impl Iterator<Item = (LogIndex, &'a [u8])>,
+    at_least: usize,
+) -> Vec<(LogIndex, Vec<u8>)> {
+    let mut read: Vec<(LogIndex, Vec<u8>)> = Vec::new();
+    for (i, b) in events {
+        if read.len() >= at_least && read.last().map(|(l, _)| *l) != Some(i) {
+            break;
+        }
+        read.push((i, b.to_vec()));
+    }
+    read
+}
+
 fn feed_error(e: FeedError) -> StreamError {
     StreamError::Feed(Box::new(e))
 }
@@ -172,5 +184,41 @@ impl Feed for ReplicaFeed {
 
     fn position(&self) -> serde_json::Value {
         serde_json::to_value(FeedPosition { index: self.after }).expect("a position serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Reading in steps of whole indexes hands out every event once, in order, and never
+        /// stops between two parts of one index.
+        #[test]
+        fn reads_take_whole_indexes(
+            parts_per_index in proptest::collection::vec(1usize..5, 0..40),
+            at_least in 1usize..8,
+        ) {
+            let events: Vec<(LogIndex, Vec<u8>)> = parts_per_index
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &n)| (0..n).map(move |k| (i as u64 + 1, vec![k as u8])))
+                .collect();
+            let mut after = 0;
+            let mut seen = Vec::new();
+            for _ in 0..=events.len() {
+                let rest = events.iter().filter(|(i, _)| *i > after).map(|(i, b)| (*i, b.as_slice()));
+                let read = whole_indexes(rest, at_least);
+                let Some(&(last, _)) = read.last() else { break };
+                prop_assert!(read.len() >= at_least.min(events.iter().filter(|(i, _)| *i > after).count()));
+                // The last index read was read whole.
+                let of_last = events.iter().filter(|(i, _)| *i == last).count();
+                prop_assert_eq!(read.iter().filter(|(i, _)| *i == last).count(), of_last);
+                after = last;
+                seen.extend(read);
+            }
+            prop_assert_eq!(seen, events);
+        }
     }
 }

@@ -236,6 +236,46 @@ fn a_retried_ingest_is_acknowledged_and_stored_once() {
 }
 
 #[test]
+fn a_batch_keeps_each_applied_request_once_in_order_at_its_index() {
+    let mut s = ClusterState::new();
+    s.apply(1, &submit("j", 2));
+    s.apply(2, &ingest("j", "p", 0, &[(0, b"a")]));
+    let batch = Command::Batch {
+        commands: vec![
+            // A retry of what applied at 2, the producer's next two, one that skips a number,
+            // and another producer's request.
+            ingest("j", "p", 0, &[(0, b"a")]),
+            ingest("j", "p", 1, &[(0, b"b"), (1, b"x")]),
+            ingest("j", "p", 2, &[(0, b"c")]),
+            ingest("j", "p", 4, &[(0, b"gap")]),
+            ingest("j", "q", 0, &[(1, b"y")]),
+        ],
+    };
+    assert_eq!(
+        s.apply(3, &batch),
+        Reply::Batch {
+            replies: vec![
+                Reply::Duplicate { last: 0 },
+                Reply::Applied,
+                Reply::Applied,
+                Reply::Gap { expected: 3 },
+                Reply::Applied,
+            ]
+        }
+    );
+    let part = |p: u32| -> Vec<(u64, Vec<u8>)> { events(&s, "j", p, 0) };
+    assert_eq!(
+        part(0),
+        [(2, b"a".to_vec()), (3, b"b".to_vec()), (3, b"c".to_vec())]
+    );
+    assert_eq!(part(1), [(3, b"x".to_vec()), (3, b"y".to_vec())]);
+    // Reading after the batch's index skips all of it; a checkpoint through it drops all of it.
+    assert!(events(&s, "j", 0, 3).is_empty());
+    let restored = ClusterState::from_bytes(&s.to_bytes()).unwrap();
+    assert_eq!(restored, s);
+}
+
+#[test]
 fn an_assignment_computed_from_an_outdated_counter_is_refused() {
     let mut s = assigned(4);
     let to_three = s.plan_assignment("j", &nodes(&[1, 2, 3])).unwrap().unwrap();
@@ -656,7 +696,7 @@ fn all_events(state: &ClusterState) -> Events {
             let list = partition
                 .events
                 .iter()
-                .map(|(i, b)| (*i, b.clone()))
+                .flat_map(|(i, parts)| parts.iter().map(|b| (*i, b.clone())))
                 .collect();
             all.insert((name.to_owned(), p as u32), list);
         }
@@ -775,5 +815,36 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// A batch entry applies exactly as its commands would one by one at its log index: the
+    /// same reply for each, the same state after, the parts of one partition kept in order.
+    #[test]
+    fn a_batch_applies_as_its_commands_one_by_one_at_its_index(
+        ops in proptest::collection::vec(op(), 0..80),
+        sizes in proptest::collection::vec(1usize..6, 1..40),
+    ) {
+        let mut batched = ClusterState::new();
+        let mut one_by_one = ClusterState::new();
+        let mut ops = ops.iter();
+        for (k, &size) in sizes.iter().enumerate() {
+            let index = k as u64 + 1;
+            let mut commands = Vec::new();
+            let mut replies = Vec::new();
+            for op in ops.by_ref().take(size) {
+                let cmd = command(&one_by_one, index, op);
+                replies.push(one_by_one.apply(index, &cmd));
+                commands.push(cmd);
+            }
+            if commands.is_empty() {
+                break;
+            }
+            let reply = batched.apply(index, &Command::Batch { commands });
+            prop_assert_eq!(reply, Reply::Batch { replies });
+            prop_assert_eq!(&batched, &one_by_one);
+            prop_assert_eq!(batched.checksum(), one_by_one.checksum());
+        }
+        let restored = ClusterState::from_bytes(&batched.to_bytes()).unwrap();
+        prop_assert_eq!(&restored, &batched);
     }
 }
