@@ -8,6 +8,8 @@
 //!
 //! - [`assignment`]: which live worker owns each partition, rebalanced with the fewest moves;
 //! - [`failure_detection`]: which workers the leader considers dead, from their heartbeats;
+//! - [`election`]: when a follower that refused a candidate for its shorter log campaigns
+//!   at once, so that a failover needs one election, not several;
 //! - [`lease`]: when a cut-off worker stops writing on its own, and the timeouts that make
 //!   that safe;
 //! - [`fencing`]: which checkpoint commits are accepted (current owner, current generation);
@@ -67,6 +69,7 @@
 //! ```
 
 pub mod assignment;
+pub mod election;
 pub mod failure_detection;
 pub mod fencing;
 pub mod idempotency;

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::batching::{self, BatchLimits, Batcher, Failed, Route, Routes};
+use crate::leader_failover;
 use crate::raft_network::Network;
 use crate::status::{
     CheckpointStatus, JobStatus, MemberStatus, NodeStatus, PartitionStatus, WorkerStatus,
@@ -821,7 +822,7 @@ impl PeerHandler for Handlers {
 
     async fn vote(&self, group: GroupId, payload: Bytes) -> HandlerResult {
         self.check_group(group)?;
-        let answer = self.raft.vote(decode(&payload)?).await;
+        let answer = leader_failover::answer_vote(&self.raft, self.id, decode(&payload)?).await;
         Ok(encode(&answer))
     }
 
