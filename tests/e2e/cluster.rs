@@ -571,7 +571,7 @@ fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], 
         return;
     }
     // The snapshot held the state the purged log no longer has: nothing on this node can
-    // rebuild it, and --repair says so rather than starting with a hole.
+    // rebuild it, and --repair alone says so rather than starting with a hole.
     let mut c = quiver();
     c.args(["node", "--repair", "--id", &nodes[victim].id.to_string()])
         .args(["--listen", &nodes[victim].addr])
@@ -579,19 +579,16 @@ fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], 
         .arg(&nodes[victim].dir);
     let (ok, _, err) = run(c);
     assert!(!ok, "a node whose state is gone must not serve");
-    assert!(err.contains("new id"), "it says what to do: {err}");
-    // What it says: a new, empty node joins and gets the leader's snapshot; the old id
-    // leaves the cluster.
-    let mut fresh = NodeProc::start(
-        4,
-        &dir.path().join("n4"),
-        "127.0.0.1:0",
-        Some(&nodes[lead].addr),
-        extra,
-    );
+    assert!(err.contains("--repair --join"), "it says what to do: {err}");
+    // What it says: with --join it leaves the cluster, sets its log aside and joins again
+    // under its id, and the leader sends it its snapshot.
+    let mut flags = extra.to_vec();
+    flags.extend(["--repair", "--join", &nodes[lead].addr].map(String::from));
+    nodes[victim].extra = flags;
+    nodes[victim].restart();
     let back = wait_for(
-        "the replacement catches up from a snapshot",
-        &[&fresh.addr],
+        "the repaired follower catches up from a snapshot",
+        &[&nodes[victim].addr],
         Duration::from_secs(30),
         |s| jobs(s) == acknowledged,
     );
@@ -599,13 +596,8 @@ fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], 
         back["snapshots_installed"].as_u64().unwrap() >= 1,
         "{back:#?}"
     );
-    let mut c = quiver();
-    c.args(["cluster", "remove-node", &nodes[victim].id.to_string()])
-        .args(["--addr", &nodes[lead].addr]);
-    let (ok, out, err) = run(c);
-    assert!(ok, "{out}{err}");
     wait_for(
-        "three voters again",
+        "three voters again, the repaired node among them",
         &[&nodes[lead].addr],
         Duration::from_secs(30),
         |s| {
@@ -614,9 +606,24 @@ fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], 
                     .as_array()
                     .unwrap()
                     .iter()
-                    .all(|m| m["id"] != nodes[victim].id)
+                    .any(|m| m["id"] == nodes[victim].id && m["voter"] == true)
         },
     );
-    same_state(&nodes[lead].addr, &fresh.addr);
-    fresh.kill();
+    let set_aside: Vec<_> = std::fs::read_dir(nodes[victim].dir.join("group-0").join("log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("set-aside"))
+        .collect();
+    assert!(!set_aside.is_empty(), "the old log is kept aside");
+    same_state(&nodes[lead].addr, &nodes[victim].addr);
+    // It serves again: a new entry reaches it.
+    assert!(submit(dir.path(), &nodes[lead].addr, "after-repair"));
+    acknowledged.insert("after-repair".to_string());
+    wait_for(
+        "the repaired follower follows",
+        &[&nodes[victim].addr],
+        Duration::from_secs(20),
+        |s| jobs(s) == acknowledged,
+    );
 }

@@ -40,7 +40,9 @@ pub struct NodeArgs {
     /// Start even if the log or a snapshot is damaged: move the damaged files aside, keep what
     /// precedes the damage, and let the leader send the rest. Only for one node at a time of a
     /// cluster whose other nodes are healthy: the lost entries may be ones this node helped to
-    /// commit.
+    /// commit. When the state itself is gone (a damaged snapshot whose log was already
+    /// purged), give --join ADDR of a live member too: the node leaves the cluster, sets its
+    /// log aside, and joins again under its id, receiving the leader's snapshot.
     #[arg(long)]
     pub repair: bool,
     /// Milliseconds between the leader's heartbeats.

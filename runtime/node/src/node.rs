@@ -11,7 +11,7 @@ use bytes::Bytes;
 use openraft::{Raft, ServerState};
 use quiver_replication::types::RaftNodeId;
 use quiver_replication::{
-    group, ClusterNode, Command, GroupId, LogOptions, Reply, StateReader, TypeConfig,
+    group, ClusterNode, Command, GroupId, LogOptions, Reply, StateReader, StoreError, TypeConfig,
 };
 use quiver_transport::{
     method, ClientConfig, ControlCall, ControlHandler, HandlerError, HandlerResult, PeerClient,
@@ -192,12 +192,7 @@ impl Node {
     /// Opens the storage, starts Raft and the server, and initialises or joins the cluster.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let node = config.id;
-        let storage = if config.repair {
-            group::open_repairing(&config.data_dir, GroupId::FIRST, LogOptions::default())
-        } else {
-            group::open(&config.data_dir, GroupId::FIRST, LogOptions::default())
-        }
-        .map_err(|source| NodeError::Storage { node, source })?;
+        let (storage, rejoin) = open_storage(&config).await?;
         for r in &storage.repairs {
             tracing::warn!(node, "repaired storage: {r:?}");
         }
@@ -280,7 +275,9 @@ impl Node {
                 }
             }
             Some(through) => {
-                if !raft.is_initialized().await.unwrap_or(true) {
+                // A node that kept its vote counts as initialised to Raft, so one that left to
+                // join again says so itself.
+                if rejoin || !raft.is_initialized().await.unwrap_or(true) {
                     join(node, through, me, &config.timing, local_ip).await?;
                 }
             }
@@ -890,6 +887,61 @@ fn outside_client(addr: String, timeout: Duration) -> Result<PeerClient, String>
         ..ClientConfig::default()
     };
     PeerClient::new(addr, config).map_err(|e| e.to_string())
+}
+
+/// Opens the node's storage: strictly, or getting past damage with `--repair`. A repair that
+/// finds the state gone (a damaged snapshot whose log was purged) rebuilds it from the
+/// leader: the node leaves the cluster through `--join`, so that the cluster no longer counts
+/// the entries it acknowledged (the others hold every committed one) nor its old progress,
+/// sets its log aside and opens empty; [`Node::start`] then joins again (the second value is
+/// true), and the leader sends its snapshot.
+async fn open_storage(config: &NodeConfig) -> Result<(group::GroupStorage, bool), NodeError> {
+    let node = config.id;
+    let storage = |source| NodeError::Storage { node, source };
+    if !config.repair {
+        return group::open(&config.data_dir, GroupId::FIRST, LogOptions::default())
+            .map(|s| (s, false))
+            .map_err(storage);
+    }
+    match group::open_repairing(&config.data_dir, GroupId::FIRST, LogOptions::default()) {
+        Err(e @ StoreError::SnapshotBehindLog { .. }) => {
+            let Some(through) = &config.join else {
+                return Err(storage(e));
+            };
+            tracing::warn!(
+                node,
+                "{e}: leaving the cluster through {through} to join again"
+            );
+            leave(node, through, &config.timing).await?;
+            for r in group::set_log_aside(&config.data_dir, GroupId::FIRST).map_err(storage)? {
+                tracing::warn!(node, "repaired storage: {r:?}");
+            }
+            group::open_repairing(&config.data_dir, GroupId::FIRST, LogOptions::default())
+                .map(|s| (s, true))
+                .map_err(storage)
+        }
+        other => other.map(|s| (s, false)).map_err(storage),
+    }
+}
+
+/// Takes node `node` out of the cluster through the member at `through` (done already if it
+/// is no member).
+async fn leave(node: u64, through: &str, timing: &Timing) -> Result<(), NodeError> {
+    let fail = |message: String| NodeError::Join {
+        node,
+        through: through.to_string(),
+        message: format!("leaving the cluster before joining again: {message}"),
+    };
+    if let Err(e) = remove_node(through, node, timing.join_deadline).await {
+        let members = cluster_status(through, false, timing.join_deadline)
+            .await
+            .map_err(fail)?
+            .members;
+        if members.iter().any(|m| m.id == node) {
+            return Err(fail(e));
+        }
+    }
+    Ok(())
 }
 
 /// Asks the node at `addr` for its view of the cluster; unless `local`, asks the leader too if

@@ -15,6 +15,14 @@ pub enum Repair {
         /// Its new name.
         to: PathBuf,
     },
+    /// A log file (a segment or the purge mark) was set aside, undamaged, because the node
+    /// leaves the cluster and joins again with an empty log; it is no longer used.
+    SetAside {
+        /// Its name.
+        file: PathBuf,
+        /// Its new name.
+        to: PathBuf,
+    },
     /// A damaged log segment was cut before its damage; a copy of the whole file was kept.
     Cut {
         /// The segment.
@@ -28,6 +36,8 @@ pub enum Repair {
 
 /// The suffix of a damaged file moved aside by a repair.
 pub const DAMAGED_SUFFIX: &str = ".damaged";
+/// The suffix of a log file set aside when a node joins again with an empty log.
+pub const SET_ASIDE_SUFFIX: &str = ".set-aside";
 
 /// Creates `dir` if needed and locks it for this store: the returned file holds the lock until
 /// it is dropped (or the process dies), so two stores never write one directory.
@@ -84,7 +94,7 @@ pub(crate) fn list<T: Ord>(
 /// Renames the damaged `file` to `<name>.damaged` (or `<name>.damaged.<n>` if that exists),
 /// durably, and returns the new name. The bytes stay for inspection; nothing reads them again.
 pub(crate) fn move_aside(file: &Path) -> Result<PathBuf, StoreError> {
-    let aside = free_aside_name(file);
+    let aside = free_aside_name(file, DAMAGED_SUFFIX);
     fs::rename(file, &aside).map_err(StoreError::io(file))?;
     sync_parent(file)?;
     tracing::warn!(file = %file.display(), to = %aside.display(), "moved a damaged file aside");
@@ -99,7 +109,7 @@ pub(crate) fn cut_keeping_copy(
     bytes: &[u8],
     keep: u64,
 ) -> Result<PathBuf, StoreError> {
-    let aside = free_aside_name(file);
+    let aside = free_aside_name(file, DAMAGED_SUFFIX);
     quiver_durable::write_durably(&aside, bytes).map_err(StoreError::io(&aside))?;
     quiver_durable::write_durably(file, &bytes[..keep as usize]).map_err(StoreError::io(file))?;
     tracing::warn!(
@@ -111,14 +121,22 @@ pub(crate) fn cut_keeping_copy(
     Ok(aside)
 }
 
-fn free_aside_name(file: &Path) -> PathBuf {
+/// Renames `file` to `<name><suffix>` (or `<name><suffix>.<n>`, the first free), durably.
+pub(crate) fn rename_aside(file: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
+    let aside = free_aside_name(file, suffix);
+    fs::rename(file, &aside).map_err(StoreError::io(file))?;
+    sync_parent(file)?;
+    Ok(aside)
+}
+
+fn free_aside_name(file: &Path, suffix: &str) -> PathBuf {
     let name = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let mut aside = file.with_file_name(format!("{name}{DAMAGED_SUFFIX}"));
+    let mut aside = file.with_file_name(format!("{name}{suffix}"));
     let mut n = 1;
     while aside.exists() {
-        aside = file.with_file_name(format!("{name}{DAMAGED_SUFFIX}.{n}"));
+        aside = file.with_file_name(format!("{name}{suffix}.{n}"));
         n += 1;
     }
     aside

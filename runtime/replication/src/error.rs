@@ -57,7 +57,7 @@ pub enum StoreError {
     },
     /// The log was purged beyond the newest usable snapshot: the entries between them are
     /// gone, so the state cannot be rebuilt locally.
-    #[error("the log is purged through {purged} but the snapshot ends at {snapshot:?}: the state before it is gone and cannot be rebuilt here; give this node a new, empty data directory and a new id and let it join the cluster (the leader sends it a snapshot), then remove the old id from the cluster")]
+    #[error("the log is purged through {purged} but the snapshot ends at {snapshot:?}: the state before it is gone and cannot be rebuilt here; restart the node with --repair --join ADDR (ADDR: a live member): it leaves the cluster, sets its log aside and joins again, receiving the leader's snapshot")]
     SnapshotBehindLog {
         /// The last purged log id.
         purged: LogId,

@@ -8,13 +8,15 @@
 //! Opening both together checks what neither can alone: that the log still holds every entry
 //! after the snapshot, i.e. that it is not purged beyond it. That holds by construction
 //! (openraft purges only entries a durable snapshot covers) and breaks only if a snapshot was
-//! lost to damage. [`open`] then refuses with [`StoreError::SnapshotBehindLog`];
-//! [`open_repairing`] discards the log's entries (keeping the vote), so that the leader sends
-//! a snapshot.
+//! lost to damage. [`open`] and [`open_repairing`] then refuse with
+//! [`StoreError::SnapshotBehindLog`]: nothing on the node can rebuild the state. The node
+//! repairs it from the leader instead — it leaves the cluster, [`set_log_aside`] empties its
+//! log (keeping the vote), and it joins again, receiving the leader's snapshot (`quiver-node`
+//! does this for `quiver node --repair --join ADDR`).
 
 use std::path::{Path, PathBuf};
 
-use crate::directory::Repair;
+use crate::directory::{self, Repair, SET_ASIDE_SUFFIX};
 use crate::error::StoreError;
 use crate::log_store::{LogOptions, LogStore};
 use crate::state_machine::StateMachineStore;
@@ -74,9 +76,9 @@ pub fn open_repairing(
         let snapshot = state_machine.last_applied();
         if Some(purged) > snapshot {
             // The snapshot was damaged and moved aside, and the log no longer reaches back to
-            // where the state began: nothing here can rebuild it. Starting empty is not safe
-            // either: the leader still counts this node's old progress and sends it entries
-            // that start past the gap. The node needs a new identity (see the error).
+            // where the state began: nothing here can rebuild it. Starting empty at once is
+            // not safe either: the cluster still counts the entries this node acknowledged,
+            // and the leader its old progress. The node must leave first (see the module).
             return Err(StoreError::SnapshotBehindLog { purged, snapshot });
         }
     }
@@ -85,6 +87,34 @@ pub fn open_repairing(
         state_machine,
         repairs,
     })
+}
+
+/// Sets the log of `group` under `data_dir` aside — its segments and purge mark renamed
+/// `*.set-aside`, durably — keeping its vote, so that it opens empty. Safe only once the
+/// cluster no longer counts this node (it was removed from the membership), since the entries
+/// it acknowledged go with its log. Fails if the log is open.
+pub fn set_log_aside(
+    data_dir: impl AsRef<Path>,
+    group: GroupId,
+) -> Result<Vec<Repair>, StoreError> {
+    let dir = group_dir(data_dir.as_ref(), group).join("log");
+    let _lock = directory::lock(&dir)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(StoreError::io(&dir))?
+        .map(|e| e.map(|e| e.path()).map_err(StoreError::io(&dir)))
+        .collect::<Result<_, _>>()?;
+    files.retain(|f| {
+        f.file_name().is_some_and(|n| n == "meta") || f.extension().is_some_and(|e| e == "seg")
+    });
+    // Segments before the purge mark: a crash midway leaves a purge mark with no segments
+    // after it, which opens as an empty log purged through it, never as a log with a hole.
+    files.sort_by_key(|f| f.file_name().is_some_and(|n| n == "meta"));
+    let mut repairs = Vec::new();
+    for file in files {
+        let to = directory::rename_aside(&file, SET_ASIDE_SUFFIX)?;
+        repairs.push(Repair::SetAside { file, to });
+    }
+    Ok(repairs)
 }
 
 #[cfg(test)]
@@ -134,7 +164,38 @@ mod tests {
                 matches!(e, StoreError::SnapshotBehindLog { purged: p, snapshot: None } if p == purged),
                 "{e}"
             );
-            assert!(e.to_string().contains("new id"), "it says what to do: {e}");
+            assert!(
+                e.to_string().contains("--repair --join"),
+                "it says what to do: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn a_log_set_aside_opens_empty_with_its_vote() {
+        let data = tempfile::tempdir().unwrap();
+        let storage = open(data.path(), GroupId::FIRST, LogOptions::default()).unwrap();
+        storage
+            .log
+            .append_entries((1..10).map(blank).collect())
+            .unwrap();
+        let vote = Vote::new(3, 2);
+        storage.log.set_vote(vote).unwrap();
+        storage.log.purge_through(blank(4).log_id).unwrap();
+        // Refused while open.
+        assert!(set_log_aside(data.path(), GroupId::FIRST).is_err());
+        drop(storage);
+        let repairs = set_log_aside(data.path(), GroupId::FIRST).unwrap();
+        assert!(repairs.len() >= 2, "{repairs:?}");
+        for r in &repairs {
+            let Repair::SetAside { file, to } = r else {
+                panic!("{r:?}")
+            };
+            assert!(!file.exists() && to.exists(), "{r:?}");
+        }
+        let reopened = open(data.path(), GroupId::FIRST, LogOptions::default()).unwrap();
+        let state = reopened.log.log_state();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+        assert_eq!(reopened.log.vote(), Some(vote));
     }
 }
