@@ -627,3 +627,73 @@ fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], 
         |s| jobs(s) == acknowledged,
     );
 }
+
+#[test]
+fn a_node_added_with_cluster_add_node_catches_up_votes_and_leaves_with_remove_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &[]);
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..5 {
+        let name = format!("before-{i}");
+        assert!(submit(dir.path(), &nodes[0].addr, &name));
+        acknowledged.insert(name);
+    }
+    // `cluster add-node` runs the new node in the foreground, joined through a member.
+    let mut c = quiver();
+    c.args(["cluster", "add-node", "--id", "4", "--addr", &nodes[1].addr])
+        .arg("--data-dir")
+        .arg(dir.path().join("n4"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut added = c.spawn().expect("start quiver cluster add-node");
+    let with_four = wait_for(
+        "four voters, node 4 among them",
+        &[&nodes[0].addr],
+        Duration::from_secs(60),
+        |s| {
+            voters(s) == 4
+                && s["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["id"] == 4 && m["voter"] == true)
+        },
+    );
+    let fourth = with_four["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .unwrap()["peer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // It holds what was written before it came, and what is written after.
+    assert!(submit(dir.path(), &nodes[0].addr, "after"));
+    acknowledged.insert("after".to_string());
+    wait_for(
+        "the new node holds every entry",
+        &[&fourth],
+        Duration::from_secs(30),
+        |s| jobs(s) == acknowledged,
+    );
+    let mut c = quiver();
+    c.args(["cluster", "remove-node", "4", "--addr", &nodes[2].addr]);
+    let (ok, out, err) = run(c);
+    assert!(ok, "{out}{err}");
+    wait_for(
+        "three voters again, node 4 gone",
+        &[&nodes[0].addr],
+        Duration::from_secs(30),
+        |s| {
+            voters(s) == 3
+                && s["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["id"] != 4)
+        },
+    );
+    let _ = added.kill();
+    let _ = added.wait();
+}
