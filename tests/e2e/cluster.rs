@@ -199,6 +199,16 @@ pub(crate) fn voters(s: &Value) -> usize {
         .map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count())
 }
 
+/// Member `id` in a status, if it is one.
+fn member(s: &Value, id: u64) -> Option<&Value> {
+    s["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+/// Whether member `id` in a status is a voter.
+fn votes(s: &Value, id: u64) -> bool {
+    member(s, id).is_some_and(|m| m["voter"] == true)
+}
+
 fn jobs(s: &Value) -> BTreeSet<String> {
     s["jobs"]
         .as_array()
@@ -600,14 +610,7 @@ fn damaged_file_is_refused_and_repaired(sub: &str, ext: &str, extra: &[String], 
         "three voters again, the repaired node among them",
         &[&nodes[lead].addr],
         Duration::from_secs(30),
-        |s| {
-            voters(s) == 3
-                && s["members"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|m| m["id"] == nodes[victim].id && m["voter"] == true)
-        },
+        |s| voters(s) == 3 && votes(s, nodes[victim].id),
     );
     let set_aside: Vec<_> = std::fs::read_dir(nodes[victim].dir.join("group-0").join("log"))
         .unwrap()
@@ -650,21 +653,9 @@ fn a_node_added_with_cluster_add_node_catches_up_votes_and_leaves_with_remove_no
         "four voters, node 4 among them",
         &[&nodes[0].addr],
         Duration::from_secs(60),
-        |s| {
-            voters(s) == 4
-                && s["members"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|m| m["id"] == 4 && m["voter"] == true)
-        },
+        |s| voters(s) == 4 && votes(s, 4),
     );
-    let fourth = with_four["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == 4)
-        .unwrap()["peer"]
+    let fourth = member(&with_four, 4).unwrap()["peer"]
         .as_str()
         .unwrap()
         .to_string();
@@ -685,14 +676,7 @@ fn a_node_added_with_cluster_add_node_catches_up_votes_and_leaves_with_remove_no
         "three voters again, node 4 gone",
         &[&nodes[0].addr],
         Duration::from_secs(30),
-        |s| {
-            voters(s) == 3
-                && s["members"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|m| m["id"] != 4)
-        },
+        |s| voters(s) == 3 && member(s, 4).is_none(),
     );
     let _ = added.kill();
     let _ = added.wait();

@@ -16,29 +16,20 @@
 //!
 //! [`take_over_after_refusing`] is the decision over plain data; the node does the rest.
 
-/// A vote: a term and the candidate it was cast for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ballot {
-    /// The term.
-    pub term: u64,
-    /// The node voted for.
-    pub node: u64,
-}
-
 /// The last entry of a log: its term, then its index (how Raft compares logs). `None`: empty.
 pub type LastEntry = Option<(u64, u64)>;
 
 /// What a follower answered a vote request, and what the request carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    /// The candidate's vote.
-    pub candidate: Ballot,
+    /// The term the candidate campaigns in.
+    pub candidate_term: u64,
     /// The candidate's last log entry.
     pub candidate_log: LastEntry,
     /// Whether the follower granted the vote.
     pub granted: bool,
-    /// The follower's vote after answering.
-    pub mine: Ballot,
+    /// The term of the follower's vote after answering.
+    pub my_term: u64,
     /// The follower's last log entry.
     pub my_log: LastEntry,
 }
@@ -48,7 +39,7 @@ pub struct Refusal {
 /// never win against it), and the candidate's term is ahead of its own vote (so it has not
 /// taken that term up: it refused for the log, not because it voted in that term already).
 pub fn take_over_after_refusing(r: &Refusal) -> bool {
-    !r.granted && r.my_log > r.candidate_log && r.candidate.term > r.mine.term
+    !r.granted && r.my_log > r.candidate_log && r.candidate_term > r.my_term
 }
 
 #[cfg(test)]
@@ -58,7 +49,8 @@ mod tests {
     /// One survivor of a three-node cluster whose leader died, as Raft (openraft 0.9) runs it.
     #[derive(Clone, Copy)]
     struct Node {
-        vote: Ballot,
+        /// The term of its vote.
+        vote: u64,
         log: LastEntry,
         /// Its election timeout, fixed per node, ms.
         timeout: u64,
@@ -71,7 +63,7 @@ mod tests {
     /// granted vote.
     fn answer(nodes: &mut [Node; 2], to: usize, from: usize) -> bool {
         let (candidate, log) = (nodes[from].vote, nodes[from].log);
-        let granted = candidate.term > nodes[to].vote.term && log >= nodes[to].log;
+        let granted = candidate > nodes[to].vote && log >= nodes[to].log;
         if granted {
             nodes[to].vote = candidate;
         }
@@ -93,10 +85,7 @@ mod tests {
             };
             let other = 1 - who;
             let now = nodes[who].fires_at;
-            nodes[who].vote = Ballot {
-                term: nodes[who].vote.term + 1,
-                node: who as u64,
-            };
+            nodes[who].vote += 1;
             nodes[who].fires_at = now + nodes[who].timeout;
             let mut campaigner = who;
             let mine_before = nodes[other].vote;
@@ -106,26 +95,22 @@ mod tests {
             }
             if !granted && take_over {
                 let refusal = Refusal {
-                    candidate: nodes[who].vote,
+                    candidate_term: nodes[who].vote,
                     candidate_log: nodes[who].log,
                     granted,
-                    mine: mine_before,
+                    my_term: mine_before,
                     my_log: nodes[other].log,
                 };
                 if take_over_after_refusing(&refusal) {
                     // Record the vote for the candidate's term, campaign in the next at once.
-                    nodes[other].vote = nodes[who].vote;
-                    nodes[other].vote = Ballot {
-                        term: nodes[other].vote.term + 1,
-                        node: other as u64,
-                    };
+                    nodes[other].vote = nodes[who].vote + 1;
                     nodes[other].fires_at = now + nodes[other].timeout;
                     campaigner = other;
                     granted = answer(&mut nodes, who, other);
                 }
             }
             if granted {
-                let term = nodes[campaigner].vote.term;
+                let term = nodes[campaigner].vote;
                 assert!(
                     leaders.insert(term, campaigner).is_none(),
                     "two leaders in term {term}"
@@ -152,7 +137,7 @@ mod tests {
                     (Some((1, 10)), Some((1, 10))),
                 ] {
                     let node = |log, timeout| Node {
-                        vote: Ballot { term: 1, node: 9 },
+                        vote: 1,
                         log,
                         timeout,
                         fires_at: lease + timeout,
@@ -173,13 +158,13 @@ mod tests {
         // Without it, a shorter log campaigning first costs at least one more timeout.
         let nodes = [
             Node {
-                vote: Ballot { term: 1, node: 9 },
+                vote: 1,
                 log: Some((1, 10)),
                 timeout: 300,
                 fires_at: 750,
             },
             Node {
-                vote: Ballot { term: 1, node: 9 },
+                vote: 1,
                 log: Some((1, 11)),
                 timeout: 450,
                 fires_at: 900,
@@ -192,10 +177,10 @@ mod tests {
     #[test]
     fn only_a_refusal_for_the_log_by_a_node_that_did_not_take_up_the_term_counts() {
         let base = Refusal {
-            candidate: Ballot { term: 5, node: 1 },
+            candidate_term: 5,
             candidate_log: Some((4, 100)),
             granted: false,
-            mine: Ballot { term: 4, node: 3 },
+            my_term: 4,
             my_log: Some((4, 101)),
         };
         assert!(take_over_after_refusing(&base));
@@ -218,14 +203,8 @@ mod tests {
                 my_log: None,
                 ..base
             },
-            Refusal {
-                mine: Ballot { term: 5, node: 3 },
-                ..base
-            },
-            Refusal {
-                mine: Ballot { term: 6, node: 2 },
-                ..base
-            },
+            Refusal { my_term: 5, ..base },
+            Refusal { my_term: 6, ..base },
         ];
         for c in cases {
             assert!(!take_over_after_refusing(&c), "{c:?}");
@@ -234,8 +213,8 @@ mod tests {
         // against an empty one.
         assert!(take_over_after_refusing(&Refusal {
             my_log: Some((5, 3)),
-            candidate: Ballot { term: 6, node: 1 },
-            mine: Ballot { term: 5, node: 3 },
+            candidate_term: 6,
+            my_term: 5,
             ..base
         }));
         assert!(take_over_after_refusing(&Refusal {

@@ -6,16 +6,9 @@
 use openraft::error::RaftError;
 use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::Raft;
-use quiver_coordination::election::{take_over_after_refusing, Ballot, LastEntry, Refusal};
+use quiver_coordination::election::{take_over_after_refusing, LastEntry, Refusal};
 use quiver_replication::types::{LogId, RaftNodeId};
 use quiver_replication::TypeConfig;
-
-fn ballot(vote: &openraft::Vote<RaftNodeId>) -> Ballot {
-    Ballot {
-        term: vote.leader_id().term,
-        node: vote.leader_id().voted_for().unwrap_or_default(),
-    }
-}
 
 fn last_entry(log: &Option<LogId>) -> LastEntry {
     log.as_ref().map(|l| (l.leader_id.term, l.index))
@@ -30,10 +23,10 @@ pub(crate) async fn answer_vote(
     let answer = raft.vote(request.clone()).await;
     if let Ok(response) = &answer {
         let refusal = Refusal {
-            candidate: ballot(&request.vote),
+            candidate_term: request.vote.leader_id().term,
             candidate_log: last_entry(&request.last_log_id),
             granted: response.vote_granted,
-            mine: ballot(&response.vote),
+            my_term: response.vote.leader_id().term,
             my_log: last_entry(&response.last_log_id),
         };
         if take_over_after_refusing(&refusal) {

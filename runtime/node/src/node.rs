@@ -913,12 +913,13 @@ async fn open_storage(config: &NodeConfig) -> Result<(group::GroupStorage, bool)
                 "{e}: leaving the cluster through {through} to join again"
             );
             leave(node, through, &config.timing).await?;
-            for r in group::set_log_aside(&config.data_dir, GroupId::FIRST).map_err(storage)? {
-                tracing::warn!(node, "repaired storage: {r:?}");
-            }
-            group::open_repairing(&config.data_dir, GroupId::FIRST, LogOptions::default())
-                .map(|s| (s, true))
-                .map_err(storage)
+            let set_aside =
+                group::set_log_aside(&config.data_dir, GroupId::FIRST).map_err(storage)?;
+            let mut s =
+                group::open_repairing(&config.data_dir, GroupId::FIRST, LogOptions::default())
+                    .map_err(storage)?;
+            s.repairs.extend(set_aside);
+            Ok((s, true))
         }
         other => other.map(|s| (s, false)).map_err(storage),
     }
