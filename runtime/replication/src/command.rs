@@ -99,8 +99,10 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         state: Option<Vec<u8>>,
     },
-    /// Commands that reached the leader together, written as one log entry so that one round
-    /// of replication and one fsync per node carry them all. Each is applied in turn, at the
+    /// Commands that reached a node while its earlier writes were under way, grouped there
+    /// (`quiver-node`'s batching) and written as one log entry, so that one round of
+    /// replication and one fsync per node carry them all; a leader may nest a follower's
+    /// batch in its own. Each is applied in turn, at the
     /// entry's log index, exactly as if it were alone (one may be refused while the next
     /// applies); the reply is a [`Reply::Batch`] of their replies, in order.
     Batch {
