@@ -1,47 +1,56 @@
-//! A Delta Lake table in a local directory: created, written as one atomic commit per call
-//! (append or overwrite, with an optional transaction id), and read back.
+//! A Delta Lake table in a local directory: its versions, the data files of a version, the
+//! files added since a version, and writers that add one atomic commit.
 //!
-//! Commits go through `delta_kernel`: the log file of a new version is created only if absent,
-//! so a commit is all or nothing and two writers of one version cannot both win; a reader sees
-//! a version whole or not at all. Data files are written with the workspace's parquet writer
-//! under `<column>=<value>/` directories for partition columns, which are not stored in the
-//! files (as the Delta protocol wants).
+//! The log, snapshots and commits go through `delta_kernel`. Reading the rows is left to the
+//! caller's own Parquet reader: a version is a list of [`DataFile`]s, each with the values of
+//! the partition columns (which are not stored in the files, as the protocol wants). Tables
+//! that need more than that to read — deletion vectors, column mapping — are refused by name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
-use arrow::datatypes::{DataType as ArrowType, Schema as ArrowSchema};
-use delta_kernel::committer::FileSystemCommitter;
-use delta_kernel::engine::arrow_conversion::TryFromArrow;
-use delta_kernel::engine::arrow_data::ArrowEngineData;
-use delta_kernel::expressions::Scalar;
-use delta_kernel::schema::StructType;
-use delta_kernel::transaction::create_table::create_table;
-use delta_kernel::transaction::data_layout::DataLayout;
-use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
-use delta_kernel::{Engine, FileMeta, Snapshot};
+use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
+use delta_kernel::engine::arrow_conversion::TryFromKernel;
+use delta_kernel::scan::state::ScanFile;
+use delta_kernel::table_features::ColumnMappingMode;
+use delta_kernel::Snapshot;
 use delta_kernel_default_engine::executor::tokio::TokioBackgroundExecutor;
-use delta_kernel_default_engine::parquet::DataFileMetadata;
 use delta_kernel_default_engine::storage::store_from_url;
-use delta_kernel_default_engine::{build_add_file_metadata, DefaultEngine, DefaultEngineBuilder};
+use delta_kernel_default_engine::{DefaultEngine, DefaultEngineBuilder};
 use url::Url;
+
+pub mod log;
+pub mod schema;
+mod write;
+
+pub use schema::{SchemaDiff, SchemaPolicy};
+pub use write::{Commit, CommitSummary, Mode, TableWriter, WriteOptions};
 
 /// What goes into the table's commit info as the writing engine.
 const ENGINE_INFO: &str = concat!("quiver/", env!("CARGO_PKG_VERSION"));
 
+/// The directory of a table's log.
+pub const LOG_DIR: &str = "_delta_log";
+
 /// Why a table operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    /// The table's directory could not be made or reached.
-    #[error("table {table}: {source}")]
+    /// The table's directory or one of its files could not be read or written.
+    #[error("table {table}: {action}: {source}")]
     Io {
         /// The table's directory.
         table: PathBuf,
+        /// What was being done.
+        action: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// There is no Delta table at the path.
+    #[error("{table} is not a Delta table (it has no {LOG_DIR} directory)")]
+    NotATable {
+        /// The path.
+        table: PathBuf,
     },
     /// The Delta library refused or failed.
     #[error("table {table}: {message}")]
@@ -51,15 +60,49 @@ pub enum LakeError {
         /// What it said.
         message: String,
     },
-    /// Another writer committed the same version first; nothing of this commit is visible.
-    #[error("table {table}: another writer committed version {version} first; nothing of this run was committed")]
-    Conflict {
+    /// Other writers kept committing first, past the retries.
+    #[error("table {table}: other writers committed first {attempts} times in a row; nothing of this commit is visible")]
+    Contended {
         /// The table's directory.
         table: PathBuf,
-        /// The version both wanted.
-        version: u64,
+        /// How many times this commit tried.
+        attempts: u32,
     },
-    /// A partition column of a type partition values cannot carry.
+    /// The rows' columns differ from the table's and the pipeline did not ask to merge them.
+    #[error("table {table}: the rows do not match the table's schema: {diff}. Set schema = \"merge\" in [sink] to add new columns")]
+    SchemaMismatch {
+        /// The table's directory.
+        table: PathBuf,
+        /// How they differ.
+        diff: SchemaDiff,
+    },
+    /// A difference even a merge cannot make: a column changing type.
+    #[error("table {table}: cannot merge schemas: {diff}")]
+    SchemaConflict {
+        /// The table's directory.
+        table: PathBuf,
+        /// How they differ.
+        diff: SchemaDiff,
+    },
+    /// A column type no Delta type holds.
+    #[error("table {table}: {source}")]
+    UnsupportedType {
+        /// The table's directory.
+        table: PathBuf,
+        /// The column and its type.
+        source: schema::UnsupportedType,
+    },
+    /// The writer's partition columns differ from the table's.
+    #[error("table {table} is partitioned by [{table_columns}], not by [{asked}]")]
+    PartitionColumns {
+        /// The table's directory.
+        table: PathBuf,
+        /// The table's partition columns.
+        table_columns: String,
+        /// The pipeline's.
+        asked: String,
+    },
+    /// A partition column of a type a partition value cannot carry.
     #[error("table {table}: partition column {column:?} has type {found}, which a partition value cannot hold (use strings, integers, dates or booleans)")]
     PartitionType {
         /// The table's directory.
@@ -67,7 +110,7 @@ pub enum LakeError {
         /// The column.
         column: String,
         /// Its type.
-        found: ArrowType,
+        found: arrow::datatypes::DataType,
     },
     /// A partition column missing from the rows written.
     #[error("table {table}: the rows have no partition column {column:?}")]
@@ -77,38 +120,103 @@ pub enum LakeError {
         /// The column.
         column: String,
     },
+    /// The table uses a feature this reader does not implement.
+    #[error("table {table}: {feature} is not supported when reading")]
+    Unsupported {
+        /// The table's directory.
+        table: PathBuf,
+        /// The feature.
+        feature: String,
+    },
+    /// An incremental read over versions that removed rows: it cannot tell which rows are new.
+    #[error("table {table}: version {version} removed data files ({operation}); an incremental read only follows appends. Run with --full-refresh to read the whole table")]
+    NotAppendOnly {
+        /// The table's directory.
+        table: PathBuf,
+        /// The version that removed files.
+        version: u64,
+        /// Its operation, as recorded.
+        operation: String,
+    },
+    /// A data file could not be written.
+    #[error("table {table}: writing {file}: {message}")]
+    WriteFile {
+        /// The table's directory.
+        table: PathBuf,
+        /// The data file.
+        file: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
-/// A partition's values, by column, as the Delta library takes them.
-type PartitionValues = HashMap<String, Scalar>;
+/// A table version's shape.
+#[derive(Debug, Clone)]
+pub struct TableState {
+    /// The version.
+    pub version: u64,
+    /// Every column, partition columns included, as Arrow reads them.
+    pub schema: SchemaRef,
+    /// The partition columns, in order.
+    pub partition_columns: Vec<String>,
+}
 
-/// How a write treats the rows already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Add the rows.
-    Append,
-    /// Replace every row (the old files are removed from the table in the same commit; they
-    /// stay on disk until vacuumed, so older versions stay readable).
-    Overwrite,
+/// One data file of a table version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its rows, when the log records them.
+    pub rows: Option<u64>,
+    /// The value of each partition column for every row of the file (`None`: null), in the
+    /// order of [`TableState::partition_columns`].
+    pub partition_values: Vec<(String, Option<String>)>,
 }
 
 /// A Delta table in a directory.
+#[derive(Clone)]
 pub struct Table {
     dir: PathBuf,
     url: Url,
     engine: Arc<DefaultEngine<TokioBackgroundExecutor>>,
 }
 
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("dir", &self.dir).finish()
+    }
+}
+
 impl Table {
-    /// The table in `dir` (created as a directory if missing; the table itself only by
-    /// [`Table::create`]).
+    /// The table in `dir`, which need not exist yet (a writer creates it); its directory is
+    /// made if missing.
     pub fn at(dir: &Path) -> Result<Table, LakeError> {
-        let io = |source| LakeError::Io {
+        std::fs::create_dir_all(dir).map_err(|source| LakeError::Io {
             table: dir.to_path_buf(),
+            action: "creating the directory".into(),
             source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let dir = std::fs::canonicalize(dir).map_err(io)?;
+        })?;
+        Self::handle(dir)
+    }
+
+    /// The existing table in `dir`.
+    pub fn open(dir: &Path) -> Result<Table, LakeError> {
+        if !dir.join(LOG_DIR).is_dir() {
+            return Err(LakeError::NotATable {
+                table: dir.to_path_buf(),
+            });
+        }
+        Self::handle(dir)
+    }
+
+    fn handle(dir: &Path) -> Result<Table, LakeError> {
+        let dir = std::fs::canonicalize(dir).map_err(|source| LakeError::Io {
+            table: dir.to_path_buf(),
+            action: "resolving the path".into(),
+            source,
+        })?;
         let url = Url::from_directory_path(&dir).map_err(|()| LakeError::Delta {
             table: dir.clone(),
             message: "the path cannot be a URL".into(),
@@ -121,261 +229,208 @@ impl Table {
         Ok(Table { dir, url, engine })
     }
 
-    fn delta(&self, e: impl std::fmt::Display) -> LakeError {
+    /// The table's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn delta(&self, e: impl std::fmt::Display) -> LakeError {
         LakeError::Delta {
             table: self.dir.clone(),
             message: e.to_string(),
         }
     }
 
-    /// Whether the directory holds a Delta table (a `_delta_log`).
-    pub fn exists(&self) -> bool {
-        self.dir.join("_delta_log").is_dir()
-    }
-
-    /// Creates the table with `schema`, partitioned by `partition_by` (version 0).
-    pub fn create(&self, schema: &ArrowSchema, partition_by: &[String]) -> Result<u64, LakeError> {
-        let schema = Arc::new(StructType::try_from_arrow(schema).map_err(|e| self.delta(e))?);
-        let mut builder = create_table(self.url.as_str(), schema, ENGINE_INFO, true);
-        if !partition_by.is_empty() {
-            builder = builder.with_data_layout(DataLayout::partitioned(partition_by.iter()));
+    pub(crate) fn io(&self, action: impl Into<String>, source: std::io::Error) -> LakeError {
+        LakeError::Io {
+            table: self.dir.clone(),
+            action: action.into(),
+            source,
         }
-        let txn = builder
-            .build(self.engine.as_ref(), Box::new(FileSystemCommitter::new()))
-            .map_err(|e| self.delta(e))?;
-        self.finish(
-            txn.commit(self.engine.as_ref())
-                .map_err(|e| self.delta(e))?,
-        )
     }
 
-    fn snapshot(&self) -> Result<Arc<Snapshot>, LakeError> {
-        Snapshot::builder_for(self.url.as_str())
+    /// Whether the directory holds a Delta table (a `_delta_log` with a commit).
+    pub fn exists(&self) -> bool {
+        std::fs::read_dir(self.dir.join(LOG_DIR)).is_ok_and(|mut entries| {
+            entries.any(|e| {
+                e.is_ok_and(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".json") || name.ends_with(".checkpoint.parquet")
+                })
+            })
+        })
+    }
+
+    pub(crate) fn snapshot(&self, version: Option<u64>) -> Result<Arc<Snapshot>, LakeError> {
+        if !self.exists() {
+            return Err(LakeError::NotATable {
+                table: self.dir.clone(),
+            });
+        }
+        let mut builder = Snapshot::builder_for(self.url.as_str());
+        if let Some(v) = version {
+            builder = builder.at_version(v);
+        }
+        builder
             .build(self.engine.as_ref())
             .map_err(|e| self.delta(e))
     }
 
+    fn state_of(&self, snapshot: &Arc<Snapshot>) -> Result<TableState, LakeError> {
+        let schema =
+            ArrowSchema::try_from_kernel(snapshot.schema().as_ref()).map_err(|e| self.delta(e))?;
+        Ok(TableState {
+            version: snapshot.version(),
+            schema: Arc::new(schema),
+            partition_columns: snapshot
+                .table_configuration()
+                .metadata()
+                .partition_columns()
+                .to_vec(),
+        })
+    }
+
+    /// The latest version's shape, or that of `version`.
+    pub fn state(&self, version: Option<u64>) -> Result<TableState, LakeError> {
+        self.state_of(&self.snapshot(version)?)
+    }
+
     /// The table's latest version.
     pub fn version(&self) -> Result<u64, LakeError> {
-        Ok(self.snapshot()?.version())
+        Ok(self.snapshot(None)?.version())
     }
 
     /// The last version recorded for transaction id `app` (a writer's own numbering, such as
-    /// a streaming job's epoch), if any.
+    /// a streaming job's epoch or a pipeline's run), if any.
     pub fn app_version(&self, app: &str) -> Result<Option<i64>, LakeError> {
-        self.snapshot()?
+        if !self.exists() {
+            return Ok(None);
+        }
+        self.snapshot(None)?
             .get_app_id_version(app, self.engine.as_ref())
             .map_err(|e| self.delta(e))
     }
 
-    /// Writes `batches` as one commit, and with `txn` records `(app, version)` in it; returns
-    /// the new table version. Partition columns are taken from the rows.
-    pub fn write(
-        &self,
-        batches: &[RecordBatch],
-        mode: Mode,
-        txn: Option<(&str, i64)>,
-    ) -> Result<u64, LakeError> {
-        let snapshot = self.snapshot()?;
-        let partition_by: Vec<String> = snapshot
-            .table_configuration()
-            .metadata()
-            .partition_columns()
-            .to_vec();
-        let mut builder =
-            snapshot
-                .clone()
-                .update_table(UpdateTableOperation::Write, ENGINE_INFO, true);
-        if let Some((app, version)) = txn {
-            builder = builder.with_transaction_id(app, version);
-        }
-        let mut commit = builder
-            .build(self.engine.as_ref(), Box::new(FileSystemCommitter::new()))
-            .map_err(|e| self.delta(e))?;
-        if mode == Mode::Overwrite {
-            let scan = snapshot.scan_builder().build().map_err(|e| self.delta(e))?;
-            for files in scan
-                .scan_metadata(self.engine.as_ref())
-                .map_err(|e| self.delta(e))?
-            {
-                commit.remove_files(files.map_err(|e| self.delta(e))?.scan_files);
-            }
-        }
-        let state = commit.write_state().map_err(|e| self.delta(e))?;
-        for batch in batches {
-            for (values, rows) in self.split(batch, &partition_by)? {
-                let context = state
-                    .write_context_builder()
-                    .with_partition_values(values)
-                    .build()
-                    .map_err(|e| self.delta(e))?;
-                let data = without(&rows, &partition_by);
-                let stats = delta_kernel_default_engine::stats::collect_stats(
-                    &data,
-                    context.stats_columns(),
-                    context.physical_data_schema(),
-                )
-                .map_err(|e| self.delta(e))?;
-                let file = context
-                    .write_dir()
-                    .join(&format!("part-{}.parquet", uuid::Uuid::new_v4()))
-                    .map_err(|e| self.delta(e))?;
-                let meta = self.write_file(&file, &data)?;
-                let add = build_add_file_metadata(DataFileMetadata::new(meta, stats), &context)
-                    .map_err(|e| self.delta(e))?;
-                commit.add_files(add);
-            }
-        }
-        self.finish(
-            commit
-                .commit(self.engine.as_ref())
-                .map_err(|e| self.delta(e))?,
-        )
-    }
-
-    /// Writes `data` as a Parquet file at `file`, synced: the commit that names it comes after.
-    fn write_file(&self, file: &Url, data: &RecordBatch) -> Result<FileMeta, LakeError> {
-        let path = file
-            .to_file_path()
-            .map_err(|()| self.delta(format!("{file} is not a local file")))?;
-        let io = |source| LakeError::Io {
-            table: self.dir.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let out = std::fs::File::create(&path).map_err(io)?;
-        let mut writer = parquet::arrow::ArrowWriter::try_new(out, data.schema(), None)
-            .map_err(|e| self.delta(e))?;
-        writer.write(data).map_err(|e| self.delta(e))?;
-        let out = writer.into_inner().map_err(|e| self.delta(e))?;
-        // Durability point of a data file: before the commit that makes it part of the table.
-        out.sync_all().map_err(io)?;
-        let meta = out.metadata().map_err(io)?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
-        Ok(FileMeta::new(file.clone(), modified, meta.len()))
-    }
-
-    fn finish<S>(&self, result: CommitResult<S>) -> Result<u64, LakeError> {
-        match result {
-            CommitResult::Committed(c) => Ok(c.commit_version()),
-            CommitResult::Conflicted(c) => Err(LakeError::Conflict {
-                table: self.dir.clone(),
-                version: c.conflict_version(),
-            }),
-            CommitResult::Retryable(r) => Err(self.delta(r.error)),
-        }
-    }
-
-    /// Every row of the latest version, partition columns included.
-    pub fn read(&self) -> Result<Vec<RecordBatch>, LakeError> {
-        let scan = self
-            .snapshot()?
+    /// The data files of the latest version, or of `version`, with its shape.
+    pub fn files(&self, version: Option<u64>) -> Result<(TableState, Vec<DataFile>), LakeError> {
+        let snapshot = self.snapshot(version)?;
+        self.check_readable(&snapshot)?;
+        let state = self.state_of(&snapshot)?;
+        let scan = snapshot
+            .clone()
             .scan_builder()
             .build()
             .map_err(|e| self.delta(e))?;
-        let engine: Arc<dyn Engine> = self.engine.clone();
-        let mut out = Vec::new();
-        for data in scan.execute(engine).map_err(|e| self.delta(e))? {
-            let data = ArrowEngineData::try_from_engine_data(data.map_err(|e| self.delta(e))?)
+        let mut found: Vec<ScanFile> = Vec::new();
+        for metadata in scan
+            .scan_metadata(self.engine.as_ref())
+            .map_err(|e| self.delta(e))?
+        {
+            let metadata = metadata.map_err(|e| self.delta(e))?;
+            found = metadata
+                .visit_scan_files(found, |found: &mut Vec<ScanFile>, file| found.push(file))
                 .map_err(|e| self.delta(e))?;
-            out.push(data.record_batch().clone());
         }
-        Ok(out)
-    }
-
-    /// The rows of `batch` grouped by their partition values.
-    fn split(
-        &self,
-        batch: &RecordBatch,
-        partition_by: &[String],
-    ) -> Result<Vec<(PartitionValues, RecordBatch)>, LakeError> {
-        if partition_by.is_empty() {
-            return Ok(vec![(HashMap::new(), batch.clone())]);
-        }
-        let mut columns = Vec::new();
-        for name in partition_by {
-            let column =
-                batch
-                    .column_by_name(name)
-                    .ok_or_else(|| LakeError::MissingPartitionColumn {
-                        table: self.dir.clone(),
-                        column: name.clone(),
-                    })?;
-            columns.push((name, column));
-        }
-        // Rows by their partition values (as text, for the order), in row order.
-        let mut groups: BTreeMap<Vec<String>, (PartitionValues, Vec<u32>)> = BTreeMap::new();
-        for row in 0..batch.num_rows() {
-            let mut key = Vec::with_capacity(columns.len());
-            let mut values = HashMap::new();
-            for (name, column) in &columns {
-                let value = self.scalar(name, column.as_ref(), row)?;
-                key.push(value.to_string());
-                values.insert((*name).clone(), value);
-            }
-            groups
-                .entry(key)
-                .or_insert_with(|| (values, Vec::new()))
-                .1
-                .push(row as u32);
-        }
-        groups
-            .into_values()
-            .map(|(values, rows)| {
-                take_record_batch(batch, &UInt32Array::from(rows))
-                    .map(|b| (values, b))
-                    .map_err(|e| self.delta(e))
-            })
-            .collect()
-    }
-
-    fn scalar(&self, name: &str, column: &dyn Array, row: usize) -> Result<Scalar, LakeError> {
-        use arrow::array::AsArray;
-        use arrow::datatypes::{Date32Type, Int32Type, Int64Type};
-        use delta_kernel::schema::DataType;
-        let null = |t: DataType| Scalar::Null(t);
-        let value = match column.data_type() {
-            ArrowType::Utf8 if column.is_null(row) => null(DataType::STRING),
-            ArrowType::Utf8 => Scalar::String(column.as_string::<i32>().value(row).to_string()),
-            ArrowType::Int64 if column.is_null(row) => null(DataType::LONG),
-            ArrowType::Int64 => Scalar::Long(column.as_primitive::<Int64Type>().value(row)),
-            ArrowType::Int32 if column.is_null(row) => null(DataType::INTEGER),
-            ArrowType::Int32 => Scalar::Integer(column.as_primitive::<Int32Type>().value(row)),
-            ArrowType::Date32 if column.is_null(row) => null(DataType::DATE),
-            ArrowType::Date32 => Scalar::Date(column.as_primitive::<Date32Type>().value(row)),
-            ArrowType::Boolean if column.is_null(row) => null(DataType::BOOLEAN),
-            ArrowType::Boolean => Scalar::Boolean(column.as_boolean().value(row)),
-            other => {
-                return Err(LakeError::PartitionType {
+        let mut files = Vec::with_capacity(found.len());
+        for file in found {
+            if file.dv_info.has_vector() {
+                return Err(LakeError::Unsupported {
                     table: self.dir.clone(),
-                    column: name.to_string(),
-                    found: other.clone(),
-                })
+                    feature: "a deletion vector".into(),
+                });
             }
-        };
-        Ok(value)
+            files.push(DataFile {
+                path: self.data_path(&file.path)?,
+                size: file.size.max(0) as u64,
+                rows: file.stats.map(|s| s.num_records),
+                partition_values: ordered_values(&state.partition_columns, &file.partition_values),
+            });
+        }
+        // The log's order is not the order rows were written; the path order is stable.
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((state, files))
+    }
+
+    /// The data files added by the commits after `base` up to the latest version (or
+    /// `target`), in commit order: what an incremental read of an append-only table reads. A
+    /// commit in the range that removed data (an overwrite, a delete) is refused; files that
+    /// a compaction rewrote are not new rows and are skipped, and files added in the range
+    /// are read even if a later compaction removed them (they stay on disk until vacuumed).
+    pub fn added_since(
+        &self,
+        base: u64,
+        target: Option<u64>,
+    ) -> Result<(TableState, Vec<DataFile>), LakeError> {
+        let snapshot = self.snapshot(target)?;
+        self.check_readable(&snapshot)?;
+        let state = self.state_of(&snapshot)?;
+        let mut files = Vec::new();
+        for version in base + 1..=state.version {
+            let commit = log::read_commit(self, version)?;
+            if let Some(remove) = commit.removes.iter().find(|r| r.data_change) {
+                let _ = remove;
+                return Err(LakeError::NotAppendOnly {
+                    table: self.dir.clone(),
+                    version,
+                    operation: commit.operation.clone().unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            for add in commit.adds.iter().filter(|a| a.data_change) {
+                files.push(DataFile {
+                    path: self.data_path(&add.path)?,
+                    size: add.size,
+                    rows: add.rows,
+                    partition_values: state
+                        .partition_columns
+                        .iter()
+                        .map(|c| (c.clone(), add.partition_values.get(c).cloned().flatten()))
+                        .collect(),
+                });
+            }
+        }
+        Ok((state, files))
+    }
+
+    /// Refuses what the caller's plain Parquet reading cannot honour.
+    fn check_readable(&self, snapshot: &Snapshot) -> Result<(), LakeError> {
+        let mode = snapshot.table_properties().column_mapping_mode;
+        if mode.is_some_and(|m| m != ColumnMappingMode::None) {
+            return Err(LakeError::Unsupported {
+                table: self.dir.clone(),
+                feature: "column mapping".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A data file's path in the log (relative to the table, URL-encoded, or an absolute URL)
+    /// as a local path.
+    fn data_path(&self, path: &str) -> Result<PathBuf, LakeError> {
+        let url = self.url.join(path).map_err(|e| self.delta(e))?;
+        url.to_file_path()
+            .map_err(|()| self.delta(format!("data file {path} is not a local file")))
+    }
+
+    /// A writer of one commit of rows with `schema` (see [`TableWriter`]).
+    pub fn writer(
+        &self,
+        schema: &ArrowSchema,
+        options: WriteOptions,
+    ) -> Result<TableWriter, LakeError> {
+        TableWriter::new(self.clone(), schema, options)
     }
 }
 
-/// `batch` without the columns `drop`.
-fn without(batch: &RecordBatch, drop: &[String]) -> RecordBatch {
-    let keep: Vec<usize> = batch
-        .schema()
-        .fields()
+/// Partition values in the order of the table's partition columns.
+fn ordered_values(
+    columns: &[String],
+    values: &HashMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    columns
         .iter()
-        .enumerate()
-        .filter(|(_, f)| !drop.contains(f.name()))
-        .map(|(i, _)| i)
-        .collect();
-    batch
-        .project(&keep)
-        .expect("indexes of the batch's own columns")
+        .map(|c| (c.clone(), values.get(c).cloned()))
+        .collect()
 }
 
 #[cfg(test)]
