@@ -625,8 +625,11 @@ fn partition_dir(columns: &[String], values: &HashMap<String, Scalar>) -> PathBu
     let mut dir = PathBuf::new();
     for column in columns {
         let value = match values.get(column) {
-            Some(Scalar::Null(_)) | None => quiver_data::io::HIVE_DEFAULT_PARTITION.to_string(),
-            Some(v) => escape(&v.to_string()),
+            Some(v) => match partition_text(v) {
+                Some(text) => escape(&text),
+                None => quiver_data::io::HIVE_DEFAULT_PARTITION.to_string(),
+            },
+            None => quiver_data::io::HIVE_DEFAULT_PARTITION.to_string(),
         };
         dir.push(format!("{}={value}", escape(column)));
     }
@@ -673,10 +676,23 @@ fn text_value(
     column: &dyn Array,
     row: usize,
 ) -> Result<Option<String>, LakeError> {
-    if column.is_null(row) {
-        return Ok(None);
-    }
-    Ok(Some(scalar(table, name, column, row)?.to_string()))
+    Ok(partition_text(&scalar(table, name, column, row)?))
+}
+
+/// A partition value as the log writes it (`None`: null).
+fn partition_text(value: &Scalar) -> Option<String> {
+    Some(match value {
+        Scalar::Null(_) => return None,
+        Scalar::String(s) => s.clone(),
+        Scalar::Long(v) => v.to_string(),
+        Scalar::Integer(v) => v.to_string(),
+        Scalar::Short(v) => v.to_string(),
+        Scalar::Byte(v) => v.to_string(),
+        Scalar::Boolean(v) => v.to_string(),
+        Scalar::Date(days) => arrow::temporal_conversions::date32_to_datetime(*days)
+            .map_or_else(|| days.to_string(), |d| d.format("%Y-%m-%d").to_string()),
+        other => other.to_string(),
+    })
 }
 
 fn scalar(table: &Table, name: &str, column: &dyn Array, row: usize) -> Result<Scalar, LakeError> {
