@@ -17,6 +17,7 @@ mod features_categorical;
 mod features_numeric;
 mod features_rowwise;
 mod hostile;
+mod lake;
 mod limits;
 mod plugin_text;
 mod policies;

@@ -469,38 +469,48 @@ pub fn write_few_distinct_ints(path: &Path, rows: usize) -> Vec<i64> {
     n
 }
 
-/// A Python interpreter with numpy, for comparisons against numpy itself: a virtual environment
-/// under `target/test-venv`, made (with numpy from PyPI, by pip) the first time it is needed.
+/// A Python interpreter with numpy, for comparisons against numpy itself.
 pub fn python_with_numpy() -> PathBuf {
+    python_with(&["numpy"], "import numpy")
+}
+
+/// A Python interpreter with the `deltalake` package (another implementation of Delta Lake)
+/// and pyarrow, to read the tables Quiver writes and to write tables Quiver reads.
+pub fn python_with_deltalake() -> PathBuf {
+    python_with(&["deltalake", "pyarrow"], "import deltalake, pyarrow")
+}
+
+/// A virtual environment under `target/test-venv` with `packages` from PyPI, installed (by
+/// pip) the first time `check` fails to import them.
+fn python_with(packages: &[&str], check: &str) -> PathBuf {
     static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
     let venv = repo_root().join("target/test-venv");
     let python = venv.join("bin/python");
-    let has_numpy = |python: &Path| {
+    let has = |python: &Path| {
         Command::new(python)
-            .args(["-c", "import numpy"])
+            .args(["-c", check])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !has_numpy(&python) {
+    if !has(&python) {
         let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+        if !python.exists() {
+            assert!(
+                ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)),
+                "python3 -m venv {} failed",
+                venv.display()
+            );
+        }
         assert!(
-            ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)),
-            "python3 -m venv {} failed",
-            venv.display()
+            ok(Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(packages)),
+            "pip install {packages:?} failed"
         );
         assert!(
-            ok(Command::new(venv.join("bin/pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "numpy"
-            ])),
-            "pip install numpy failed"
-        );
-        assert!(
-            has_numpy(&python),
-            "numpy is not importable after installing it"
+            has(&python),
+            "{check:?} fails after installing {packages:?}"
         );
     }
     python

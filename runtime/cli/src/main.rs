@@ -187,9 +187,18 @@ struct RunArgs {
     /// port 0 picks a free one and prints it).
     #[arg(long, requires = "stream", value_name = "ADDR")]
     metrics_addr: Option<String>,
-    /// Also write the report as JSON to this file.
+    /// Also write the report as JSON to this file (for a pipeline with stages: an array, one
+    /// report per stage run).
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
+    /// Read all the input again, even in an incremental pipeline ([source] incremental =
+    /// true), and overwrite the table sink with the result.
+    #[arg(long, conflicts_with = "stream")]
+    full_refresh: bool,
+    /// For a pipeline with [[stage]]s: start at this stage, taking the ones before it as
+    /// done (to finish a job whose stage failed; the error names the command).
+    #[arg(long, value_name = "NAME", conflicts_with = "stream")]
+    from_stage: Option<String>,
     /// Directory for compiled plugins (default: $QUIVER_CACHE_DIR or ~/.cache/quiver).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -445,15 +454,49 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     let options = RunOptions {
         progress: progress_line(),
         fitted: args.fitted.clone(),
+        full_refresh: args.full_refresh,
     };
     exit_cleanly_on_signals()?;
-    let report = batch::run(&p, &host, &options)?;
-    eprint!("{report}");
-    if let Some(path) = &args.report_json {
-        let json = serde_json::to_string_pretty(&report.json())?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    run_batch(&p, &host, &options, &args)
+}
+
+/// A batch run of the pipeline, or of each of its stages in order; prints the reports.
+fn run_batch(p: &Pipeline, host: &Host, options: &RunOptions, args: &RunArgs) -> Result<()> {
+    let write_json = |json: serde_json::Value| -> Result<()> {
+        if let Some(path) = &args.report_json {
+            let text = serde_json::to_string_pretty(&json)?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
+    if p.stages.is_empty() {
+        if args.from_stage.is_some() {
+            bail!("--from-stage applies to a pipeline with [[stage]]s; this one has none");
+        }
+        let report = batch::run(p, host, options)?;
+        eprint!("{report}");
+        return write_json(serde_json::to_value(report.json())?);
     }
-    Ok(())
+    let report = quiver::stages::run(p, host, options, args.from_stage.as_deref())?;
+    for name in &report.skipped {
+        eprintln!("stage {name}: skipped (--from-stage)");
+    }
+    let mut json = Vec::new();
+    for (name, stage) in &report.stages {
+        eprintln!("stage {name}:");
+        for line in stage.to_string().lines() {
+            eprintln!("  {line}");
+        }
+        let mut value = serde_json::to_value(stage.json())?;
+        value["stage"] = serde_json::Value::String(name.clone());
+        json.push(value);
+    }
+    eprintln!(
+        "{} stage(s) done in {:.2?}",
+        report.stages.len(),
+        report.wall
+    );
+    write_json(serde_json::Value::Array(json))
 }
 
 /// `quiver run --stream`: until SIGINT or SIGTERM, which end it with a final checkpoint.
@@ -583,7 +626,7 @@ fn fit(args: FitArgs) -> Result<()> {
     let host = host_for(&p, args.cache_dir.clone())?;
     let options = RunOptions {
         progress: progress_line(),
-        fitted: None,
+        ..RunOptions::default()
     };
     exit_cleanly_on_signals()?;
     let report = batch::fit(&p, &host, &options)?;

@@ -23,14 +23,17 @@ pub use crate::chain::RunError;
 use crate::chain::{run_chain, Chain, Incidents, Link, WorkerContext};
 use crate::pipeline::{boundaries_from_toml, Pipeline, PipelineError, Scheme};
 use crate::policy::PolicyCounts;
-use crate::report::{PluginReport, RunReport};
-use quiver_data::io::{self, IoError, SinkOptions, SourceOptions};
+use crate::report::{PluginReport, RunReport, TableCommit};
+use quiver_data::io::{self, IoError, SinkOptions};
 use quiver_data::partition::{self, PartitionError, Partitioning, RangeBoundaries, SkewTracker};
+use quiver_lake::delta::{self, SchemaPolicy, TableWriter};
 use quiver_plugin_host::fit::{self, FittedFile};
 use quiver_plugin_host::plugin::{Host, Instance, Metrics, PluginError};
 use quiver_plugin_host::replay::Recorder;
 use quiver_plugin_host::sandbox;
 use quiver_plugin_host::untrusted;
+
+mod inputs;
 
 /// Memory for keeping decoded input between fit passes, unless `[source] cache-mib` says.
 const DEFAULT_CACHE_MIB: u64 = 4096;
@@ -68,6 +71,8 @@ pub struct RunOptions {
     pub progress: Option<Arc<dyn Progress>>,
     /// Apply fitted parameters from this file (`quiver fit`) instead of fitting.
     pub fitted: Option<PathBuf>,
+    /// Read all the input, even in an incremental pipeline, and overwrite a table sink.
+    pub full_refresh: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -75,6 +80,7 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("progress", &self.progress.is_some())
             .field("fitted", &self.fitted)
+            .field("full_refresh", &self.full_refresh)
             .finish()
     }
 }
@@ -183,28 +189,54 @@ struct Setup {
     progress: Arc<dyn Progress>,
 }
 
-impl Setup {
-    fn new(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Self, RunError> {
-        pipeline.validate()?;
-        if pipeline.stream.as_ref().is_some_and(|s| s.window.is_some()) {
-            return Err(PipelineError::Invalid(
-                "[stream.window]: event-time windows run in streaming mode only (quiver run --stream)"
-                    .into(),
-            )
-            .into());
+/// Refuses what batch mode cannot run.
+fn check(pipeline: &Pipeline) -> Result<(), RunError> {
+    pipeline.validate()?;
+    if !pipeline.stages.is_empty() {
+        return Err(PipelineError::Invalid(
+            "the pipeline has [[stage]]s: run it with stages::run (quiver run runs every stage)"
+                .into(),
+        )
+        .into());
+    }
+    if pipeline.stream.as_ref().is_some_and(|s| s.window.is_some()) {
+        return Err(PipelineError::Invalid(
+            "[stream.window]: event-time windows run in streaming mode only (quiver run --stream)"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The whole input of a pipeline: its files, or its table's version.
+fn open_all(pipeline: &Pipeline) -> Result<io::Source, RunError> {
+    let options = inputs::source_options(pipeline);
+    Ok(match &pipeline.source.table {
+        Some(dir) => {
+            let table = quiver_lake::Table::open(&pipeline.resolve(dir))?;
+            let (state, files) = table.files(pipeline.source.version)?;
+            let files = files
+                .into_iter()
+                .map(|f| io::TableFile {
+                    path: f.path,
+                    partition_values: f.partition_values,
+                })
+                .collect();
+            io::open_table(files, state.schema, &options)?
         }
+        None => io::open(&pipeline.source_paths(), &options)?,
+    })
+}
+
+impl Setup {
+    fn new(
+        pipeline: &Pipeline,
+        host: &Host,
+        options: &RunOptions,
+        source: io::Source,
+    ) -> Result<Self, RunError> {
         let workers = pipeline.worker_count();
-        let source_options = SourceOptions {
-            format: pipeline.source.format,
-            batch_size: pipeline
-                .source
-                .batch_size
-                .unwrap_or(SourceOptions::default().batch_size),
-            csv_has_header: pipeline.source.csv_header.unwrap_or(true),
-            csv_delimiter: pipeline.source.csv_delimiter.map_or(b',', |c| c as u8),
-            ..SourceOptions::default()
-        };
-        let source = io::open(&pipeline.source_paths(), &source_options)?;
         let partitioning = partitioning(pipeline, &source, workers)?;
         let chain = Chain::load(pipeline, host)?;
         let per_worker = (0..workers)
@@ -567,7 +599,8 @@ pub struct FitReport {
 /// Fits the pipeline's aggregates on its input without writing output.
 pub fn fit(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<FitReport, RunError> {
     let started = Instant::now();
-    let mut setup = Setup::new(pipeline, host, options)?;
+    check(pipeline)?;
+    let mut setup = Setup::new(pipeline, host, options, open_all(pipeline)?)?;
     let (fitted, passes) = fit_chain(&mut setup)?;
     setup.progress.finish();
     Ok(FitReport {
@@ -579,18 +612,32 @@ pub fn fit(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Fit
 
 /// Runs a pipeline to completion: everything is written, or nothing is. Aggregates are fitted
 /// first (extra passes over the input), or take their parameters from `options.fitted`.
+///
+/// With a table sink, the run is one commit of the table, carrying the pipeline stage's
+/// transaction id with the run's number and, beside it, the record of the inputs read (see
+/// [`crate::incremental`]). An incremental run reads only what committed runs have not; when
+/// there is nothing new it loads no plugin and commits nothing.
 pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let mut setup = Setup::new(pipeline, host, options)?;
+    check(pipeline)?;
+    let planned = inputs::plan(pipeline, options.full_refresh)?;
     // Before anything is written: no output may replace or write into an input.
     io::check_not_inputs(
         &[
-            (&pipeline.resolve(&pipeline.sink.path), "output"),
+            (&pipeline.sink_location(), "output"),
             (&pipeline.dead_letter_dir(), "dead-letter directory"),
             (&pipeline.replay_dir(), "recording directory"),
         ],
-        setup.source.files(),
+        &inputs::files(&planned.source),
     )?;
+    let Some(source) = planned.source else {
+        return Ok(RunReport::nothing_new(
+            planned.report,
+            pipeline.sink_location(),
+            started.elapsed(),
+        ));
+    };
+    let mut setup = Setup::new(pipeline, host, options, source)?;
     let fit_started = Instant::now();
     let fit_passes = match &options.fitted {
         Some(path) => {
@@ -602,15 +649,49 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
     let fit_time = fit_started.elapsed();
     let source_schema = setup.source.schema();
     let output_schema = Chain::output_schema(setup.first(), &source_schema)?;
-    let sink = io::create(
-        &pipeline.resolve(&pipeline.sink.path),
-        output_schema,
-        &SinkOptions {
-            format: pipeline.sink.format,
-            partition_by: pipeline.sink.partition_by.clone(),
-            overwrite: pipeline.sink.overwrite,
-        },
-    )?;
+    let sink = match planned.target {
+        None => Output::Files(io::create(
+            &pipeline.resolve(&pipeline.sink.path),
+            output_schema,
+            &SinkOptions {
+                format: pipeline.sink.format,
+                partition_by: pipeline.sink.partition_by.clone(),
+                overwrite: pipeline.sink.overwrite,
+            },
+        )?),
+        Some((target, log, record)) => {
+            let overwrite =
+                options.full_refresh || pipeline.sink.mode == crate::pipeline::TableMode::Overwrite;
+            let writer = target.table.writer(
+                &output_schema,
+                delta::WriteOptions {
+                    mode: if overwrite {
+                        delta::Mode::Overwrite
+                    } else {
+                        delta::Mode::Append
+                    },
+                    partition_by: pipeline.sink.partition_by.clone(),
+                    schema: match pipeline.sink.schema {
+                        crate::pipeline::SchemaMode::Strict => SchemaPolicy::Strict,
+                        crate::pipeline::SchemaMode::Merge => SchemaPolicy::Merge,
+                    },
+                    ..delta::WriteOptions::default()
+                },
+            )?;
+            let commit = delta::Commit {
+                transaction: Some((target.app.clone(), target.run)),
+                parameters: vec![
+                    ("quiver.pipeline".into(), pipeline.name()),
+                    ("quiver.stage".into(), pipeline.stage_name().to_string()),
+                    ("quiver.run".into(), target.run.to_string()),
+                ],
+            };
+            Output::Table {
+                writer: Box::new(writer),
+                record: Box::new((log, record, commit)),
+            }
+        }
+    };
     setup.progress.phase("running");
     let ordered = setup.partitioning.is_none();
     let dead_dir = pipeline.dead_letter_dir();
@@ -664,6 +745,8 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
         dead_letters: (written.dead.total > 0).then(|| (dead_dir.clone(), written.dead.total)),
         plugins,
         output,
+        table_commit: written.table_commit,
+        inputs: planned.report,
         host_peak_rss: crate::report::host_peak_rss(),
     })
 }
@@ -1049,13 +1132,47 @@ impl DeadLetterRows {
 /// What the writer produced.
 struct Written {
     output: io::SinkSummary,
+    table_commit: Option<TableCommit>,
     dead: DeadLetterRows,
 }
+
+/// A run's output: files, or a table with the record of the run's inputs.
+enum Output {
+    Files(io::Sink),
+    Table {
+        writer: Box<TableWriter>,
+        record: Box<TableRecord>,
+    },
+}
+
+impl Output {
+    fn write(&mut self, partition: usize, batch: &RecordBatch) -> Result<(), RunError> {
+        match self {
+            Output::Files(sink) => sink.write(partition, batch)?,
+            Output::Table { writer, .. } => writer.write(batch)?,
+        }
+        Ok(())
+    }
+
+    fn abort(self) {
+        match self {
+            Output::Files(sink) => sink.abort(),
+            Output::Table { writer, .. } => writer.abort(),
+        }
+    }
+}
+
+/// The record of a table run's inputs, and what its commit carries.
+type TableRecord = (
+    crate::incremental::RunLog,
+    crate::incremental::RunRecord,
+    delta::Commit,
+);
 
 /// Writes results as they arrive (in input order when `ordered`), gathers what error policies
 /// did, and commits at the end: dead letters first, then the output.
 fn write(
-    mut sink: io::Sink,
+    mut sink: Output,
     done: Taken<'_>,
     ordered: bool,
     dead_dir: &Path,
@@ -1098,17 +1215,36 @@ fn write(
         return Err(e);
     }
     dead.write(dead_dir, names)?;
+    let (output, table_commit) = match sink {
+        Output::Files(sink) => (sink.commit()?, None),
+        Output::Table { writer, record } => {
+            let (log, record, commit) = *record;
+            let dir = writer.table_dir().to_path_buf();
+            // The inputs' record first: it counts only once the commit below carries its run.
+            log.write(&record)?;
+            let summary = writer.commit(commit)?;
+            (
+                io::SinkSummary {
+                    path: dir,
+                    files: summary.files,
+                    rows: summary.rows,
+                    bytes: summary.bytes,
+                },
+                Some(TableCommit {
+                    version: summary.version,
+                    run: record.run,
+                }),
+            )
+        }
+    };
     Ok(Written {
-        output: sink.commit()?,
+        output,
+        table_commit,
         dead,
     })
 }
 
-fn write_all(
-    sink: &mut io::Sink,
-    partition: usize,
-    batches: &[RecordBatch],
-) -> Result<(), RunError> {
+fn write_all(sink: &mut Output, partition: usize, batches: &[RecordBatch]) -> Result<(), RunError> {
     for b in batches.iter().filter(|b| b.num_rows() > 0) {
         sink.write(partition, b)?;
     }

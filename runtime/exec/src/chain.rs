@@ -27,6 +27,12 @@ pub enum RunError {
     /// Reading input or writing output failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// Reading or writing a lake table failed.
+    #[error(transparent)]
+    Lake(#[from] quiver_lake::LakeError),
+    /// The record of which inputs earlier runs read could not be used.
+    #[error(transparent)]
+    Incremental(#[from] crate::incremental::IncrementalError),
     /// Partitioning failed (missing key column, unsupported key type, bad boundaries).
     #[error("partitioning: {0}")]
     Partition(#[from] PartitionError),

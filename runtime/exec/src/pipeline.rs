@@ -38,11 +38,41 @@
 //! partition-by = ["country"]         # Hive-style directory instead of one file
 //! overwrite = false
 //! ```
+//!
+//! A lake table instead of files, as source or sink (Delta Lake):
+//!
+//! ```toml
+//! [source]
+//! table = "lake/raw"                 # version = 3 reads an older version
+//! incremental = true                 # only what earlier runs of this pipeline have not read
+//!
+//! [sink]
+//! table = "lake/orders"
+//! mode = "append"                    # or "overwrite"
+//! partition-by = ["day"]
+//! schema = "merge"                   # add new columns (default "strict": refuse differences)
+//! ```
+//!
+//! Several stages run in order, each committing on its own (ELT: land, then curate):
+//!
+//! ```toml
+//! [[stage]]
+//! name = "land"
+//! source = { paths = ["incoming/*.csv"], incremental = true }
+//! sink = { table = "lake/raw" }
+//!
+//! [[stage]]
+//! name = "curate"
+//! source = { table = "lake/raw", incremental = true }
+//! plugin = [{ name = "filter", params = { where = "amount > 0" } }]
+//! sink = { table = "lake/curated", partition-by = ["day"] }
+//! ```
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::incremental::OnChange;
 use crate::policy::ErrorPolicy;
 use quiver_data::io::Format;
 use quiver_data::partition::{HashAlgorithm, RangeBoundaries};
@@ -94,9 +124,17 @@ pub enum PipelineError {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Pipeline {
+    /// The pipeline's name, which identifies its runs in the lake tables it writes (default:
+    /// the pipeline file's name without `.toml`).
+    pub name: Option<String>,
     /// Worker threads; each runs its own instance of every plugin. Default: one per core.
     pub workers: Option<usize>,
+    /// Stages run in order, each with its own source, plugins and sink (instead of one
+    /// `[source]`, `[[plugin]]`s and `[sink]`).
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageSpec>,
     /// The input.
+    #[serde(default)]
     pub source: SourceSpec,
     /// How rows are spread over partitions (default: whole batches round-robin, input order
     /// kept in the output).
@@ -109,6 +147,7 @@ pub struct Pipeline {
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginSpec>,
     /// The output.
+    #[serde(default)]
     pub sink: SinkSpec,
     /// Where failing plugin calls are recorded for `quiver replay` (default: `<sink>-replay`
     /// next to the output).
@@ -125,7 +164,36 @@ pub struct Pipeline {
     /// Directory relative paths are resolved against (the pipeline file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The pipeline file, when read from one.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+    /// The stage this pipeline is (`main` for a pipeline without stages).
+    #[serde(skip)]
+    pub stage: Option<String>,
 }
+
+/// `[[stage]]`: one step of a multi-stage pipeline.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StageSpec {
+    /// The stage's name (letters, digits, `-`, `_`), for messages and `--from-stage`.
+    pub name: String,
+    /// Worker threads for this stage (default: the pipeline's).
+    pub workers: Option<usize>,
+    /// The stage's input.
+    pub source: SourceSpec,
+    /// How the stage's rows are spread over partitions.
+    #[serde(default)]
+    pub partition: Option<PartitionSpec>,
+    /// The stage's plugins, in order (none: rows are loaded as they are).
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginSpec>,
+    /// The stage's output.
+    pub sink: SinkSpec,
+}
+
+/// The name of the one stage of a pipeline without `[[stage]]`s.
+pub const MAIN_STAGE: &str = "main";
 
 /// `[stream]` of a pipeline file: settings that apply when it runs in streaming mode.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -189,6 +257,19 @@ pub struct SourceSpec {
     /// Memory (MiB) for keeping the decoded input between the passes of a run that fits
     /// aggregates (default 4096; 0: read the files again for every pass).
     pub cache_mib: Option<u64>,
+    /// A Delta table to read instead of files.
+    pub table: Option<PathBuf>,
+    /// The table version to read (default: the latest).
+    pub version: Option<u64>,
+    /// Read only the input earlier committed runs of this pipeline have not: new files (or
+    /// changed ones, see `on-change`), or the table versions added since. Needs a table sink,
+    /// whose commits record what each run read.
+    #[serde(default)]
+    pub incremental: bool,
+    /// What an incremental run does with a file changed since a run read it: `refuse`
+    /// (default), `reprocess` or `skip`.
+    #[serde(default)]
+    pub on_change: OnChange,
 }
 
 /// `[partition]`.
@@ -265,7 +346,17 @@ pub struct DeadLetterSpec {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SinkSpec {
     /// Output file, or directory for Hive-style output.
+    #[serde(default)]
     pub path: PathBuf,
+    /// A Delta table to write instead of files (created by the first run).
+    pub table: Option<PathBuf>,
+    /// How a run writes the table: `append` (default) or `overwrite`.
+    #[serde(default)]
+    pub mode: TableMode,
+    /// Whether rows whose columns differ from the table's are refused (`strict`, default) or
+    /// merged (`merge`: new columns are added; missing ones are null).
+    #[serde(default)]
+    pub schema: SchemaMode,
     /// Format (default: from the extension, else Parquet).
     pub format: Option<Format>,
     /// Hive-style partition columns.
@@ -274,6 +365,28 @@ pub struct SinkSpec {
     /// Replace an existing output.
     #[serde(default)]
     pub overwrite: bool,
+}
+
+/// How a run writes a table sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableMode {
+    /// Add the run's rows.
+    #[default]
+    Append,
+    /// Replace the table's rows with the run's.
+    Overwrite,
+}
+
+/// How rows whose columns differ from a table sink's are treated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaMode {
+    /// Refuse any difference, naming the columns.
+    #[default]
+    Strict,
+    /// Add new columns to the table; write nulls for missing ones.
+    Merge,
 }
 
 impl Pipeline {
@@ -292,7 +405,65 @@ impl Pipeline {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        p.file = Some(path.to_path_buf());
         Ok(p)
+    }
+
+    /// The pipeline's name: as given, else the file's name without `.toml`, else `pipeline`.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| {
+                self.file
+                    .as_ref()
+                    .and_then(|f| f.file_stem())
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "pipeline".into())
+    }
+
+    /// The stage's name (`main` for a pipeline without stages).
+    pub fn stage_name(&self) -> &str {
+        self.stage.as_deref().unwrap_or(MAIN_STAGE)
+    }
+
+    /// The id under which this pipeline's stage records its runs in a table it writes (a
+    /// Delta transaction id).
+    pub fn app_id(&self) -> String {
+        format!("quiver/{}/{}", self.name(), self.stage_name())
+    }
+
+    /// The pipeline's stages, each as a pipeline of its own (one, `main`, when the file has
+    /// no `[[stage]]`). A stage takes the pipeline's settings (workers, limits, name, …) and
+    /// its own source, partitioning, plugins and sink.
+    pub fn stages(&self) -> Vec<Pipeline> {
+        if self.stages.is_empty() {
+            let mut main = self.clone();
+            main.stage = Some(MAIN_STAGE.into());
+            return vec![main];
+        }
+        self.stages
+            .iter()
+            .map(|stage| {
+                let mut p = self.clone();
+                p.stages = Vec::new();
+                p.stage = Some(stage.name.clone());
+                p.workers = stage.workers.or(self.workers);
+                p.source = stage.source.clone();
+                p.partition = stage.partition.clone();
+                p.plugins = stage.plugins.clone();
+                p.sink = stage.sink.clone();
+                p
+            })
+            .collect()
+    }
+
+    /// Where the output goes: the table sink's directory or the sink's path, resolved.
+    pub fn sink_location(&self) -> PathBuf {
+        match &self.sink.table {
+            Some(t) => self.resolve(t),
+            None => self.resolve(&self.sink.path),
+        }
     }
 
     /// Parses pipeline TOML (relative paths resolve against the current directory).
@@ -328,7 +499,7 @@ impl Pipeline {
 
     /// A directory next to the output: `<sink stem>-<suffix>`.
     fn beside_sink(&self, suffix: &str) -> PathBuf {
-        let sink = self.resolve(&self.sink.path);
+        let sink = self.sink_location();
         let stem = sink
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -394,11 +565,60 @@ impl Pipeline {
         })
     }
 
+    /// Checks the stages: names, and that a file has either stages or one source and sink.
+    pub fn validate_stages(&self) -> Result<(), PipelineError> {
+        let bad = |m: String| Err(PipelineError::Invalid(m));
+        if self.stages.is_empty() {
+            return Ok(());
+        }
+        if !self.source.paths.is_empty()
+            || self.source.table.is_some()
+            || !self.sink.path.as_os_str().is_empty()
+            || self.sink.table.is_some()
+            || !self.plugins.is_empty()
+            || self.partition.is_some()
+        {
+            return bad("a pipeline with [[stage]]s gives each stage its source, plugins and sink: move the top-level [source], [[plugin]], [partition] and [sink] into a stage".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            let ok = !stage.name.is_empty()
+                && stage
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return bad(format!(
+                    "[[stage]] #{}: name {:?} must be letters, digits, '-' or '_'",
+                    i + 1,
+                    stage.name
+                ));
+            }
+            if !seen.insert(stage.name.as_str()) {
+                return bad(format!("[[stage]] name {:?} is used twice", stage.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what can be checked without reading data or plugins.
     pub fn validate(&self) -> Result<(), PipelineError> {
         let bad = |m: String| Err(PipelineError::Invalid(m));
-        if self.source.paths.is_empty() {
-            return bad("[source] paths is empty: name at least one input file".into());
+        self.validate_stages()?;
+        if !self.stages.is_empty() {
+            for stage in self.stages() {
+                stage.validate().map_err(|e| {
+                    PipelineError::Invalid(format!("[[stage]] {}: {e}", stage.stage_name()))
+                })?;
+            }
+            return Ok(());
+        }
+        self.validate_lake()?;
+        if self.source.paths.is_empty() && self.source.table.is_none() {
+            return bad(
+                "[source] names no input: give paths = [\"…\"] (files) or table = \"…\" (a Delta table)"
+                    .into(),
+            );
         }
         if self.workers == Some(0) {
             return bad("workers must be at least 1".into());
@@ -432,6 +652,50 @@ impl Pipeline {
                 ));
             }
             spec.limits(&self.limits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Checks the lake-table settings of the source and sink.
+    fn validate_lake(&self) -> Result<(), PipelineError> {
+        let bad = |m: &str| Err(PipelineError::Invalid(m.into()));
+        let (source, sink) = (&self.source, &self.sink);
+        if source.table.is_some() && !source.paths.is_empty() {
+            return bad("[source] gives both paths and table: read files or a table, not both");
+        }
+        if source.version.is_some() && source.table.is_none() {
+            return bad("[source] version = … reads a table version: give table = \"…\" too");
+        }
+        if source.version.is_some() && source.incremental {
+            return bad("[source] version and incremental exclude each other: an incremental run reads the versions added since the last run");
+        }
+        if source.incremental && sink.table.is_none() {
+            return bad("[source] incremental = true needs a table sink ([sink] table = \"…\"): the table's commits record what each run read");
+        }
+        match &sink.table {
+            Some(_) => {
+                if !sink.path.as_os_str().is_empty() {
+                    return bad(
+                        "[sink] gives both path and table: write files or a table, not both",
+                    );
+                }
+                if sink.format.is_some() {
+                    return bad("[sink] format applies to files; a table's files are Parquet");
+                }
+                if sink.overwrite {
+                    return bad("[sink] overwrite = true is for files; a table sink takes mode = \"overwrite\"");
+                }
+            }
+            None => {
+                if sink.path.as_os_str().is_empty() {
+                    return bad("[sink] names no output: give path = \"…\" (files) or table = \"…\" (a Delta table)");
+                }
+                if sink.mode != TableMode::Append || sink.schema != SchemaMode::Strict {
+                    return bad("[sink] mode and schema apply to a table sink (table = \"…\")");
+                }
+            }
         }
         Ok(())
     }

@@ -65,8 +65,114 @@ pub struct RunReport {
     pub plugins: Vec<PluginReport>,
     /// What was written.
     pub output: SinkSummary,
+    /// The table version the run committed, for a table sink.
+    pub table_commit: Option<TableCommit>,
+    /// Which inputs were read, and which an incremental run left out.
+    pub inputs: InputsReport,
     /// Peak resident memory of the host process, in bytes, if the platform tells.
     pub host_peak_rss: Option<u64>,
+}
+
+impl RunReport {
+    /// The report of an incremental run that found nothing new to read.
+    pub fn nothing_new(inputs: InputsReport, output: std::path::PathBuf, wall: Duration) -> Self {
+        RunReport {
+            rows_in: 0,
+            batches_in: 0,
+            rows_out: 0,
+            wall,
+            workers: 0,
+            partitioning: None,
+            skew: SkewReport {
+                rows_per_partition: Vec::new(),
+                max_over_mean: 1.0,
+                hottest: Vec::new(),
+            },
+            fit_passes: 0,
+            fit_time: Duration::ZERO,
+            fitted_from: None,
+            dead_letters: None,
+            plugins: Vec::new(),
+            output: SinkSummary {
+                path: output,
+                files: 0,
+                rows: 0,
+                bytes: 0,
+            },
+            table_commit: None,
+            inputs,
+            host_peak_rss: None,
+        }
+    }
+}
+
+/// A run's commit to a table sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableCommit {
+    /// The table version made.
+    pub version: u64,
+    /// The run number recorded with it (the pipeline stage's transaction version).
+    pub run: i64,
+}
+
+/// Which inputs a run read, and which it left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputsReport {
+    /// The run read only what earlier runs had not.
+    pub incremental: bool,
+    /// Input files (or table data files) read.
+    pub read: usize,
+    /// Input files left out as already processed by a committed run.
+    pub done: Vec<std::path::PathBuf>,
+    /// Input files changed since a committed run processed them.
+    pub changed: Vec<std::path::PathBuf>,
+    /// For a table source: (the version the last committed run read up to, the version read
+    /// now).
+    pub table_versions: Option<(Option<u64>, u64)>,
+}
+
+impl InputsReport {
+    /// Whether an incremental run found nothing to read.
+    pub fn nothing_new(&self) -> bool {
+        self.incremental && self.read == 0
+    }
+}
+
+impl fmt::Display for InputsReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((from, to)) = self.table_versions {
+            match from {
+                Some(from) if from >= to => writeln!(
+                    f,
+                    "table source: at version {to}, nothing new since the last run"
+                )?,
+                Some(from) => writeln!(
+                    f,
+                    "table source: versions {}..={to} ({} data files) added since the last run",
+                    from + 1,
+                    self.read
+                )?,
+                None => writeln!(f, "table source: version {to} ({} data files)", self.read)?,
+            }
+        }
+        if !self.incremental || self.table_versions.is_some() {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "incremental: {} new input file(s) read, {} skipped as already done{}",
+            self.read,
+            self.done.len(),
+            match self.changed.len() {
+                0 => String::new(),
+                n => format!(", {n} changed since processed"),
+            }
+        )?;
+        for path in &self.changed {
+            writeln!(f, "  changed: {}", path.display())?;
+        }
+        Ok(())
+    }
 }
 
 /// Peak resident memory of this process so far (`VmHWM` on Linux), in bytes.
@@ -141,6 +247,19 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inputs)?;
+        if self.inputs.nothing_new() {
+            return writeln!(f, "nothing new to read: no commit made");
+        }
+        if let Some(c) = &self.table_commit {
+            writeln!(
+                f,
+                "committed table version {} (run {}) at {}",
+                c.version,
+                c.run,
+                self.output.path.display()
+            )?;
+        }
         writeln!(
             f,
             "read {} rows in {} batches, wrote {} rows to {} ({} file{}, {:.1} MiB) in {:.2?} ({:.0} rows/s, {} worker{})",
@@ -294,6 +413,16 @@ pub struct JsonReport<'a> {
     skew: &'a SkewReport,
     plugins: Vec<JsonPlugin<'a>>,
     host_peak_rss_bytes: Option<u64>,
+    /// The table version committed, for a table sink.
+    table_version: Option<u64>,
+    /// The run number committed with it.
+    table_run: Option<i64>,
+    /// Input files (or table data files) read.
+    inputs_read: usize,
+    /// Input files left out as already processed.
+    inputs_skipped: Vec<String>,
+    /// Input files changed since processed.
+    inputs_changed: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -361,6 +490,15 @@ impl RunReport {
                 })
                 .collect(),
             host_peak_rss_bytes: self.host_peak_rss,
+            table_version: self.table_commit.as_ref().map(|c| c.version),
+            table_run: self.table_commit.as_ref().map(|c| c.run),
+            inputs_read: self.inputs.read,
+            inputs_skipped: paths(&self.inputs.done),
+            inputs_changed: paths(&self.inputs.changed),
         }
     }
+}
+
+fn paths(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
 }

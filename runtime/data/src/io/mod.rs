@@ -21,7 +21,9 @@ pub use sink::{
     check_not_inputs, create, remove_temporary_outputs, Sink, SinkOptions, SinkSummary,
     HIVE_DEFAULT_PARTITION, OUTPUT_MARKER,
 };
-pub use source::{open, Batches, Source, SourceBatch, SourceOptions};
+pub use source::{
+    expand_paths, open, open_table, Batches, Source, SourceBatch, SourceOptions, TableFile,
+};
 
 /// An error reading or writing a data file. Every variant names the file (or pattern) concerned.
 #[derive(Debug, thiserror::Error)]

@@ -83,6 +83,52 @@ struct Entry {
     parquet: Option<ArrowReaderMetadata>,
     /// A CSV or JSON-lines file with nothing in it: it contributes no rows.
     empty: bool,
+    /// A file of a lake table: its columns are matched to the source schema by name, and
+    /// these columns (the table's partition columns, not stored in the file) take one value
+    /// for all its rows.
+    table: Option<Arc<[(String, Option<String>)]>>,
+}
+
+/// A data file of a lake table, with the values its partition columns have for every row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFile {
+    /// The Parquet file.
+    pub path: PathBuf,
+    /// (column, value as text; `None` for null) for each partition column.
+    pub partition_values: Vec<(String, Option<String>)>,
+}
+
+/// The files of a lake table version as one source with the table's `schema`: each file's
+/// columns are matched by name and cast to the table's types, and partition columns are
+/// filled from the file's partition values.
+pub fn open_table(
+    files: Vec<TableFile>,
+    schema: SchemaRef,
+    options: &SourceOptions,
+) -> Result<Source, IoError> {
+    let mut entries = Vec::with_capacity(files.len());
+    for file in &files {
+        let (_, parquet) = probe(&file.path, Format::Parquet, options)?;
+        entries.push(Entry {
+            path: Arc::from(file.path.as_path()),
+            format: Format::Parquet,
+            parquet,
+            empty: false,
+            table: Some(file.partition_values.clone().into()),
+        });
+    }
+    Ok(Source {
+        files: files.into_iter().map(|f| f.path).collect(),
+        entries: entries.into(),
+        schema,
+        options: options.clone(),
+    })
+}
+
+/// The files `paths` name (files, glob patterns, directories), as [`open`] would read them,
+/// without reading them.
+pub fn expand_paths(paths: &[String]) -> Result<Vec<PathBuf>, IoError> {
+    expand(paths)
 }
 
 /// Expands paths and glob patterns (sorted, deduplicated; a pattern matching nothing is an error
@@ -117,6 +163,7 @@ pub fn open(paths: &[String], options: &SourceOptions) -> Result<Source, IoError
                     format,
                     parquet: None,
                     empty: true,
+                    table: None,
                 });
                 continue;
             }
@@ -132,6 +179,7 @@ pub fn open(paths: &[String], options: &SourceOptions) -> Result<Source, IoError
             format,
             parquet,
             empty: false,
+            table: None,
         });
     }
     let any_csv = entries.iter().any(|e| e.format == Format::Csv);
@@ -228,7 +276,10 @@ impl Batches {
                     continue;
                 }
                 match OpenFile::open(&entry, &self.schema, &self.options) {
-                    Ok(open) => self.current = Some(open),
+                    Ok(mut open) => {
+                        open.table = entry.table.clone();
+                        self.current = Some(open)
+                    }
                     Err(e) => return Some(Err(e)),
                 }
             }
@@ -239,19 +290,65 @@ impl Batches {
                     let first_row = current.rows;
                     current.rows += batch.num_rows() as u64;
                     let file = current.path.clone();
-                    return Some(
-                        conform(batch, &self.schema, &file).map(|batch| SourceBatch {
-                            batch,
-                            file,
-                            first_row,
-                        }),
-                    );
+                    let conformed = match &current.table {
+                        Some(values) => from_table_file(batch, &self.schema, values, &file),
+                        None => conform(batch, &self.schema, &file),
+                    };
+                    return Some(conformed.map(|batch| SourceBatch {
+                        batch,
+                        file,
+                        first_row,
+                    }));
                 }
                 Ok(None) => self.current = None,
                 Err(e) => return Some(Err(e)),
             }
         }
     }
+}
+
+/// A batch of a lake table's file in the table's schema: columns by name, cast where the
+/// file's type differs, partition columns from the file's values.
+fn from_table_file(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    values: &[(String, Option<String>)],
+    path: &Path,
+) -> Result<RecordBatch, IoError> {
+    let read = |reason: String| IoError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let rows = batch.num_rows();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = match values.iter().find(|(c, _)| c == field.name()) {
+                Some((_, value)) => {
+                    let text: arrow::array::ArrayRef =
+                        Arc::new(arrow::array::StringArray::from(vec![
+                            value.as_deref();
+                            rows
+                        ]));
+                    text
+                }
+                None => match batch.column_by_name(field.name()) {
+                    Some(c) => c.clone(),
+                    None => arrow::array::new_null_array(field.data_type(), rows),
+                },
+            };
+            if column.data_type() == field.data_type() {
+                Ok(column)
+            } else {
+                arrow::compute::cast(&column, field.data_type())
+                    .map_err(|e| read(format!("column {}: {}", field.name(), arrow_reason(&e))))
+            }
+        })
+        .collect::<Result<Vec<_>, IoError>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+        .map_err(|e| read(arrow_reason(&e)))
 }
 
 /// Gives a batch the source schema (Parquet and IPC files carry their own, which may differ in
@@ -645,6 +742,8 @@ struct OpenFile {
     /// The rest of a stored batch larger than the batch size (IPC keeps the writer's batches).
     pending: Option<RecordBatch>,
     batch_size: usize,
+    /// The partition values of a lake table's file.
+    table: Option<Arc<[(String, Option<String>)]>>,
 }
 
 enum FileBatches {
@@ -708,6 +807,7 @@ impl OpenFile {
             rows: 0,
             pending: None,
             batch_size: options.batch_size(),
+            table: None,
         })
     }
 

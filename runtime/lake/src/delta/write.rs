@@ -221,6 +221,11 @@ impl TableWriter {
         })
     }
 
+    /// The table's directory.
+    pub fn table_dir(&self) -> &std::path::Path {
+        self.table.dir()
+    }
+
     /// The table's columns as this writer writes them (merged columns included).
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
