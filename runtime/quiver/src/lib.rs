@@ -56,6 +56,7 @@
 //! | `quiver-replication` | [`replication`] | cluster mode's replicated state: one openraft group's commands, deterministic state machine, durable checksummed log and snapshots; no Arrow, no wasmtime |
 //! | `quiver-node` | [`node`] | a node of a cluster: Raft over the transport, control calls (status, join, forwarded writes), timings; leader failover and follower catch-up; no Arrow, no wasmtime |
 //! | `quiver-data` | [`io`], [`partition`] | sources, sinks, formats; hash and range partitioning, skew; Arrow and Parquet, no wasmtime |
+//! | `quiver-lake` | [`lake`] | Delta Lake tables through delta_kernel: versions and their files, writers of one atomic commit, history, compaction, vacuum; no wasmtime |
 //! | `quiver-plugin-host` | [`untrusted`], [`capability`], [`sandbox`], [`abi`], [`plugin`], [`fit`], [`replay`] | the only crate with wasmtime |
 //! | `quiver-exec` | [`policy`], [`window`], [`pipeline`], [`chain`], [`report`], [`batch`] | the pipeline file, the chain runner, batch mode |
 //! | `quiver-stream` | [`stream`] | streaming mode |
@@ -69,6 +70,7 @@ pub use quiver_coordination as coordination;
 pub use quiver_data::{io, partition};
 pub use quiver_durable as durable;
 pub use quiver_exec::{batch, chain, pipeline, policy, report, window};
+pub use quiver_lake as lake;
 pub use quiver_node as node;
 pub use quiver_plugin_host::{abi, capability, fit, plugin, replay, sandbox, untrusted};
 pub use quiver_replication as replication;
