@@ -154,7 +154,7 @@ fn table_rows(dir: &Path) -> Vec<Row> {
             }
         }
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by_key(|r| r.0);
     rows
 }
 

@@ -142,6 +142,16 @@ fn plan(files: &[PlanFile], options: &CompactOptions) -> Vec<Vec<usize>> {
 /// again on the newer version when every file it rewrote is still there; otherwise it gives
 /// up ([`LakeError::CompactionConflict`]) and deletes the files it wrote.
 pub fn compact(table: &Table, options: &CompactOptions) -> Result<CompactReport, LakeError> {
+    compact_with(table, options, || {})
+}
+
+/// [`compact`], calling `before_commit` before each try at committing (where tests let
+/// another writer in).
+fn compact_with(
+    table: &Table,
+    options: &CompactOptions,
+    mut before_commit: impl FnMut(),
+) -> Result<CompactReport, LakeError> {
     let snapshot = table.snapshot(None)?;
     table.check_readable(&snapshot)?;
     let state = table.state_of(&snapshot)?;
@@ -217,6 +227,7 @@ pub fn compact(table: &Table, options: &CompactOptions) -> Result<CompactReport,
             txn.remove_files(removal);
         }
         writer.stage(&mut txn)?;
+        before_commit();
         match txn.commit(engine).map_err(|e| table.delta(e))? {
             CommitResult::Committed(c) => {
                 let version = c.commit_version();

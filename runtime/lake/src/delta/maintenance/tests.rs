@@ -206,6 +206,72 @@ fn the_files_a_compaction_removes_are_found_only_while_they_are_live() {
     assert_eq!((none.len(), found), (0, 0));
 }
 
+fn parquet_files(dir: &Path) -> usize {
+    walk(dir).iter().filter(|p| p.ends_with(".parquet")).count()
+}
+
+#[test]
+fn a_compaction_that_loses_the_race_to_an_append_is_made_again_on_the_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = table_of_appends(dir.path(), 3);
+    let mut appended = false;
+    let report = compact_with(&table, &CompactOptions::default(), || {
+        if !appended {
+            appended = true;
+            write(&table, &[rows(30..33)], partitioned(), Commit::default());
+        }
+    })
+    .unwrap();
+    assert_eq!(report.version, Some(4));
+    assert_eq!(
+        log::read_commit(&table, 3).unwrap().operation.as_deref(),
+        Some("WRITE")
+    );
+    // The append's own files are left alone; every row is there once.
+    assert_eq!(files_of(&table, None).len(), 6);
+    assert_eq!(contents(&files_of(&table, None)), expected(0..33));
+    assert_eq!(
+        contents(&table.added_since(2, None).unwrap().1),
+        expected(30..33)
+    );
+}
+
+#[test]
+fn a_compaction_whose_files_another_writer_removed_gives_up_and_deletes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = table_of_appends(dir.path(), 3);
+    let overwrite = WriteOptions {
+        mode: Mode::Overwrite,
+        ..WriteOptions::default()
+    };
+    let mut before = 0;
+    let e = compact_with(&table, &CompactOptions::default(), || {
+        write(
+            &table,
+            &[rows(100..103)],
+            overwrite.clone(),
+            Commit::default(),
+        );
+        // The table's files and the removed ones, without the compaction's own.
+        before = parquet_files(dir.path()) - 3;
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LakeError::CompactionConflict {
+                version: 3,
+                missing: 9,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(parquet_files(dir.path()), before);
+    assert_eq!(table.version().unwrap(), 3);
+    assert_eq!(contents(&files_of(&table, None)), expected(100..103));
+}
+
 fn set_mtime(path: &Path, at: SystemTime) {
     std::fs::File::open(path).unwrap().set_modified(at).unwrap();
 }
