@@ -27,3 +27,4 @@ mod stream_operations;
 mod stream_sources;
 mod stream_windows;
 mod support;
+mod table_maintenance;

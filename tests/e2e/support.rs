@@ -469,48 +469,56 @@ pub fn write_few_distinct_ints(path: &Path, rows: usize) -> Vec<i64> {
     n
 }
 
-/// A Python interpreter with numpy, for comparisons against numpy itself.
+/// A Python interpreter with numpy, for comparisons against numpy itself: a virtual environment
+/// under `target/test-venv`, made (with numpy from PyPI, by pip) the first time it is needed.
 pub fn python_with_numpy() -> PathBuf {
-    python_with(&["numpy"], "import numpy")
+    python_with(&[("numpy", "numpy")])
 }
 
-/// A Python interpreter with the `deltalake` package (another implementation of Delta Lake)
-/// and pyarrow, to read the tables Quiver writes and to write tables Quiver reads.
+/// A Python interpreter with `deltalake` and `pyarrow`, for reading Delta tables with another
+/// implementation: the same virtual environment as [`python_with_numpy`].
 pub fn python_with_deltalake() -> PathBuf {
-    python_with(&["deltalake", "pyarrow"], "import deltalake, pyarrow")
+    python_with(&[("pyarrow", "pyarrow"), ("deltalake", "deltalake")])
 }
 
-/// A virtual environment under `target/test-venv` with `packages` from PyPI, installed (by
-/// pip) the first time `check` fails to import them.
-fn python_with(packages: &[&str], check: &str) -> PathBuf {
+/// The test virtual environment's interpreter, with each (module, PyPI package) importable:
+/// the environment is made and the missing packages installed by pip the first time, one
+/// install at a time.
+fn python_with(modules: &[(&str, &str)]) -> PathBuf {
     static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
     let venv = repo_root().join("target/test-venv");
     let python = venv.join("bin/python");
-    let has = |python: &Path| {
-        Command::new(python)
-            .args(["-c", check])
+    let imports = |module: &str| {
+        Command::new(&python)
+            .args(["-c", &format!("import {module}")])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !has(&python) {
-        let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
-        if !python.exists() {
-            assert!(
-                ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)),
-                "python3 -m venv {} failed",
-                venv.display()
-            );
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    if !python.exists() {
+        assert!(
+            ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)),
+            "python3 -m venv {} failed",
+            venv.display()
+        );
+    }
+    for (module, package) in modules {
+        if imports(module) {
+            continue;
         }
         assert!(
-            ok(Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(packages)),
-            "pip install {packages:?} failed"
+            ok(Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                package
+            ])),
+            "pip install {package} failed"
         );
         assert!(
-            has(&python),
-            "{check:?} fails after installing {packages:?}"
+            imports(module),
+            "{module} is not importable after installing {package}"
         );
     }
     python

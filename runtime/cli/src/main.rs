@@ -3,6 +3,7 @@
 mod allocator;
 mod cluster;
 mod local_cluster;
+mod table;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ enum Command {
     /// directory (`--dir`): status, submit, stop, add-node, remove-node.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Maintain a Delta table: its history (which pipeline run made each version), compaction
+    /// of small files, and vacuum of files no version uses any more.
+    #[command(subcommand)]
+    Table(table::TableCommand),
 }
 
 #[derive(Args)]
@@ -307,6 +312,7 @@ fn real_main() -> i32 {
         Command::Plugin(PluginCommand::Test { dir, no_build }) => plugin_test(&dir, no_build),
         Command::Node(args) => cluster::node(args),
         Command::Cluster(command) => cluster::cluster(command),
+        Command::Table(command) => table::table(command),
     };
     match result {
         Ok(()) => 0,

@@ -21,6 +21,7 @@ use delta_kernel_default_engine::{DefaultEngine, DefaultEngineBuilder};
 use url::Url;
 
 pub mod log;
+pub mod maintenance;
 pub mod schema;
 mod write;
 
@@ -147,6 +148,36 @@ pub enum LakeError {
         file: PathBuf,
         /// Why.
         message: String,
+    },
+    /// A data file could not be read.
+    #[error("table {table}: reading {file}: {message}")]
+    ReadFile {
+        /// The table's directory.
+        table: PathBuf,
+        /// The data file.
+        file: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Another writer removed files that a compaction was rewriting: nothing was committed.
+    #[error("table {table}: version {version} no longer holds {missing} of the files this compaction rewrote (another writer removed them); nothing was committed and its new files were deleted")]
+    CompactionConflict {
+        /// The table's directory.
+        table: PathBuf,
+        /// The version that lacks them.
+        version: u64,
+        /// How many of the files it lacks.
+        missing: usize,
+    },
+    /// A vacuum retention under the safe minimum, not forced.
+    #[error("table {table}: a vacuum retention of {retention:?} is under the safe minimum of {minimum:?}: files removed by recent commits may still be read by readers of older versions, and the files of a writer still running are named by no commit yet; deleting them would break those reads or lose that commit. Force it (--force) only when nothing else reads or writes the table")]
+    RetentionTooShort {
+        /// The table's directory.
+        table: PathBuf,
+        /// The retention asked for.
+        retention: std::time::Duration,
+        /// The least retention taken without force.
+        minimum: std::time::Duration,
     },
 }
 

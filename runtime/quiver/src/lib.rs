@@ -56,6 +56,7 @@
 //! | `quiver-replication` | [`replication`] | cluster mode's replicated state: one openraft group's commands, deterministic state machine, durable checksummed log and snapshots; no Arrow, no wasmtime |
 //! | `quiver-node` | [`node`] | a node of a cluster: Raft over the transport, control calls (status, join, forwarded writes), timings; leader failover and follower catch-up; no Arrow, no wasmtime |
 //! | `quiver-data` | [`io`], [`partition`] | sources, sinks, formats; hash and range partitioning, skew; Arrow and Parquet, no wasmtime |
+//! | `quiver-lake` | [`lake`] | Delta Lake tables through delta_kernel: versions and their files, writers of one atomic commit, history, compaction, vacuum; no wasmtime |
 //! | `quiver-plugin-host` | [`untrusted`], [`capability`], [`sandbox`], [`abi`], [`plugin`], [`fit`], [`replay`] | the only crate with wasmtime |
 //! | `quiver-exec` | [`policy`], [`window`], [`pipeline`], [`chain`], [`report`], [`batch`] | the pipeline file, the chain runner, batch mode |
 //! | `quiver-stream` | [`stream`] | streaming mode |

@@ -34,6 +34,8 @@ pub struct Removed {
     pub size: Option<u64>,
     /// Whether rows went away with it (false for a compaction).
     pub data_change: bool,
+    /// When it was removed, in milliseconds since the epoch, when recorded.
+    pub deletion_timestamp: Option<i64>,
 }
 
 /// One commit of a table.
@@ -85,6 +87,7 @@ struct RemoveLine {
     size: Option<i64>,
     #[serde(default)]
     data_change: bool,
+    deletion_timestamp: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +163,7 @@ pub fn parse_commit(version: u64, text: &str) -> Result<CommitEntry, String> {
                 path: remove.path,
                 size: remove.size.map(|s| s.max(0) as u64),
                 data_change: remove.data_change,
+                deletion_timestamp: remove.deletion_timestamp,
             });
         }
         if let Some(txn) = line.txn {
@@ -207,7 +211,7 @@ mod tests {
 {"txn":{"appId":"quiver:p:land","version":3,"lastUpdated":1}}
 {"add":{"path":"day=d1/part-1.parquet","partitionValues":{"day":"d1"},"size":100,"modificationTime":1,"dataChange":true,"stats":"{\"numRecords\":7}"}}
 {"add":{"path":"part-2.parquet","partitionValues":{"day":null},"size":5,"modificationTime":1,"dataChange":false}}
-{"remove":{"path":"part-0.parquet","dataChange":false,"size":9}}
+{"remove":{"path":"part-0.parquet","dataChange":false,"size":9,"deletionTimestamp":1700000000001}}
 "#;
         let c = parse_commit(4, text).unwrap();
         assert_eq!(c.version, 4);
@@ -219,6 +223,7 @@ mod tests {
         assert!(c.adds[0].data_change && !c.adds[1].data_change);
         assert_eq!(c.adds[1].partition_values["day"], None);
         assert_eq!(c.removes[0].size, Some(9));
+        assert_eq!(c.removes[0].deletion_timestamp, Some(1_700_000_000_001));
         assert!(parse_commit(0, "{not json").unwrap_err().contains("line 1"));
     }
 }

@@ -8,14 +8,14 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
 
-fn schema() -> Arc<Schema> {
+pub(super) fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("day", DataType::Utf8, true),
     ]))
 }
 
-fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+pub(super) fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
     let days: Vec<String> = ids.clone().map(|i| format!("d{}", i % 3)).collect();
     RecordBatch::try_new(
         schema(),
@@ -29,7 +29,7 @@ fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
 
 /// id → day of every row of `files`, read as a reader of the files would: the Parquet file,
 /// plus the partition value from the log.
-fn contents(files: &[DataFile]) -> BTreeMap<i64, String> {
+pub(super) fn contents(files: &[DataFile]) -> BTreeMap<i64, String> {
     let mut out = BTreeMap::new();
     for f in files {
         let reader =
@@ -54,11 +54,11 @@ fn contents(files: &[DataFile]) -> BTreeMap<i64, String> {
     out
 }
 
-fn expected(ids: std::ops::Range<i64>) -> BTreeMap<i64, String> {
+pub(super) fn expected(ids: std::ops::Range<i64>) -> BTreeMap<i64, String> {
     ids.map(|i| (i, format!("d{}", i % 3))).collect()
 }
 
-fn write(
+pub(super) fn write(
     table: &Table,
     batches: &[RecordBatch],
     options: WriteOptions,
@@ -71,7 +71,7 @@ fn write(
     w.commit(commit).unwrap()
 }
 
-fn partitioned() -> WriteOptions {
+pub(super) fn partitioned() -> WriteOptions {
     WriteOptions {
         partition_by: vec!["day".into()],
         ..WriteOptions::default()
@@ -158,7 +158,7 @@ fn a_transaction_id_already_recorded_commits_nothing_and_leaves_no_files() {
     assert_eq!(history[0].transactions, vec![("job".to_string(), 7)]);
 }
 
-fn walk(dir: &std::path::Path) -> Vec<String> {
+pub(super) fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();

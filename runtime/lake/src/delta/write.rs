@@ -504,11 +504,12 @@ impl TableWriter {
         file: &WrittenFile,
     ) -> Result<Box<dyn delta_kernel::EngineData>, LakeError> {
         let t = &self.table;
-        let context = state
-            .write_context_builder()
-            .with_partition_values(file.values.clone())
-            .build()
-            .map_err(|e| t.delta(e))?;
+        let mut context = state.write_context_builder();
+        // The kernel refuses even an empty map of values for a table with no partitions.
+        if !self.partition_by.is_empty() {
+            context = context.with_partition_values(file.values.clone());
+        }
+        let context = context.build().map_err(|e| t.delta(e))?;
         let url = url::Url::from_file_path(&file.path)
             .map_err(|()| t.delta(format!("{} cannot be a URL", file.path.display())))?;
         build_add_file_metadata(
@@ -613,6 +614,44 @@ impl TableWriter {
                     .map_err(|e| self.table.delta(e))
             })
             .collect()
+    }
+}
+
+/// For operations that build their own transaction around the files written (a compaction
+/// commits them as a rewrite, not as new rows).
+impl TableWriter {
+    /// Closes the files being written: the rows written next go to new files.
+    pub(super) fn cut(&mut self) -> Result<(), LakeError> {
+        self.close_all()
+    }
+
+    /// The files closed so far: (files, rows, bytes).
+    pub(super) fn written(&self) -> (usize, u64, u64) {
+        let rows = self.written.iter().map(|f| f.rows).sum();
+        let bytes = self.written.iter().map(|f| f.size).sum();
+        (self.written.len(), rows, bytes)
+    }
+
+    /// Closes every file and stages its add action in `txn`; the transaction's data-change
+    /// flag is the one the actions carry.
+    pub(super) fn stage(
+        &mut self,
+        txn: &mut delta_kernel::transaction::Transaction,
+    ) -> Result<(), LakeError> {
+        self.close_all()?;
+        let state = txn.write_state().map_err(|e| self.table.delta(e))?;
+        for file in &self.written {
+            txn.add_files(self.add_metadata(&state, file)?);
+        }
+        Ok(())
+    }
+
+    /// The caller committed the staged files as `version`: they are the table's now, and the
+    /// commit is synced.
+    pub(super) fn committed(mut self, version: u64) -> Result<(), LakeError> {
+        // Settled first: a version names the files, so a failed sync must not delete them.
+        self.settled = true;
+        self.sync_log(version)
     }
 }
 
