@@ -381,8 +381,9 @@ impl TableWriter {
                 self.try_create(&commit)?
             };
             if let Some(version) = result {
-                self.sync_log(version)?;
+                // The commit names the files now: whatever happens next, they stay.
                 self.settled = true;
+                self.sync_log(version)?;
                 return Ok(CommitSummary {
                     version,
                     files,
