@@ -3,6 +3,7 @@
 mod allocator;
 mod cluster;
 mod local_cluster;
+mod schedule;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,42 @@ enum Command {
     ///   quiver run serve.toml --fitted fitted.json
     #[command(verbatim_doc_comment)]
     Fit(FitArgs),
+    /// Run batch pipelines at the times their [schedule] tables say, until SIGINT or SIGTERM.
+    ///
+    /// Examples:
+    ///   quiver schedule hourly.toml daily.toml
+    ///
+    /// with, in hourly.toml:
+    ///   [schedule]
+    ///   every = "1h"            # or cron = "5 * * * *" (5 fields, UTC); "every" fires on
+    ///                           # multiples of the period since 1970-01-01 UTC
+    ///   retries = 3             # a failed run is tried again up to 3 times,
+    ///   backoff = "30s"         # after 30s, 1m, 2m (doubling, default 1s)
+    ///   max-backoff = "10m"     # up to this (default 5m)
+    ///   missed = "run-once"     # runs missed while no scheduler ran: run once at
+    ///                           # start (default), or "skip"
+    ///
+    /// A run is the same as `quiver run PIPELINE`; one line is printed as each starts and
+    /// ends. One pipeline never runs twice at once: a fire time that comes while its run is
+    /// still going, or while another process runs it (the pipeline's lock), is skipped. Every
+    /// attempt is recorded in the pipeline's history (see quiver runs). The state lives next
+    /// to the pipeline file, in .quiver/<file stem>/. The first SIGINT or SIGTERM starts no
+    /// new run and waits for running ones to finish; a second one exits at once.
+    #[command(verbatim_doc_comment)]
+    Schedule(schedule::ScheduleArgs),
+    /// Show a pipeline's run history: every attempt of every run, scheduled or by hand.
+    ///
+    /// Examples:
+    ///   quiver runs hourly.toml               # the last 20, as a table
+    ///   quiver runs hourly.toml --limit 100
+    ///   quiver runs hourly.toml --json        # all, as JSON: run, pipeline, trigger,
+    ///                                         # scheduled_for, attempt, start, end, status,
+    ///                                         # rows_in, rows_out, inputs, inputs_skipped, error
+    ///
+    /// The history is .quiver/<file stem>/runs.jsonl next to the pipeline file, one JSON
+    /// object per line.
+    #[command(verbatim_doc_comment)]
+    Runs(schedule::RunsArgs),
     /// Run a recorded failing plugin call again (the recordings are made by `quiver run` in
     /// `<output>-replay/`), and show its error, time and memory.
     Replay {
@@ -193,6 +230,8 @@ struct RunArgs {
     /// Directory for compiled plugins (default: $QUIVER_CACHE_DIR or ~/.cache/quiver).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    lock: schedule::LockArgs,
 }
 
 #[derive(Subcommand)]
@@ -278,6 +317,8 @@ fn real_main() -> i32 {
             run(args, sub)
         }
         Command::Fit(args) => fit(args),
+        Command::Schedule(args) => schedule::schedule(args),
+        Command::Runs(args) => schedule::runs(args),
         Command::Replay { dir } => replay(&dir),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
         Command::Plugin(PluginCommand::New { lang, name, dir }) => {
@@ -317,7 +358,7 @@ fn real_main() -> i32 {
 
 /// The error and its causes on one line, skipping causes whose text is already shown (the
 /// library's messages embed their causes).
-fn render_error(e: &anyhow::Error) -> String {
+pub(crate) fn render_error(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -447,7 +488,13 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
         fitted: args.fitted.clone(),
     };
     exit_cleanly_on_signals()?;
-    let report = batch::run(&p, &host, &options)?;
+    let report = match &args.pipeline {
+        // A pipeline file's run takes the pipeline's lock and is recorded in its history.
+        Some(file) => schedule::run_recorded(file, &args.lock, &p, || {
+            batch::run(&p, &host, &options)
+        })?,
+        None => batch::run(&p, &host, &options)?,
+    };
     eprint!("{report}");
     if let Some(path) = &args.report_json {
         let json = serde_json::to_string_pretty(&report.json())?;
@@ -567,7 +614,7 @@ impl batch::Progress for ProgressLine {
 
 /// A host with room for every instance of the pipeline (plus replacements), and the engine
 /// settings its limits need.
-fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
+pub(crate) fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
     Ok(Host::new(
         p.engine_options()?,
         cache_dir.or_else(Host::default_cache_dir),
