@@ -490,9 +490,9 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
     exit_cleanly_on_signals()?;
     let report = match &args.pipeline {
         // A pipeline file's run takes the pipeline's lock and is recorded in its history.
-        Some(file) => schedule::run_recorded(file, &args.lock, &p, || {
-            batch::run(&p, &host, &options)
-        })?,
+        Some(file) => {
+            schedule::run_recorded(file, &args.lock, &p, || batch::run(&p, &host, &options))?
+        }
         None => batch::run(&p, &host, &options)?,
     };
     eprint!("{report}");

@@ -16,8 +16,7 @@ use quiver::report::RunReport;
 use quiver::schedule::scheduler::{self, Event, Job, SkipReason};
 use quiver::schedule::spec::format_duration;
 use quiver::schedule::{
-    LockError, LockMode, Missed, PipelineLock, RunRecord, RunStatus, RunSummary, StateDir,
-    Trigger,
+    LockError, LockMode, Missed, PipelineLock, RunRecord, RunStatus, RunSummary, StateDir, Trigger,
 };
 use quiver::untrusted;
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use quiver_sdk::prelude::*;
+use quiver_sdk::InvalidParam;
 
 struct Slow {
     pause: Duration,
@@ -14,8 +15,11 @@ struct Slow {
 impl Plugin for Slow {
     fn describe() -> PluginInfo {
         PluginInfo::new("slow", "0.1.0", "sleeps `ms` milliseconds per batch").param(
-            ParamSpec::int("ms", "milliseconds to sleep per batch (needs the clock grant)")
-                .required(),
+            ParamSpec::int(
+                "ms",
+                "milliseconds to sleep per batch (needs the clock grant)",
+            )
+            .required(),
         )
     }
     fn init(params: Params) -> Result<Self, ParamError> {
