@@ -71,7 +71,9 @@ pub(crate) fn run_recorded(
     run: impl FnOnce() -> Result<RunReport, batch::RunError>,
 ) -> Result<RunReport> {
     let state = StateDir::of(file)?;
-    let lock = take_lock(&state, lock.wait)?;
+    let Some(lock) = take_lock(&state, lock.wait)? else {
+        return Ok(run()?);
+    };
     let history = state.history();
     let start = history.begin(&lock, Trigger::Manual, None, 1, Utc::now())?;
     let result = run().map_err(anyhow::Error::from);
@@ -88,17 +90,24 @@ pub(crate) fn run_recorded(
     result
 }
 
-/// The pipeline's lock, or a refusal naming its holder (waiting for it with `wait`).
-fn take_lock(state: &StateDir, wait: bool) -> Result<PipelineLock> {
+/// The pipeline's lock, or a refusal naming its holder (waiting for it with `wait`). `None`
+/// if the state directory cannot be written (a pipeline file in a read-only place): such a
+/// run goes ahead as before runs were locked, with a warning that it is neither exclusive
+/// nor recorded.
+fn take_lock(state: &StateDir, wait: bool) -> Result<Option<PipelineLock>> {
     match state.lock(LockMode::Refuse, None) {
-        Ok(lock) => Ok(lock),
+        Ok(lock) => Ok(Some(lock)),
+        Err(e @ LockError::Io { .. }) => {
+            eprintln!("warning: {e}; the run goes ahead without the pipeline's lock and history");
+            Ok(None)
+        }
         Err(LockError::Held { holder, .. }) if wait => {
             let who = holder.map_or_else(|| "another process".into(), |h| h.to_string());
             eprintln!(
                 "waiting for pipeline {}: being run by {who}",
                 state.pipeline()
             );
-            Ok(state.lock(LockMode::Wait { deadline: None }, None)?)
+            Ok(Some(state.lock(LockMode::Wait { deadline: None }, None)?))
         }
         Err(e @ LockError::Held { .. }) => bail!("{e}; with --wait, quiver run waits for it"),
         Err(e) => Err(e.into()),
