@@ -231,6 +231,26 @@ impl History {
         parse(&self.path, &text)
     }
 
+    /// The last complete record, read from the end of the file (a history grows with every
+    /// run; the next id should not cost reading all of it). Records are appended in id order
+    /// under the lock, so the last one has the largest id.
+    pub fn last(&self) -> Result<Option<RunRecord>, HistoryError> {
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(self.io("open", source)),
+        };
+        let line = last_complete_line(&mut f).map_err(|source| self.io("read", source))?;
+        match line {
+            None => Ok(None),
+            Some(line) => match serde_json::from_slice::<RunRecord>(&line) {
+                Ok(record) => Ok(Some(record)),
+                // Read it all, to name the damaged line.
+                Err(_) => Ok(self.read()?.records.pop()),
+            },
+        }
+    }
+
     /// Begins a run: gives it the next id. Takes the pipeline's lock, held until the record
     /// is appended, so that no other process gives the same id.
     pub fn begin(
@@ -242,13 +262,7 @@ impl History {
         start: DateTime<Utc>,
     ) -> Result<RunStart, HistoryError> {
         self.check_lock(lock)?;
-        let last = self
-            .read()?
-            .records
-            .iter()
-            .map(|r| r.run)
-            .max()
-            .unwrap_or(0);
+        let last = self.last()?.map_or(0, |r| r.run);
         Ok(RunStart {
             run: last + 1,
             pipeline: lock.pipeline().to_string(),
@@ -329,6 +343,45 @@ fn complete_length(f: &mut File) -> std::io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// The last newline-terminated line that is not blank, without its newline.
+fn last_complete_line(f: &mut File) -> std::io::Result<Option<Vec<u8>>> {
+    let mut end = complete_length(f)?;
+    // Read backwards in blocks, gathering the bytes after the newline before `end`.
+    let mut line: Vec<u8> = Vec::new();
+    let mut block = [0u8; 4096];
+    let mut pos = end;
+    loop {
+        let start = pos.saturating_sub(block.len() as u64);
+        let n = (pos - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut block[..n])?;
+        let mut chunk = &block[..n];
+        if pos == end && chunk.last() == Some(&b'\n') {
+            chunk = &chunk[..n - 1];
+        }
+        match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                line.splice(0..0, chunk[i + 1..].iter().copied());
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Some(line));
+                }
+                // A blank line: look at the one before it.
+                line.clear();
+                end = start + i as u64 + 1;
+                pos = end;
+            }
+            None => {
+                line.splice(0..0, chunk.iter().copied());
+                if start == 0 {
+                    let blank = line.iter().all(u8::is_ascii_whitespace);
+                    return Ok((!blank).then_some(line));
+                }
+                pos = start;
+            }
+        }
+    }
 }
 
 /// The records of a history file's text.
@@ -484,6 +537,32 @@ mod tests {
             history.read().unwrap().records,
             [record(1, RunStatus::Failed)]
         );
+    }
+
+    #[test]
+    fn the_last_record_is_read_from_the_end_past_long_lines_blank_lines_and_a_torn_tail() {
+        let (_dir, history, lock) = setup();
+        assert_eq!(history.last().unwrap(), None);
+        let mut long = record(1, RunStatus::Succeeded);
+        long.inputs = (0..2000)
+            .map(|i| format!("in/part-{i:05}.parquet"))
+            .collect();
+        history.append(&lock, &long).unwrap();
+        assert_eq!(history.last().unwrap(), Some(long.clone()));
+        let mut second = long.clone();
+        second.run = 2;
+        history.append(&lock, &second).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(history.path())
+            .unwrap();
+        f.write_all(b"\n  \n{\"run\":3,\"pip").unwrap();
+        drop(f);
+        assert_eq!(history.last().unwrap(), Some(second));
+        let next = history
+            .begin(&lock, Trigger::Manual, None, 1, Utc::now())
+            .unwrap();
+        assert_eq!(next.run, 3);
     }
 
     #[test]
