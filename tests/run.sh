@@ -18,7 +18,7 @@ trap 'rm -f "$log"' EXIT
   done
   cargo test --release "${plugin_args[@]}" --lib
   # Host, SDK and benchmark crates: unit tests and the end-to-end test binary.
-  cargo test --release -p quiver-cli -p quiver -p quiver-durable -p quiver-checkpoint -p quiver-coordination -p quiver-transport -p quiver-replication -p quiver-node -p quiver-worker \
+  cargo test --release -p quiver-cli -p quiver -p quiver-durable -p quiver-checkpoint -p quiver-schedule -p quiver-coordination -p quiver-transport -p quiver-replication -p quiver-node -p quiver-worker \
     -p quiver-data -p quiver-lake -p quiver-plugin-host -p quiver-exec -p quiver-stream -p quiver-authoring -p quiver-sdk -p quiver-bench
   # The JavaScript kit's own tests (node's test runner, against a stand-in host).
   node --import ./sdk/js/tests/register.mjs --test sdk/js/tests/

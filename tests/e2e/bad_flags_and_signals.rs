@@ -26,13 +26,17 @@ fn run_in(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Every file below `dir` (recursively, hidden ones too) with its content.
+/// Every file below `dir` (recursively, hidden ones too) with its content, except the state
+/// directory of pipeline files (their lock and run history, which records failed runs too).
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
+            if p.file_name().is_some_and(|n| n == STATE_DIR) {
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&p).unwrap();
             if meta.is_dir() {
                 stack.push(p);

@@ -824,6 +824,8 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.ends_with(".parquet") || n.starts_with("out"))
         .filter(|n| !n.ends_with(".toml") && !n.ends_with("fitted.json"))
+        // The pipelines' lock and run history.
+        .filter(|n| n != STATE_DIR)
         .collect();
     left.sort();
     left

@@ -22,6 +22,7 @@ mod limits;
 mod plugin_text;
 mod policies;
 mod properties;
+mod schedule;
 mod stream;
 mod stream_operations;
 mod stream_sources;

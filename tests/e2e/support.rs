@@ -13,6 +13,9 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
+/// The directory next to a pipeline file where its runs keep their lock and history.
+pub const STATE_DIR: &str = ".quiver";
+
 /// The repository's root (the test binary belongs to `runtime/cli`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -172,11 +175,13 @@ pub fn run_err(c: Command) -> String {
     err
 }
 
-/// Asserts that `dir` holds exactly the files named, nothing else (no temporary leftovers).
+/// Asserts that `dir` holds exactly the files named, nothing else (no temporary leftovers),
+/// besides the state directory `.quiver` that runs of a pipeline file keep next to it.
 pub fn assert_only(dir: &Path, names: &[&str]) {
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != STATE_DIR)
         .collect();
     found.sort();
     let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();

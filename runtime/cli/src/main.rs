@@ -3,6 +3,7 @@
 mod allocator;
 mod cluster;
 mod local_cluster;
+mod schedule;
 mod table;
 
 use std::io::IsTerminal;
@@ -58,6 +59,42 @@ enum Command {
     ///   quiver run serve.toml --fitted fitted.json
     #[command(verbatim_doc_comment)]
     Fit(FitArgs),
+    /// Run batch pipelines at the times their [schedule] tables say, until SIGINT or SIGTERM.
+    ///
+    /// Examples:
+    ///   quiver schedule hourly.toml daily.toml
+    ///
+    /// with, in hourly.toml:
+    ///   [schedule]
+    ///   every = "1h"            # or cron = "5 * * * *" (5 fields, UTC); "every" fires on
+    ///                           # multiples of the period since 1970-01-01 UTC
+    ///   retries = 3             # a failed run is tried again up to 3 times,
+    ///   backoff = "30s"         # after 30s, 1m, 2m (doubling, default 1s)
+    ///   max-backoff = "10m"     # up to this (default 5m)
+    ///   missed = "run-once"     # runs missed while no scheduler ran: run once at
+    ///                           # start (default), or "skip"
+    ///
+    /// A run is the same as `quiver run PIPELINE`; one line is printed as each starts and
+    /// ends. One pipeline never runs twice at once: a fire time that comes while its run is
+    /// still going, or while another process runs it (the pipeline's lock), is skipped. Every
+    /// attempt is recorded in the pipeline's history (see quiver runs). The state lives next
+    /// to the pipeline file, in .quiver/<file stem>/. The first SIGINT or SIGTERM starts no
+    /// new run and waits for running ones to finish; a second one exits at once.
+    #[command(verbatim_doc_comment)]
+    Schedule(schedule::ScheduleArgs),
+    /// Show a pipeline's run history: every attempt of every run, scheduled or by hand.
+    ///
+    /// Examples:
+    ///   quiver runs hourly.toml               # the last 20, as a table
+    ///   quiver runs hourly.toml --limit 100
+    ///   quiver runs hourly.toml --json        # all, as JSON: run, pipeline, trigger,
+    ///                                         # scheduled_for, attempt, start, end, status,
+    ///                                         # rows_in, rows_out, inputs, inputs_skipped, error
+    ///
+    /// The history is .quiver/<file stem>/runs.jsonl next to the pipeline file, one JSON
+    /// object per line.
+    #[command(verbatim_doc_comment)]
+    Runs(schedule::RunsArgs),
     /// Run a recorded failing plugin call again (the recordings are made by `quiver run` in
     /// `<output>-replay/`), and show its error, time and memory.
     Replay {
@@ -207,6 +244,8 @@ struct RunArgs {
     /// Directory for compiled plugins (default: $QUIVER_CACHE_DIR or ~/.cache/quiver).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    lock: schedule::LockArgs,
 }
 
 #[derive(Subcommand)]
@@ -292,6 +331,8 @@ fn real_main() -> i32 {
             run(args, sub)
         }
         Command::Fit(args) => fit(args),
+        Command::Schedule(args) => schedule::schedule(args),
+        Command::Runs(args) => schedule::runs(args),
         Command::Replay { dir } => replay(&dir),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
         Command::Plugin(PluginCommand::New { lang, name, dir }) => {
@@ -332,7 +373,7 @@ fn real_main() -> i32 {
 
 /// The error and its causes on one line, skipping causes whose text is already shown (the
 /// library's messages embed their causes).
-fn render_error(e: &anyhow::Error) -> String {
+pub(crate) fn render_error(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -463,46 +504,78 @@ fn run(args: RunArgs, m: &ArgMatches) -> Result<()> {
         full_refresh: args.full_refresh,
     };
     exit_cleanly_on_signals()?;
-    run_batch(&p, &host, &options, &args)
+    let outcome = match &args.pipeline {
+        // A pipeline file's run takes the pipeline's lock and is recorded in its history.
+        Some(file) => schedule::run_recorded(file, &args.lock, || {
+            execute(&p, &host, &options, args.from_stage.as_deref())
+        })?,
+        None => execute(&p, &host, &options, args.from_stage.as_deref())?,
+    };
+    print_outcome(&outcome, args.report_json.as_deref())
 }
 
-/// A batch run of the pipeline, or of each of its stages in order; prints the reports.
-fn run_batch(p: &Pipeline, host: &Host, options: &RunOptions, args: &RunArgs) -> Result<()> {
-    let write_json = |json: serde_json::Value| -> Result<()> {
-        if let Some(path) = &args.report_json {
-            let text = serde_json::to_string_pretty(&json)?;
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
-    };
+/// What a batch run did: one report per stage run (one, `main`, for a pipeline without
+/// stages), and the stages `--from-stage` passed over.
+pub(crate) struct Outcome {
+    pub(crate) stages: Vec<(String, quiver::report::RunReport)>,
+    pub(crate) skipped: Vec<String>,
+}
+
+/// A batch run of the pipeline, or of each of its stages in order.
+pub(crate) fn execute(
+    p: &Pipeline,
+    host: &Host,
+    options: &RunOptions,
+    from_stage: Option<&str>,
+) -> Result<Outcome> {
     if p.stages.is_empty() {
-        if args.from_stage.is_some() {
+        if from_stage.is_some() {
             bail!("--from-stage applies to a pipeline with [[stage]]s; this one has none");
         }
         let report = batch::run(p, host, options)?;
-        eprint!("{report}");
-        return write_json(serde_json::to_value(report.json())?);
+        return Ok(Outcome {
+            stages: vec![(p.stage_name().to_string(), report)],
+            skipped: Vec::new(),
+        });
     }
-    let report = quiver::stages::run(p, host, options, args.from_stage.as_deref())?;
-    for name in &report.skipped {
-        eprintln!("stage {name}: skipped (--from-stage)");
-    }
-    let mut json = Vec::new();
-    for (name, stage) in &report.stages {
-        eprintln!("stage {name}:");
-        for line in stage.to_string().lines() {
-            eprintln!("  {line}");
+    let report = quiver::stages::run(p, host, options, from_stage)?;
+    Ok(Outcome {
+        stages: report.stages,
+        skipped: report.skipped,
+    })
+}
+
+/// Prints the reports (and writes them as JSON with --report-json: one object, or an array
+/// of one per stage for a pipeline with stages).
+fn print_outcome(outcome: &Outcome, report_json: Option<&Path>) -> Result<()> {
+    let json = match &outcome.stages[..] {
+        [(name, report)] if name == pipeline::MAIN_STAGE && outcome.skipped.is_empty() => {
+            eprint!("{report}");
+            serde_json::to_value(report.json())?
         }
-        let mut value = serde_json::to_value(stage.json())?;
-        value["stage"] = serde_json::Value::String(name.clone());
-        json.push(value);
+        stages => {
+            for name in &outcome.skipped {
+                eprintln!("stage {name}: skipped (--from-stage)");
+            }
+            let mut json = Vec::new();
+            for (name, stage) in stages {
+                eprintln!("stage {name}:");
+                for line in stage.to_string().lines() {
+                    eprintln!("  {line}");
+                }
+                let mut value = serde_json::to_value(stage.json())?;
+                value["stage"] = serde_json::Value::String(name.clone());
+                json.push(value);
+            }
+            eprintln!("{} stage(s) done", stages.len());
+            serde_json::Value::Array(json)
+        }
+    };
+    if let Some(path) = report_json {
+        let text = serde_json::to_string_pretty(&json)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    eprintln!(
-        "{} stage(s) done in {:.2?}",
-        report.stages.len(),
-        report.wall
-    );
-    write_json(serde_json::Value::Array(json))
+    Ok(())
 }
 
 /// `quiver run --stream`: until SIGINT or SIGTERM, which end it with a final checkpoint.
@@ -616,7 +689,7 @@ impl batch::Progress for ProgressLine {
 
 /// A host with room for every instance of the pipeline (plus replacements), and the engine
 /// settings its limits need.
-fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
+pub(crate) fn host_for(p: &Pipeline, cache_dir: Option<PathBuf>) -> Result<Host> {
     Ok(Host::new(
         p.engine_options()?,
         cache_dir.or_else(Host::default_cache_dir),

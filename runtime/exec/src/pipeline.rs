@@ -37,6 +37,10 @@
 //! path = "out/result.parquet"       # relative to this file
 //! partition-by = ["country"]         # Hive-style directory instead of one file
 //! overwrite = false
+//!
+//! [schedule]                         # for `quiver schedule` (see `quiver_schedule::spec`)
+//! every = "15m"                      # or: cron = "0 * * * *" (UTC)
+//! retries = 2                        # failed runs tried again, after 1s, 2s, … (backoff)
 //! ```
 //!
 //! A lake table instead of files, as source or sink (Delta Lake):
@@ -161,6 +165,9 @@ pub struct Pipeline {
     /// Settings for streaming mode (`quiver run --stream`).
     #[serde(default)]
     pub stream: Option<StreamSpec>,
+    /// When `quiver schedule` runs the pipeline, and how it retries failed runs.
+    #[serde(default)]
+    pub schedule: Option<quiver_schedule::ScheduleSpec>,
     /// Directory relative paths are resolved against (the pipeline file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

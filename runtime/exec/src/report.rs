@@ -122,6 +122,8 @@ pub struct InputsReport {
     pub incremental: bool,
     /// Input files (or table data files) read.
     pub read: usize,
+    /// Their paths.
+    pub read_paths: Vec<std::path::PathBuf>,
     /// Input files left out as already processed by a committed run.
     pub done: Vec<std::path::PathBuf>,
     /// Input files changed since a committed run processed them.

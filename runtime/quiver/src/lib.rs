@@ -50,6 +50,7 @@
 //! | crate | modules here | what it holds |
 //! |---|---|---|
 //! | `quiver-durable` | [`durable`] | temporary names, fsync, rename, directory fsync: how every writer makes a file survive a crash |
+//! | `quiver-schedule` | [`schedule`] | scheduling of batch pipelines: the `[schedule]` table, fire times and retries (pure), the run history, the per-pipeline lock across processes, the scheduler loop; no Arrow, no wasmtime |
 //! | `quiver-checkpoint` | [`checkpoint`] | the checkpoint protocol (pure) and its durable store; no Arrow, no wasmtime |
 //! | `quiver-coordination` | [`coordination`] | cluster mode's decisions (pure): partition assignment, failure detection, leases, fencing, idempotent ingest, log purging; no Arrow, no tokio, no wasmtime |
 //! | `quiver-transport` | [`transport`] | cluster mode's gRPC between nodes and from clients: Raft and control calls with opaque payloads, timeouts, backoff from unreachable peers; no Arrow, no wasmtime |
@@ -74,6 +75,7 @@ pub use quiver_lake as lake;
 pub use quiver_node as node;
 pub use quiver_plugin_host::{abi, capability, fit, plugin, replay, sandbox, untrusted};
 pub use quiver_replication as replication;
+pub use quiver_schedule as schedule;
 pub use quiver_stream as stream;
 pub use quiver_transport as transport;
 pub use quiver_worker as worker;

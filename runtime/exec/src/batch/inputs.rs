@@ -147,6 +147,7 @@ pub(super) fn plan(pipeline: &Pipeline, full_refresh: bool) -> Result<Planned, R
             Some(source)
         }
     };
+    report.read_paths = files(&source);
     let target = target.map(|(target, log, _)| {
         let record = RunRecord {
             run: target.run,
