@@ -30,6 +30,7 @@
 
 mod cluster;
 mod ingest;
+mod lake;
 mod languages;
 mod streaming;
 
@@ -91,8 +92,9 @@ struct Args {
     json: Option<PathBuf>,
     /// Run only these parts (repeatable or comma-separated): columnar, per-record (which
     /// compares against columnar, so runs it too), limits, pipeline, languages, streaming,
-    /// ingest, cluster; or one figure of the cluster part: cluster-failover, cluster-ingest,
-    /// cluster-catch-up, cluster-checkpoint.
+    /// ingest, cluster, lake; or one figure of the cluster part: cluster-failover,
+    /// cluster-ingest, cluster-catch-up, cluster-checkpoint; or of the lake part: lake-write,
+    /// lake-incremental.
     /// Default: all (the pipeline not with --quick).
     #[arg(long, value_delimiter = ',', value_name = "PART")]
     only: Vec<String>,
@@ -761,6 +763,9 @@ fn main() -> Result<()> {
     }
     if args.runs_any_of("cluster") {
         cluster::bench_cluster(&args, &host)?;
+    }
+    if args.runs_any_of("lake") {
+        lake::bench_lake(&args, &host)?;
     }
     if args.runs_part("languages") {
         languages::bench_languages(&args, &host)?;

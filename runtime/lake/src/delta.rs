@@ -23,6 +23,7 @@ use url::Url;
 pub mod log;
 pub mod maintenance;
 pub mod schema;
+mod stats;
 mod write;
 
 pub use schema::{SchemaDiff, SchemaPolicy};

@@ -86,8 +86,11 @@ struct Entry {
     /// A file of a lake table: its columns are matched to the source schema by name, and
     /// these columns (the table's partition columns, not stored in the file) take one value
     /// for all its rows.
-    table: Option<Arc<[(String, Option<String>)]>>,
+    table: Option<PartitionValues>,
 }
+
+/// (column, value as text; `None` for null) of each partition column of a lake table's file.
+type PartitionValues = Arc<[(String, Option<String>)]>;
 
 /// A data file of a lake table, with the values its partition columns have for every row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -743,7 +746,7 @@ struct OpenFile {
     pending: Option<RecordBatch>,
     batch_size: usize,
     /// The partition values of a lake table's file.
-    table: Option<Arc<[(String, Option<String>)]>>,
+    table: Option<PartitionValues>,
 }
 
 enum FileBatches {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Array, RecordBatch, StructArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType as ArrowType, Field, Schema as ArrowSchema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::expressions::Scalar;
@@ -20,7 +21,6 @@ use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 use delta_kernel::FileMeta;
 use delta_kernel_default_engine::build_add_file_metadata;
 use delta_kernel_default_engine::parquet::DataFileMetadata;
-use delta_kernel_default_engine::stats::FileStatsAccumulator;
 use quiver_data::io::FileWriter;
 use quiver_data::io::Format;
 
@@ -100,7 +100,8 @@ const MAX_OPEN_FILES: usize = 64;
 struct OpenFile {
     path: PathBuf,
     writer: FileWriter,
-    stats: FileStatsAccumulator,
+    /// The columns written to the file.
+    schema: SchemaRef,
     values: HashMap<String, Scalar>,
     rows: u64,
     bytes: usize,
@@ -256,7 +257,6 @@ impl TableWriter {
                     file: file.path.clone(),
                     message,
                 })?;
-            file.stats.merge(&data).map_err(|e| self.table.delta(e))?;
             file.rows += data.num_rows() as u64;
             file.bytes += data.get_array_memory_size();
             if file.bytes >= self.options.target_file_bytes {
@@ -293,15 +293,10 @@ impl TableWriter {
                 message,
             }
         })?;
-        let physical = StructType::try_from_arrow(data_schema.as_ref()).map_err(|e| t.delta(e))?;
-        let columns: Vec<_> = physical
-            .fields()
-            .map(|f| delta_kernel::expressions::ColumnName::new([f.name().clone()]))
-            .collect();
         Ok(OpenFile {
             path,
             writer,
-            stats: FileStatsAccumulator::new(&columns, &physical),
+            schema: data_schema,
             values,
             rows: 0,
             bytes: 0,
@@ -329,11 +324,13 @@ impl TableWriter {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
-        let stats = file
-            .stats
-            .finish()
-            .map_err(|e| t.delta(e))?
-            .ok_or_else(|| t.delta(format!("{}: no statistics", file.path.display())))?;
+        let stats = super::stats::from_footer(&file.path, &file.schema).map_err(|message| {
+            LakeError::WriteFile {
+                table: t.dir().to_path_buf(),
+                file: file.path.clone(),
+                message: format!("reading its statistics back: {message}"),
+            }
+        })?;
         self.written.push(WrittenFile {
             path: file.path,
             size: meta.len(),
@@ -579,24 +576,37 @@ impl TableWriter {
             .iter()
             .map(|name| (name, batch.column_by_name(name).expect("conformed")))
             .collect();
+        // Rows are grouped by their partition columns in Arrow's row format (one comparable
+        // byte string per row), so that text values are made once per group, not per row.
+        let converter = RowConverter::new(
+            columns
+                .iter()
+                .map(|(_, c)| SortField::new(c.data_type().clone()))
+                .collect(),
+        )
+        .map_err(|e| self.table.delta(e))?;
+        let keys = converter
+            .convert_columns(
+                &columns
+                    .iter()
+                    .map(|(_, c)| (*c).clone())
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| self.table.delta(e))?;
         let mut groups: Vec<(Vec<Option<String>>, HashMap<String, Scalar>, Vec<u32>)> = Vec::new();
-        let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
         for row in 0..batch.num_rows() {
-            let mut key = Vec::with_capacity(columns.len());
-            for (name, column) in &columns {
-                key.push(text_value(&self.table, name, column.as_ref(), row)?);
-            }
-            let at = match index.get(&key) {
+            let at = match index.get(keys.row(row).as_ref()) {
                 Some(&at) => at,
                 None => {
+                    let mut key = Vec::with_capacity(columns.len());
                     let mut values = HashMap::new();
                     for (name, column) in &columns {
-                        values.insert(
-                            (*name).clone(),
-                            scalar(&self.table, name, column.as_ref(), row)?,
-                        );
+                        let value = scalar(&self.table, name, column.as_ref(), row)?;
+                        key.push(partition_text(&value));
+                        values.insert((*name).clone(), value);
                     }
-                    index.insert(key.clone(), groups.len());
+                    index.insert(keys.row(row).data(), groups.len());
                     groups.push((key, values, Vec::new()));
                     groups.len() - 1
                 }
@@ -712,16 +722,6 @@ fn check_partition_type(table: &Table, column: &str, t: &ArrowType) -> Result<()
             found: other.clone(),
         }),
     }
-}
-
-/// A partition value as text, for grouping rows.
-fn text_value(
-    table: &Table,
-    name: &str,
-    column: &dyn Array,
-    row: usize,
-) -> Result<Option<String>, LakeError> {
-    Ok(partition_text(&scalar(table, name, column, row)?))
 }
 
 /// A partition value as the log writes it (`None`: null).
