@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -193,20 +195,24 @@ fn twenty_kill_9s_while_data_flows_lose_and_repeat_no_row() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, line(0)).unwrap();
     pipeline(dir.path());
-    const TOTAL: u64 = 40_000;
-    // The writer appends 40 rows every 4 ms (10 000 rows/s) for about 4 s, sometimes
-    // splitting a line across two writes.
+    // The writer appends 40 rows every 4 ms (10 000 rows/s), sometimes splitting a line
+    // across two writes, for as long as the kills go on (about 4 s), then one chunk more: the
+    // killed runs cannot have read the whole input, however slowly they start.
+    let killing = Arc::new(AtomicBool::new(true));
     let writer = {
         let input = input.clone();
+        let killing = killing.clone();
         std::thread::spawn(move || {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .open(input)
                 .unwrap();
             let mut seq = 1;
-            while seq < TOTAL {
+            let mut last = false;
+            while !last {
+                last = !killing.load(Ordering::SeqCst);
                 let mut chunk = String::new();
-                for _ in 0..40.min(TOTAL - seq) {
+                for _ in 0..40 {
                     chunk.push_str(&line(seq));
                     seq += 1;
                 }
@@ -221,6 +227,7 @@ fn twenty_kill_9s_while_data_flows_lose_and_repeat_no_row() {
                 f.write_all(&chunk.as_bytes()[cut..]).unwrap();
                 std::thread::sleep(Duration::from_millis(2));
             }
+            seq
         })
     };
     // Kill at pseudo-random moments (a fixed seed, so a failure can be replayed).
@@ -237,21 +244,22 @@ fn twenty_kill_9s_while_data_flows_lose_and_repeat_no_row() {
         child.wait().unwrap();
         kills += 1;
     }
-    writer.join().unwrap();
+    killing.store(false, Ordering::SeqCst);
+    let total: u64 = writer.join().unwrap();
     assert!(
-        (output_rows(dir.path()).len() as u64) < TOTAL,
+        (output_rows(dir.path()).len() as u64) < total,
         "the killed runs should not have finished the input"
     );
     let child = start(dir.path(), &[]);
-    wait_for_rows(dir.path(), TOTAL as usize);
+    wait_for_rows(dir.path(), total as usize);
     let err = stop(child);
     assert!(err.contains("resumed after checkpoint"), "{err}");
 
     let mut rows = output_rows(dir.path());
     rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
     let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(seqs.len() as u64, TOTAL, "rows were lost or repeated");
-    assert_eq!(seqs, (0..TOTAL).collect::<Vec<_>>());
+    assert_eq!(seqs.len() as u64, total, "rows were lost or repeated");
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
     // The reference running count: rows of key k{seq % 7} up to and including this one.
     for (seq, x, n) in rows {
         let want = ((seq * 3) as f64 + 0.5 - 1.0) / 4.0;

@@ -400,8 +400,7 @@ impl Table {
         let mut files = Vec::new();
         for version in base + 1..=state.version {
             let commit = log::read_commit(self, version)?;
-            if let Some(remove) = commit.removes.iter().find(|r| r.data_change) {
-                let _ = remove;
+            if commit.removes.iter().any(|r| r.data_change) {
                 return Err(LakeError::NotAppendOnly {
                     table: self.dir.clone(),
                     version,
