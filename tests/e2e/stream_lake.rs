@@ -213,7 +213,7 @@ fn a_stream_into_a_delta_table_killed_with_sigkill_commits_every_row_and_epoch_o
     std::fs::write(&input, line(0)).unwrap();
     pipeline(dir.path());
     const TOTAL: u64 = 30_000;
-    // The writer appends 40 rows every 4 ms (10 000 rows/s) for about 3 s, sometimes
+    // The writer appends 40 rows every 8 ms (5 000 rows/s) for about 6 s, sometimes
     // splitting a line across two writes.
     let writer = {
         let input = input.clone();
@@ -233,28 +233,28 @@ fn a_stream_into_a_delta_table_killed_with_sigkill_commits_every_row_and_epoch_o
                 };
                 f.write_all(&chunk.as_bytes()[..cut]).unwrap();
                 f.flush().unwrap();
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(4));
                 f.write_all(&chunk.as_bytes()[cut..]).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(4));
             }
         })
     };
-    // Killed at pseudo-random moments (a fixed seed, so a failure can be replayed): in
-    // recovery, while rows flow, between a checkpoint's manifest and its Delta commit, and
-    // after it.
+    // Killed at pseudo-random moments while rows arrive (a fixed seed, so a failure can be
+    // replayed): in recovery, while rows flow, between a checkpoint's manifest and its Delta
+    // commit, and after it.
     let mut state: u64 = 0x5851_f42d_4c95_7f2d;
     for _ in 0..12 {
         let mut child = start(dir.path(), &[]);
-        std::thread::sleep(pause(&mut state, 80, 700));
+        std::thread::sleep(pause(&mut state, 80, 500));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    writer.join().unwrap();
     let before: u64 = read_log(&table).iter().map(|c| c.rows).sum();
     assert!(
         before > 0 && before < TOTAL,
         "the killed runs should have committed part of the input, not {before} rows"
     );
+    writer.join().unwrap();
 
     let out = finish(start(dir.path(), &["--stop-at-end"]));
     let err = String::from_utf8_lossy(&out.stderr);
