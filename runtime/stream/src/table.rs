@@ -134,17 +134,19 @@ impl TableSink {
     /// of epochs that never reached a manifest.
     pub(crate) fn recover(&self, last: Option<&Manifest>) -> Result<(), StreamError> {
         let committed = last.map_or(0, |m| m.epoch);
-        if let Some(epoch) = self.table.app_version(&self.app)? {
-            if epoch > committed as i64 {
-                return Err(StreamError::TableAhead {
-                    table: self.table.dir().to_path_buf(),
-                    job: self.job.clone(),
-                    table_epoch: epoch,
-                    checkpoint_epoch: committed,
-                });
-            }
+        let recorded = self.table.app_version(&self.app)?;
+        if let Some(epoch) = recorded.filter(|&e| e > committed as i64) {
+            return Err(StreamError::TableAhead {
+                table: self.table.dir().to_path_buf(),
+                job: self.job.clone(),
+                table_epoch: epoch,
+                checkpoint_epoch: committed,
+            });
         }
         if let Some(m) = last {
+            if recorded.is_none_or(|e| e < m.epoch as i64) && m.pending.iter().any(in_place) {
+                tracing::info!(job = %self.job, epoch = m.epoch, "making the last checkpoint's table commit, which a crash interrupted");
+            }
             self.publish(m.epoch, &m.pending)?;
         }
         self.delete_orphans(committed)
