@@ -71,7 +71,7 @@ pub(crate) fn run_recorded(
 ) -> Result<Outcome> {
     let state = StateDir::of(file)?;
     let Some(lock) = take_lock(&state, lock.wait)? else {
-        return Ok(run()?);
+        return run();
     };
     let history = state.history();
     let start = history.begin(&lock, Trigger::Manual, None, 1, Utc::now())?;

@@ -169,7 +169,7 @@ impl TableSink {
                 if is_dir {
                     // The log, dead letters and hidden directories hold no data files; a
                     // partition directory's name has `=`.
-                    if !(name.starts_with(['_', '.']) && !name.contains('=')) {
+                    if !name.starts_with(['_', '.']) || name.contains('=') {
                         dirs.push(path);
                     }
                 } else if names::table_file_epoch(&self.job, &name).is_some_and(|e| e > committed) {
