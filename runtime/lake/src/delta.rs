@@ -311,7 +311,7 @@ impl Table {
             .map_err(|e| self.delta(e))
     }
 
-    fn state_of(&self, snapshot: &Arc<Snapshot>) -> Result<TableState, LakeError> {
+    pub(crate) fn state_of(&self, snapshot: &Arc<Snapshot>) -> Result<TableState, LakeError> {
         let schema =
             ArrowSchema::try_from_kernel(snapshot.schema().as_ref()).map_err(|e| self.delta(e))?;
         Ok(TableState {

@@ -7,16 +7,22 @@
 //! Between the two the caller keeps only the files' names (in its own durable record): a
 //! publish reads each file back for the statistics its add action carries, and takes its
 //! partition values from its directories. That holds after a crash too, when nothing else is
-//! left of the writer. Files no publish ever names are the caller's to delete.
+//! left of the writer. Files no publish ever names are the caller's to delete. Every
+//! [`CHECKPOINT_INTERVAL`] versions a publish also writes a Delta checkpoint of the log.
 
 use std::collections::HashMap;
 use std::path::{Component, Path};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::expressions::Scalar;
 use delta_kernel::schema::{DataType as KernelType, StructType};
+use delta_kernel::Snapshot;
+use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::storage::store_from_url;
+use delta_kernel_default_engine::DefaultEngineBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::schema;
@@ -24,7 +30,14 @@ use super::write::{
     already_committed, finish_stats, modified_millis, stats_accumulator, unescape, WrittenFile,
     MAX_ATTEMPTS,
 };
-use super::{Commit, CommitSummary, LakeError, Mode, Table, TableState, TableWriter, WriteOptions};
+use super::{
+    Commit, CommitSummary, LakeError, Mode, Table, TableState, TableWriter, WriteOptions, LOG_DIR,
+};
+
+/// Every this many versions, a publish also writes a Delta checkpoint: a stream commits every
+/// epoch, and without checkpoints each snapshot (a publish takes a few) replays the whole log,
+/// slower and slower.
+const CHECKPOINT_INTERVAL: u64 = 100;
 
 /// Writes rows into data files of a table that no version names yet, under names the caller
 /// chooses (see [`StagedWriter::begin`]), to be committed later by [`Table::publish`]. Files
@@ -125,7 +138,52 @@ impl Table {
             .iter()
             .map(|f| self.read_back(&state, &kernel, f))
             .collect::<Result<Vec<_>, _>>()?;
-        TableWriter::published(self.clone(), &state.schema, written)?.commit(commit)
+        let done = TableWriter::published(self.clone(), state, written)?.commit(commit)?;
+        if !done.already_committed && done.version % CHECKPOINT_INTERVAL == 0 {
+            // Best effort: the commit files stay, so without the checkpoint only reading is
+            // slower.
+            if let Err(e) = self.checkpoint(done.version) {
+                tracing::warn!(table = %self.dir().display(), version = done.version, error = %e, "cannot write a checkpoint of the log");
+            }
+        }
+        Ok(done)
+    }
+
+    /// Writes a Delta checkpoint of `version`: the table's state in one Parquet file of the
+    /// log, from which readers replay only the commits after it.
+    pub(crate) fn checkpoint(&self, version: u64) -> Result<(), LakeError> {
+        // The checkpoint writer replays the log from inside its own write: on the one
+        // background thread of the table's engine that waits for itself, so it gets an engine
+        // of its own with two threads for the moment it takes.
+        let executor = TokioMultiThreadExecutor::new_owned_runtime(Some(2), None)
+            .map_err(|e| self.delta(e))?;
+        let store = store_from_url(&self.url).map_err(|e| self.delta(e))?;
+        let engine = DefaultEngineBuilder::new(store)
+            .with_task_executor(Arc::new(executor))
+            .build();
+        Snapshot::builder_for(self.url.as_str())
+            .at_version(version)
+            .build(&engine)
+            .and_then(|snapshot| snapshot.checkpoint(&engine, None))
+            .map_err(|e| self.delta(e))?;
+        // The Delta library does not sync what it writes: a checkpoint torn by a power loss
+        // would be taken for the table's state, so it is synced here, as a commit is.
+        let log = self.dir().join(LOG_DIR);
+        let prefix = format!("{version:020}.checkpoint");
+        let entries = std::fs::read_dir(&log).map_err(|e| self.io("listing the log", e))?;
+        for entry in entries {
+            let name = entry
+                .map_err(|e| self.io("listing the log", e))?
+                .file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) || name == "_last_checkpoint" {
+                let path = log.join(name.as_ref());
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| self.io(format!("syncing {}", path.display()), e))?;
+            }
+        }
+        quiver_durable::sync_dir(&log).map_err(|e| self.io("syncing the log directory", e))
     }
 
     /// A staged file as its commit needs it: size, time, statistics and partition values.

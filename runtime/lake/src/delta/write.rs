@@ -25,7 +25,7 @@ use quiver_data::io::FileWriter;
 use quiver_data::io::Format;
 
 use super::schema::{self, SchemaPolicy};
-use super::{LakeError, Table, ENGINE_INFO, LOG_DIR};
+use super::{LakeError, Table, TableState, ENGINE_INFO, LOG_DIR};
 
 /// How a write treats the rows already in the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,12 +171,25 @@ impl TableWriter {
         rows: &ArrowSchema,
         options: WriteOptions,
     ) -> Result<Self, LakeError> {
+        let state = match table.exists() {
+            true => Some(table.state(None)?),
+            false => None,
+        };
+        Self::on(table, state, rows, options)
+    }
+
+    /// A writer on the table's latest version, whose shape is `state` (`None`: no table yet).
+    fn on(
+        table: Table,
+        state: Option<TableState>,
+        rows: &ArrowSchema,
+        options: WriteOptions,
+    ) -> Result<Self, LakeError> {
         let stored = schema::stored_schema(rows).map_err(|source| LakeError::UnsupportedType {
             table: table.dir().to_path_buf(),
             source,
         })?;
-        let (schema, partition_by, added, base) = if table.exists() {
-            let state = table.state(None)?;
+        let (schema, partition_by, added, base) = if let Some(state) = state {
             if !options.partition_by.is_empty() && options.partition_by != state.partition_columns {
                 return Err(LakeError::PartitionColumns {
                     table: table.dir().to_path_buf(),
@@ -465,7 +478,7 @@ impl TableWriter {
         let t = &self.table;
         let engine = t.engine.as_ref();
         let snapshot = t.snapshot(None)?;
-        let state = t.state(Some(snapshot.version()))?;
+        let state = t.state_of(&snapshot)?;
         // The files were written for the schema seen at the start (or for a table this writer
         // meant to create): a table that changed meanwhile gets them only if it still fits.
         let fits = match &self.base {
@@ -729,13 +742,14 @@ impl TableWriter {
     }
 
     /// A writer whose commit adds `written`, files written before and read back, to the table
-    /// whose latest version has `schema`.
+    /// whose latest version is `state`.
     pub(super) fn published(
         table: Table,
-        schema: &ArrowSchema,
+        state: TableState,
         written: Vec<WrittenFile>,
     ) -> Result<Self, LakeError> {
-        let mut writer = TableWriter::new(table, schema, WriteOptions::default())?;
+        let schema = state.schema.clone();
+        let mut writer = TableWriter::on(table, Some(state), &schema, WriteOptions::default())?;
         writer.files = Files::Published;
         writer.written = written;
         Ok(writer)

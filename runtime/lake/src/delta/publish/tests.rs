@@ -3,8 +3,8 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use super::super::log;
 use super::super::tests::{contents, expected, partitioned, rows, schema, walk};
+use super::super::{log, LOG_DIR};
 use super::*;
 use crate::delta::SchemaPolicy;
 
@@ -192,4 +192,30 @@ fn a_file_the_table_cannot_read_is_refused_naming_it() {
         .unwrap_err();
     assert!(e.to_string().contains("not one of partition column"), "{e}");
     assert_eq!(table.app_version("quiver-stream/j").unwrap(), None);
+}
+
+#[test]
+fn a_checkpoint_of_the_log_keeps_the_files_and_the_transaction_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::at(dir.path()).unwrap();
+    let mut w = table.staged_writer(&schema(), partitioned()).unwrap();
+    for epoch in 1..=3 {
+        let ids = (epoch - 1) * 5..epoch * 5;
+        let names = stage(&mut w, &format!("part-j-e{epoch}"), ids);
+        table.publish(&names, txn(epoch)).unwrap();
+    }
+    table.checkpoint(3).unwrap();
+    let log = dir.path().join(LOG_DIR);
+    assert!(log
+        .join("00000000000000000003.checkpoint.parquet")
+        .is_file());
+    assert!(log.join("_last_checkpoint").is_file());
+    // Read through the checkpoint: the same rows, the same transaction id, which still
+    // refuses an epoch committed before it.
+    assert_eq!(contents(&table.files(None).unwrap().1), expected(0..15));
+    assert_eq!(table.app_version("quiver-stream/j").unwrap(), Some(3));
+    assert!(table.publish(&[], txn(2)).unwrap().already_committed);
+    let names = stage(&mut w, "part-j-e4", 15..20);
+    assert_eq!(table.publish(&names, txn(4)).unwrap().version, 4);
+    assert_eq!(contents(&table.files(None).unwrap().1), expected(0..20));
 }
