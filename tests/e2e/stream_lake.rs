@@ -278,6 +278,19 @@ fn a_stream_into_a_delta_table_killed_with_sigkill_commits_every_row_and_epoch_o
         err.contains("already holds epochs of job `orders`"),
         "{err}"
     );
+    // With its checkpoints lost, the job would also count epochs from 1 again: it stops,
+    // and deletes nothing.
+    let checkpoints = dir.path().join("lake/orders-checkpoints");
+    std::fs::rename(&checkpoints, dir.path().join("moved")).unwrap();
+    let out = finish(start(dir.path(), &[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("committed epoch {}", epochs.last().unwrap()))
+            && err.contains("checkpoints end at epoch 0"),
+        "{err}"
+    );
+    assert_eq!(data_files(&table), committed);
 }
 
 #[test]
