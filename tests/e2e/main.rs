@@ -24,6 +24,7 @@ mod policies;
 mod properties;
 mod schedule;
 mod stream;
+mod stream_lake;
 mod stream_operations;
 mod stream_sources;
 mod stream_windows;

@@ -5,6 +5,10 @@
 //! skip (it starts with a dot). On commit it is renamed to its final name. Because the names
 //! are a function of (job, partition, epoch, sequence), a rerun of an epoch after a crash
 //! writes the same names, and recovery can tell which temporary files belong to which job.
+//!
+//! A table sink needs no temporary names: a table's readers see only the files its log names,
+//! so its data files are written under their final names ([`table_stem`]), and its commit is
+//! what makes them visible.
 
 /// The parts of a temporary file's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,32 @@ pub fn temp_name(job: &str, partition: u32, epoch: u64, seq: u32, ext: &str) -> 
 /// `part-<partition>-<epoch>-<seq>.<ext>`, zero-padded so names sort in commit order.
 pub fn final_name(partition: u32, epoch: u64, seq: u32, ext: &str) -> String {
     format!("part-{partition:05}-{epoch:010}-{seq:04}.{ext}")
+}
+
+/// `part-<job>-e<epoch>-p<partition>`, zero-padded: the start of the names of the data files
+/// a table sink writes for `epoch` of `partition`, which the table's writer completes with
+/// `-<n>.parquet`.
+pub fn table_stem(job: &str, partition: u32, epoch: u64) -> String {
+    format!("part-{job}-e{epoch:010}-p{partition:05}")
+}
+
+/// The epoch of a table data file of `job` (a name made from [`table_stem`]); `None` for any
+/// other name, another job's included.
+pub fn table_file_epoch(job: &str, name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("part-")?
+        .strip_prefix(job)?
+        .strip_prefix("-e")?
+        .strip_suffix(".parquet")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Exactly three parts: a longer job name that starts with `job` leaves more.
+    let mut parts = rest.split('-');
+    let (epoch, partition, n) = (parts.next()?, parts.next()?, parts.next()?);
+    let partition = partition.strip_prefix('p')?;
+    if parts.next().is_some() || !digits(epoch) || !digits(partition) || !digits(n) {
+        return None;
+    }
+    epoch.parse().ok()
 }
 
 /// Reads a name made by [`temp_name`]; `None` for any other name.
@@ -102,6 +132,28 @@ mod tests {
             "quiver~j~p1~e2~3.parquet",
         ] {
             assert_eq!(parse_temp(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn table_file_names_give_their_epoch_to_their_own_job_only() {
+        for job in ["j", "orders-2026", "a_b"] {
+            for (p, e) in [(0, 1), (7, 123456789012)] {
+                let name = format!("{}-0003.parquet", table_stem(job, p, e));
+                assert_eq!(table_file_epoch(job, &name), Some(e), "{name}");
+            }
+        }
+        let other = format!("{}-0000.parquet", table_stem("a-e1-p2", 0, 3));
+        assert_eq!(table_file_epoch("a", &other), None);
+        assert_eq!(table_file_epoch("a-e1-p2", &other), Some(3));
+        for name in [
+            "part-j-e0000000001-p00000-0000.json",
+            "part-j-e0000000001-p00000.parquet",
+            "part-j-ex-p00000-0000.parquet",
+            "part-00000-0000000001-0000.parquet",
+            "part-3f2a0c1e-uuid.snappy.parquet",
+        ] {
+            assert_eq!(table_file_epoch("j", name), None, "{name}");
         }
     }
 

@@ -313,6 +313,11 @@ pub fn cluster(command: ClusterCommand) -> Result<()> {
             if !quiver::checkpoint::names::valid_job(&job) {
                 bail!("`{job}` cannot name a job: use letters, digits, `-` and `_`");
             }
+            if parsed.sink.table.is_some() {
+                // A partition's run is named by its generation, which a failover changes: the
+                // table's transaction id would not follow the job across it.
+                bail!("a cluster job writes files ([sink] path); a table sink is written exactly-once by `quiver run --stream` on one node");
+            }
             let partitions =
                 quiver::stream::partitioning(&parsed)?.map_or(1, |p| p.partitions()) as u32;
             let base_dir = std::path::absolute(&parsed.base_dir)

@@ -26,7 +26,7 @@ use crate::policy::PolicyCounts;
 use crate::report::{PluginReport, RunReport, TableCommit};
 use quiver_data::io::{self, IoError, SinkOptions};
 use quiver_data::partition::{self, PartitionError, Partitioning, RangeBoundaries, SkewTracker};
-use quiver_lake::delta::{self, SchemaPolicy, TableWriter};
+use quiver_lake::delta::{self, TableWriter};
 use quiver_plugin_host::fit::{self, FittedFile};
 use quiver_plugin_host::plugin::{Host, Instance, Metrics, PluginError};
 use quiver_plugin_host::replay::Recorder;
@@ -671,10 +671,7 @@ pub fn run(pipeline: &Pipeline, host: &Host, options: &RunOptions) -> Result<Run
                         delta::Mode::Append
                     },
                     partition_by: pipeline.sink.partition_by.clone(),
-                    schema: match pipeline.sink.schema {
-                        crate::pipeline::SchemaMode::Strict => SchemaPolicy::Strict,
-                        crate::pipeline::SchemaMode::Merge => SchemaPolicy::Merge,
-                    },
+                    schema: pipeline.sink.schema.policy(),
                     ..delta::WriteOptions::default()
                 },
             )?;

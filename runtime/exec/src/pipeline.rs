@@ -396,6 +396,16 @@ pub enum SchemaMode {
     Merge,
 }
 
+impl SchemaMode {
+    /// The table writer's policy for this mode.
+    pub fn policy(self) -> quiver_lake::delta::SchemaPolicy {
+        match self {
+            SchemaMode::Strict => quiver_lake::delta::SchemaPolicy::Strict,
+            SchemaMode::Merge => quiver_lake::delta::SchemaPolicy::Merge,
+        }
+    }
+}
+
 impl Pipeline {
     /// Reads a pipeline file.
     pub fn from_file(path: &Path) -> Result<Pipeline, PipelineError> {
@@ -666,7 +676,7 @@ impl Pipeline {
 
 impl Pipeline {
     /// Checks the lake-table settings of the source and sink.
-    fn validate_lake(&self) -> Result<(), PipelineError> {
+    pub fn validate_lake(&self) -> Result<(), PipelineError> {
         let bad = |m: &str| Err(PipelineError::Invalid(m.into()));
         let (source, sink) = (&self.source, &self.sink);
         if source.table.is_some() && !source.paths.is_empty() {

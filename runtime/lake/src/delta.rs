@@ -1,5 +1,6 @@
 //! A Delta Lake table in a local directory: its versions, the data files of a version, the
-//! files added since a version, and writers that add one atomic commit.
+//! files added since a version, writers that add one atomic commit, and files written now and
+//! [published](publish) in a commit later.
 //!
 //! The log, snapshots and commits go through `delta_kernel`. Reading the rows is left to the
 //! caller's own Parquet reader: a version is a list of [`DataFile`]s, each with the values of
@@ -22,10 +23,12 @@ use url::Url;
 
 pub mod log;
 pub mod maintenance;
+pub mod publish;
 pub mod schema;
 mod stats;
 mod write;
 
+pub use publish::StagedWriter;
 pub use schema::{SchemaDiff, SchemaPolicy};
 pub use write::{Commit, CommitSummary, Mode, TableWriter, WriteOptions};
 
@@ -309,7 +312,7 @@ impl Table {
             .map_err(|e| self.delta(e))
     }
 
-    fn state_of(&self, snapshot: &Arc<Snapshot>) -> Result<TableState, LakeError> {
+    pub(crate) fn state_of(&self, snapshot: &Arc<Snapshot>) -> Result<TableState, LakeError> {
         let schema =
             ArrowSchema::try_from_kernel(snapshot.schema().as_ref()).map_err(|e| self.delta(e))?;
         Ok(TableState {

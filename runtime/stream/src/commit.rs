@@ -1,7 +1,8 @@
 //! The committer thread: the I/O half of the checkpoint protocol. For each barrier, in order,
 //! it fsyncs every task's closed files, stores each task's state blob, acknowledges every task
-//! to the [`Coordinator`], stores the manifest (the commit point) and renames the files, while
-//! the driver and the workers go on with the next epoch.
+//! to the [`Coordinator`], stores the manifest (the commit point) and renames the files — or,
+//! for a table sink, publishes them as the epoch's Delta commit — while the driver and the
+//! workers go on with the next epoch.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::output::{apply, DEAD_LETTER_DIR};
+use super::table::TableSink;
 use super::StreamError;
 use quiver_checkpoint::store::sync_dir;
 use quiver_checkpoint::{
@@ -66,6 +68,7 @@ impl CommitterHandle {
     pub(crate) fn spawn<S: CheckpointStore + 'static>(
         job: &str,
         sink_dir: Option<&Path>,
+        table: Option<Arc<TableSink>>,
         store: S,
         coordinator: Coordinator,
     ) -> Result<Self, StreamError> {
@@ -84,7 +87,7 @@ impl CommitterHandle {
                 .spawn(move || {
                     commit_barriers(
                         &job,
-                        sink_dir.as_deref(),
+                        (sink_dir.as_deref(), table.as_deref()),
                         store,
                         coordinator,
                         barrier_rx,
@@ -120,7 +123,7 @@ impl CommitterHandle {
 /// reading into the current epoch meanwhile, instead of waiting on a busy committer.
 pub(crate) fn commit_barriers<S: CheckpointStore>(
     job: &str,
-    sink_dir: Option<&Path>,
+    sink: (Option<&Path>, Option<&TableSink>),
     mut store: S,
     mut coordinator: Coordinator,
     barriers: Receiver<Barrier>,
@@ -131,7 +134,7 @@ pub(crate) fn commit_barriers<S: CheckpointStore>(
         idle.store(true, Ordering::Release);
         let Ok(b) = barriers.recv() else { return };
         idle.store(false, Ordering::Release);
-        let result = commit(job, sink_dir, b, &mut store, &mut coordinator);
+        let result = commit(job, sink, b, &mut store, &mut coordinator);
         let failed = result.is_err();
         if done.send(result).is_err() || failed {
             return;
@@ -141,7 +144,7 @@ pub(crate) fn commit_barriers<S: CheckpointStore>(
 
 fn commit<S: CheckpointStore>(
     job: &str,
-    sink_dir: Option<&Path>,
+    (sink_dir, table): (Option<&Path>, Option<&TableSink>),
     b: Barrier,
     store: &mut S,
     coordinator: &mut Coordinator,
@@ -175,6 +178,9 @@ fn commit<S: CheckpointStore>(
             sync_dir(&dir.join(DEAD_LETTER_DIR))?;
         }
     }
+    if let Some(table) = table {
+        table.sync_dirs(snapshots.iter().flat_map(|(_, s)| &s.pending))?;
+    }
     let mut manifest = None;
     for (task, snapshot) in snapshots {
         manifest = coordinator.ack(task, epoch, snapshot)?;
@@ -184,6 +190,11 @@ fn commit<S: CheckpointStore>(
     // The renames need no fsync: after a crash, recovery redoes them.
     for action in coordinator.stored(&manifest) {
         apply(dir, &action)?;
+    }
+    // After the commit point, as the renames: lost in a crash, it is redone by recovery, and
+    // the transaction id makes a second time a no-op. On return it is synced.
+    if let Some(table) = table {
+        table.publish(epoch, &manifest.pending)?;
     }
     Ok(Committed {
         epoch,

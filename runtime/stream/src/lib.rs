@@ -9,7 +9,9 @@
 //! parse, or Arrow rows that do not fit the schema, fail the run, are skipped or go to the dead
 //! letters), run through the plugin chain under the plugins' error policies,
 //! and optionally aggregated in event-time [`window`]s. Output goes to a directory, one file
-//! per checkpoint epoch under a temporary name until the epoch commits, or to stdout.
+//! per checkpoint epoch under a temporary name until the epoch commits; to a Delta table, one
+//! commit per epoch whose transaction id (job, epoch) makes it exactly-once (`table`); or to
+//! stdout.
 //!
 //! State lives in three places, all saved at every checkpoint in one blob per task: plugins
 //! that keep state across batches (the WIT `state` interface: `snapshot`/`restore`), the
@@ -51,6 +53,7 @@ pub mod messages;
 pub mod metrics;
 mod output;
 pub mod source;
+mod table;
 pub mod tail;
 mod task;
 pub mod wal;
@@ -79,9 +82,11 @@ use quiver_exec::chain::{Chain, RunError, WorkerContext};
 use quiver_exec::pipeline::Pipeline;
 use quiver_exec::policy::{LatePolicy, OnMalformed};
 use quiver_exec::window::{self, WindowSpec};
+use quiver_lake::delta::SchemaPolicy;
 use quiver_plugin_host::plugin::{Host, PluginError};
 use quiver_plugin_host::replay::Recorder;
 use source::{SourceKind, StreamInput};
+use table::TableSink;
 use task::{Task, WorkerSettings};
 
 /// Where a streaming run starts.
@@ -314,6 +319,21 @@ pub enum StreamError {
     /// Rows could not be turned into dead letters.
     #[error("dead letters: {0}")]
     DeadLetters(#[source] quiver_plugin_host::abi::AbiError),
+    /// The table sink refused or failed.
+    #[error(transparent)]
+    Lake(#[from] quiver_lake::LakeError),
+    /// The table holds a later epoch of the job than the job's last checkpoint.
+    #[error("table {}: job `{job}` committed epoch {table_epoch} to it, but the job's checkpoints end at epoch {checkpoint_epoch}: they are not the ones the table was written with (lost, or another job's), and the next epochs would be taken for committed ones. Restore the checkpoints, or write under another [stream] job", .table.display())]
+    TableAhead {
+        /// The table's directory.
+        table: PathBuf,
+        /// The job.
+        job: String,
+        /// The job's last epoch the table records.
+        table_epoch: i64,
+        /// The job's last checkpoint.
+        checkpoint_epoch: Epoch,
+    },
     /// The output's columns changed between micro-batches.
     #[error("micro-batch {batch}: the output's columns changed from [{before}] to [{after}]; a stream's output keeps one schema (a fitted plugin whose columns depend on the data, such as one-hot's, cannot run on a stream)")]
     SchemaChanged {
@@ -339,8 +359,27 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Erro
 enum Sink {
     /// Files in a directory, committed per epoch (exactly-once).
     Dir(PathBuf),
+    /// A Delta table, one commit per epoch (exactly-once, see [`table`]).
+    Table {
+        /// The table's directory.
+        dir: PathBuf,
+        /// Its partition columns, for a table the job creates.
+        partition_by: Vec<String>,
+        /// Whether other columns than the table's are refused or merged.
+        schema: SchemaPolicy,
+    },
     /// JSON lines on stdout, as micro-batches finish (at-least-once).
     Stdout,
+}
+
+impl Sink {
+    /// The directory files go to (`None` for stdout).
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            Sink::Dir(dir) | Sink::Table { dir, .. } => Some(dir),
+            Sink::Stdout => None,
+        }
+    }
 }
 
 /// The settings of a streaming run, resolved.
@@ -366,11 +405,24 @@ struct Settings {
 impl Settings {
     fn new(p: &Pipeline, fed: bool) -> Result<Settings, StreamError> {
         let spec = p.stream.clone().unwrap_or_default();
-        let stdout = p.sink.path.as_os_str() == "-";
-        let sink = if stdout {
-            Sink::Stdout
-        } else {
-            Sink::Dir(p.resolve(&p.sink.path))
+        let stdout = p.sink.table.is_none() && p.sink.path.as_os_str() == "-";
+        let sink = match &p.sink.table {
+            Some(dir) => {
+                p.validate_lake()
+                    .map_err(|e| StreamError::Setup(e.to_string()))?;
+                if p.sink.mode == quiver_exec::pipeline::TableMode::Overwrite {
+                    return Err(StreamError::Setup(
+                        "[sink] mode = \"overwrite\" replaces a table's rows in one run; a stream adds each epoch's rows to the table: use mode = \"append\" (the default)".into(),
+                    ));
+                }
+                Sink::Table {
+                    dir: p.resolve(dir),
+                    partition_by: p.sink.partition_by.clone(),
+                    schema: p.sink.schema.policy(),
+                }
+            }
+            None if stdout => Sink::Stdout,
+            None => Sink::Dir(p.resolve(&p.sink.path)),
         };
         let uses_dead_letters = spec.on_malformed == OnMalformed::DeadLetter
             || spec.on_late == LatePolicy::DeadLetter
@@ -387,12 +439,13 @@ impl Settings {
                 "[dead-letter] path is for batch runs; a streaming run writes its dead letters into `{DEAD_LETTER_DIR}/` of the output directory, committed with each checkpoint"
             )));
         }
-        if !p.sink.partition_by.is_empty() {
+        if !p.sink.partition_by.is_empty() && p.sink.table.is_none() {
             return Err(StreamError::Setup(
-                "a Hive-partitioned output is not available in streaming mode yet".into(),
+                "a Hive-partitioned output is not available in streaming mode yet (a table sink takes partition-by)".into(),
             ));
         }
         let format = match (&sink, p.sink.format) {
+            (Sink::Table { .. }, _) => Format::Parquet,
             (Sink::Stdout, None | Some(Format::Jsonl)) => Format::Jsonl,
             (Sink::Stdout, Some(f)) => {
                 return Err(StreamError::Setup(format!(
@@ -409,8 +462,8 @@ impl Settings {
         };
         let job = match spec.job {
             Some(j) => j,
-            None => match &sink {
-                Sink::Dir(dir) => dir
+            None => match sink.dir() {
+                Some(dir) => dir
                     .file_name()
                     .map(|n| {
                         n.to_string_lossy().replace(
@@ -419,7 +472,7 @@ impl Settings {
                         )
                     })
                     .unwrap_or_else(|| "stream".into()),
-                Sink::Stdout => "stdout".into(),
+                None => "stdout".into(),
             },
         };
         if !names::valid_job(&job) {
@@ -427,16 +480,16 @@ impl Settings {
                 "`{job}` cannot name a job: use letters, digits, `-` and `_`"
             )));
         }
-        let store_dir = match (spec.checkpoint_dir, &sink) {
+        let store_dir = match (spec.checkpoint_dir, sink.dir()) {
             (Some(d), _) => p.resolve(&d),
-            (None, Sink::Dir(dir)) => {
+            (None, Some(dir)) => {
                 let name = dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 dir.with_file_name(format!("{name}-checkpoints"))
             }
-            (None, Sink::Stdout) => p.base_dir.join("quiver-checkpoints"),
+            (None, None) => p.base_dir.join("quiver-checkpoints"),
         };
         let source = match (&spec.listen, &p.source.paths[..]) {
             _ if fed => SourceKind::Feed,
@@ -519,12 +572,9 @@ impl Settings {
         })
     }
 
-    /// The directory epoch files go to (`None` for stdout).
+    /// The directory epoch files go to, a table sink's included (`None` for stdout).
     fn sink_dir(&self) -> Option<&Path> {
-        match &self.sink {
-            Sink::Dir(d) => Some(d),
-            Sink::Stdout => None,
-        }
+        self.sink.dir()
     }
 }
 
@@ -702,15 +752,18 @@ struct Resumed {
 
 /// Recovery, before anything is read: starts over (forgetting the job, refusing if output is
 /// already committed) or resumes; takes a new generation; completes the last checkpoint's
-/// renames and deletes the files of epochs that never committed — durable once the output
-/// directory is synced —; and works out where the source reads on.
+/// renames (or its table commit) and deletes the files of epochs that never committed —
+/// durable once the output directory is synced —; and works out where the source reads on.
 fn resume<S: CheckpointStore>(
     s: &Settings,
+    table: Option<&TableSink>,
     store: &mut S,
     options: &StreamOptions,
 ) -> Result<Resumed, StreamError> {
     if options.start != Start::Resume {
-        if let Some(dir) = s.sink_dir() {
+        if let Some(table) = table {
+            table.refuse_restart()?;
+        } else if let Some(dir) = s.sink_dir() {
             let (_, finals) = listing(dir, &s.job)?;
             if !finals.is_empty() {
                 return Err(StreamError::Setup(format!(
@@ -735,6 +788,9 @@ fn resume<S: CheckpointStore>(
             apply(dir, action)?;
         }
         sync_dir(dir)?;
+    }
+    if let Some(table) = table {
+        table.recover(last.as_ref())?;
     }
     let from = match (recovery.sources.get("input"), options.start) {
         (Some(SourceOffset(v)), _) => Some(v.clone()),
@@ -810,11 +866,24 @@ fn drive<S: CheckpointStore + 'static>(
     if let Some(dir) = s.sink_dir() {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create"))?;
     }
+    let table = match &s.sink {
+        Sink::Table {
+            dir,
+            partition_by,
+            schema,
+        } => Some(Arc::new(TableSink::new(
+            dir,
+            &s.job,
+            partition_by.clone(),
+            *schema,
+        )?)),
+        Sink::Dir(_) | Sink::Stdout => None,
+    };
     let Resumed {
         generation,
         recovery,
         from,
-    } = resume(&s, &mut store, options)?;
+    } = resume(&s, table.as_deref(), &mut store, options)?;
     if let Some(f) = &from {
         tracing::info!(job = %s.job, epoch = recovery.committed, position = %f, "resuming");
     }
@@ -867,7 +936,8 @@ fn drive<S: CheckpointStore + 'static>(
         ..Default::default()
     };
     let coordinator = Coordinator::new(&s.job, generation, 0..partitions, recovery.committed);
-    let committer = CommitterHandle::spawn(&s.job, s.sink_dir(), store, coordinator)?;
+    let committer =
+        CommitterHandle::spawn(&s.job, s.sink_dir(), table.clone(), store, coordinator)?;
     let mut report = StreamReport {
         job: s.job.clone(),
         resumed_from: recovery.committed,
@@ -878,6 +948,7 @@ fn drive<S: CheckpointStore + 'static>(
     let worker_settings = WorkerSettings {
         job: &s.job,
         sink_dir: s.sink_dir(),
+        table: table.as_deref(),
         format: s.format,
         window: s.window.as_ref(),
         on_late: s.on_late,

@@ -1,6 +1,7 @@
 //! The files of a streaming sink: each epoch's output and dead-letter files, written under
-//! temporary names named by (job, partition, epoch) and renamed when the epoch commits; and
-//! the checkpoint actions (rename, delete) performed on them.
+//! temporary names named by (job, partition, epoch) and renamed when the epoch commits, or a
+//! table sink's data files, written in place (see [`table`](super::table)); and the checkpoint
+//! actions (rename, delete) performed on them.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,9 +11,11 @@ use arrow::datatypes::SchemaRef;
 
 use super::chunk::encode_json_lines;
 use super::decode::BadLine;
+use super::table::TableSink;
 use super::{io_err, StreamError};
 use quiver_checkpoint::{names, Action, Epoch, PendingFile};
 use quiver_data::io::{FileWriter, Format, IoError};
+use quiver_lake::delta::StagedWriter;
 
 /// The directory of a sink's dead letters, relative to the sink's directory: inside it, so
 /// that they commit with the same protocol; `_` makes dataset readers skip it.
@@ -21,6 +24,8 @@ pub(crate) const DEAD_LETTER_DIR: &str = "_dead-letter";
 /// Performs one checkpoint action in the output directory (idempotent).
 pub(crate) fn apply(dir: &Path, action: &Action) -> Result<(), StreamError> {
     match action {
+        // A table's data file, committed where it was written.
+        Action::Rename { temp, fin } if temp == fin => Ok(()),
         Action::Rename { temp, fin } => {
             let (t, f) = (dir.join(temp), dir.join(fin));
             match std::fs::rename(&t, &f) {
@@ -151,14 +156,48 @@ impl EpochFile {
 pub(crate) struct EpochFiles {
     pub(crate) output: Option<EpochFile>,
     dead: Option<DeadFile>,
+    /// A table sink's writer: made at the task's first output and kept, its files named by
+    /// epoch.
+    table: Option<TableFiles>,
+}
+
+/// A task's writer of a table sink's data files.
+struct TableFiles {
+    writer: StagedWriter,
+    /// The epoch its files are named for; `None` after a barrier closed them.
+    epoch: Option<Epoch>,
 }
 
 impl EpochFiles {
-    /// Closes both, for the committer.
+    /// Writes output rows of `partition` in `epoch` into the table's data files.
+    pub(crate) fn write_table(
+        &mut self,
+        sink: &TableSink,
+        job: &str,
+        (partition, epoch): (u32, Epoch),
+        batch: &RecordBatch,
+    ) -> Result<(), StreamError> {
+        let files = match &mut self.table {
+            Some(files) => files,
+            None => self.table.insert(TableFiles {
+                writer: sink.writer(batch.schema_ref())?,
+                epoch: None,
+            }),
+        };
+        if files.epoch != Some(epoch) {
+            files
+                .writer
+                .begin(&names::table_stem(job, partition, epoch));
+            files.epoch = Some(epoch);
+        }
+        Ok(files.writer.write(batch)?)
+    }
+
     /// Closes the epoch's files and makes their contents durable (`fdatasync`: the data and
-    /// the size, without timestamps nobody reads back) — before the task acknowledges the
-    /// barrier, so that the acknowledgement is plain names. Returns them and their total size.
-    /// Their names become durable when the committer syncs the directory.
+    /// the size, without timestamps nobody reads back; a table's writer syncs its own) —
+    /// before the task acknowledges the barrier, so that the acknowledgement is plain names.
+    /// Returns them and their total size. Their names become durable when the committer syncs
+    /// the directories.
     pub(crate) fn close(&mut self, dir: &Path) -> Result<(Vec<PendingFile>, u64), StreamError> {
         let mut closed = Vec::new();
         if let Some(f) = self.output.take() {
@@ -174,6 +213,19 @@ impl EpochFiles {
             file.sync_data().map_err(io_err(&path, "cannot sync"))?;
             bytes += file.metadata().map_err(io_err(&path, "cannot stat"))?.len();
             pending.push(p);
+        }
+        if let Some(table) = &mut self.table {
+            table.epoch = None;
+            for name in table.writer.finish()? {
+                let path = dir.join(&name);
+                bytes += std::fs::metadata(&path)
+                    .map_err(io_err(&path, "cannot stat"))?
+                    .len();
+                pending.push(PendingFile {
+                    temp: name.clone(),
+                    fin: name,
+                });
+            }
         }
         Ok((pending, bytes))
     }

@@ -19,6 +19,7 @@ use super::chunk::encode_json_lines;
 use super::commit::BarrierAck;
 use super::messages::{FromWorker, Progress, ToWorker};
 use super::output::{DeadLetterLines, EpochFile, EpochFiles};
+use super::table::TableSink;
 use super::{io_err, StreamError};
 use quiver_checkpoint::{Epoch, StoreError, TaskId};
 use quiver_data::io::{Format, IoError};
@@ -161,8 +162,10 @@ fn fit_running(
 /// Where a worker's output goes, and how the window and late events are handled.
 pub(crate) struct WorkerSettings<'a> {
     pub(crate) job: &'a str,
-    /// The sink's directory; `None` for stdout.
+    /// The sink's directory (a table sink's too); `None` for stdout.
     pub(crate) sink_dir: Option<&'a Path>,
+    /// The table sink, if the output is a table.
+    pub(crate) table: Option<&'a TableSink>,
     pub(crate) format: Format,
     pub(crate) window: Option<&'a WindowSpec>,
     pub(crate) on_late: LatePolicy,
@@ -340,8 +343,9 @@ fn rows(
                     after: names(&out.schema()),
                 });
             }
-            match s.sink_dir {
-                Some(dir) => {
+            match (s.table, s.sink_dir) {
+                (Some(table), _) => files.write_table(table, s.job, (id, epoch), out)?,
+                (None, Some(dir)) => {
                     if files.output.is_none() {
                         files.output = Some(EpochFile::create(
                             dir,
@@ -353,7 +357,7 @@ fn rows(
                     }
                     files.output.as_mut().expect("opened above").write(out)?;
                 }
-                None => {
+                (None, None) => {
                     let stdout = PathBuf::from("<stdout>");
                     let text = encode_json_lines(out).map_err(|e| IoError::Write {
                         path: stdout.clone(),

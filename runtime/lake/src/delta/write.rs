@@ -25,7 +25,7 @@ use quiver_data::io::FileWriter;
 use quiver_data::io::Format;
 
 use super::schema::{self, SchemaPolicy};
-use super::{LakeError, Table, ENGINE_INFO, LOG_DIR};
+use super::{LakeError, Table, TableState, ENGINE_INFO, LOG_DIR};
 
 /// How a write treats the rows already in the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub struct CommitSummary {
 
 /// Commits that lose the race to another writer are made again on the newer version, this
 /// many times at most.
-const MAX_ATTEMPTS: u32 = 16;
+pub(super) const MAX_ATTEMPTS: u32 = 16;
 
 /// At most this many data files are open at once; past it all are closed.
 const MAX_OPEN_FILES: usize = 64;
@@ -102,19 +102,40 @@ struct OpenFile {
     writer: FileWriter,
     /// The columns written to the file.
     schema: SchemaRef,
+    /// A staged file: its statistics are taken when it is published.
+    staged: bool,
     values: HashMap<String, Scalar>,
     rows: u64,
     bytes: usize,
 }
 
 /// A closed file waiting for the commit.
-struct WrittenFile {
-    path: PathBuf,
-    size: u64,
-    modified: i64,
-    stats: StructArray,
-    values: HashMap<String, Scalar>,
-    rows: u64,
+pub(super) struct WrittenFile {
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+    pub(super) modified: i64,
+    /// `None` for a staged file, which this writer never commits.
+    pub(super) stats: Option<StructArray>,
+    pub(super) values: HashMap<String, Scalar>,
+    pub(super) rows: u64,
+}
+
+/// Whose the data files of a writer are.
+#[derive(Debug)]
+pub(super) enum Files {
+    /// The writer's own: named at random and deleted unless its commit names them (a batch
+    /// run).
+    Own,
+    /// The caller's: named `<stem>-<n>.parquet`, kept whatever happens, and committed later
+    /// by [`Table::publish`](super::Table::publish).
+    Staged {
+        /// The names' start.
+        stem: String,
+        /// The next file's number under this stem.
+        next: u32,
+    },
+    /// Written before and read back to be committed: kept whatever happens.
+    Published,
 }
 
 /// Writes rows into a table as one commit (see the module's documentation). Dropped without
@@ -134,6 +155,7 @@ pub struct TableWriter {
     open: BTreeMap<Vec<Option<String>>, OpenFile>,
     written: Vec<WrittenFile>,
     settled: bool,
+    files: Files,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -151,12 +173,25 @@ impl TableWriter {
         rows: &ArrowSchema,
         options: WriteOptions,
     ) -> Result<Self, LakeError> {
+        let state = match table.exists() {
+            true => Some(table.state(None)?),
+            false => None,
+        };
+        Self::on(table, state, rows, options)
+    }
+
+    /// A writer on the table's latest version, whose shape is `state` (`None`: no table yet).
+    fn on(
+        table: Table,
+        state: Option<TableState>,
+        rows: &ArrowSchema,
+        options: WriteOptions,
+    ) -> Result<Self, LakeError> {
         let stored = schema::stored_schema(rows).map_err(|source| LakeError::UnsupportedType {
             table: table.dir().to_path_buf(),
             source,
         })?;
-        let (schema, partition_by, added, base) = if table.exists() {
-            let state = table.state(None)?;
+        let (schema, partition_by, added, base) = if let Some(state) = state {
             if !options.partition_by.is_empty() && options.partition_by != state.partition_columns {
                 return Err(LakeError::PartitionColumns {
                     table: table.dir().to_path_buf(),
@@ -219,6 +254,7 @@ impl TableWriter {
             open: BTreeMap::new(),
             written: Vec::new(),
             settled: false,
+            files: Files::Own,
         })
     }
 
@@ -268,13 +304,19 @@ impl TableWriter {
     }
 
     /// The directory the table's files with `values` go to, as the Delta library lays it out.
-    fn open_file(&self, values: HashMap<String, Scalar>) -> Result<OpenFile, LakeError> {
+    fn open_file(&mut self, values: HashMap<String, Scalar>) -> Result<OpenFile, LakeError> {
         let t = &self.table;
         let dir = partition_dir(&self.partition_by, &values);
-        let path = t
-            .dir()
-            .join(dir)
-            .join(format!("part-{}.snappy.parquet", uuid::Uuid::new_v4()));
+        let name = match &mut self.files {
+            Files::Staged { stem, next } => {
+                *next += 1;
+                format!("{stem}-{:04}.parquet", *next - 1)
+            }
+            Files::Own | Files::Published => {
+                format!("part-{}.snappy.parquet", uuid::Uuid::new_v4())
+            }
+        };
+        let path = t.dir().join(dir).join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| t.io("creating a partition directory", e))?;
@@ -297,6 +339,7 @@ impl TableWriter {
             path,
             writer,
             schema: data_schema,
+            staged: matches!(self.files, Files::Staged { .. }),
             values,
             rows: 0,
             bytes: 0,
@@ -319,22 +362,20 @@ impl TableWriter {
         let meta = out
             .metadata()
             .map_err(|e| t.io(format!("reading {}", file.path.display()), e))?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
-        let stats = super::stats::from_footer(&file.path, &file.schema).map_err(|message| {
-            LakeError::WriteFile {
-                table: t.dir().to_path_buf(),
-                file: file.path.clone(),
-                message: format!("reading its statistics back: {message}"),
-            }
-        })?;
+        let stats = match file.staged {
+            true => None,
+            false => Some(super::stats::from_footer(&file.path, &file.schema).map_err(
+                |message| LakeError::WriteFile {
+                    table: t.dir().to_path_buf(),
+                    file: file.path.clone(),
+                    message: format!("reading its statistics back: {message}"),
+                },
+            )?),
+        };
         self.written.push(WrittenFile {
             path: file.path,
             size: meta.len(),
-            modified,
+            modified: modified_millis(&meta),
             stats,
             values: file.values,
             rows: file.rows,
@@ -358,19 +399,9 @@ impl TableWriter {
         let bytes = self.written.iter().map(|f| f.size).sum();
         let files = self.written.len();
         for _ in 0..MAX_ATTEMPTS {
-            if let Some((app, version)) = &commit.transaction {
-                if let Some(done) = self.table.app_version(app)? {
-                    if done >= *version {
-                        self.discard();
-                        return Ok(CommitSummary {
-                            version: self.table.version()?,
-                            files: 0,
-                            rows: 0,
-                            bytes: 0,
-                            already_committed: true,
-                        });
-                    }
-                }
+            if let Some(done) = already_committed(&self.table, &commit)? {
+                self.discard();
+                return Ok(done);
             }
             let result = if self.table.exists() {
                 self.try_update(&commit)?
@@ -449,7 +480,7 @@ impl TableWriter {
         let t = &self.table;
         let engine = t.engine.as_ref();
         let snapshot = t.snapshot(None)?;
-        let state = t.state(Some(snapshot.version()))?;
+        let state = t.state_of(&snapshot)?;
         // The files were written for the schema seen at the start (or for a table this writer
         // meant to create): a table that changed meanwhile gets them only if it still fits.
         let fits = match &self.base {
@@ -462,9 +493,13 @@ impl TableWriter {
                 diff: schema::diff(&state.schema, &self.schema),
             });
         }
+        let operation = match self.files {
+            Files::Published => UpdateTableOperation::StreamingUpdate,
+            Files::Own | Files::Staged { .. } => UpdateTableOperation::Write,
+        };
         let mut builder = snapshot
             .clone()
-            .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
+            .update_table(operation, ENGINE_INFO, true)
             .with_operation_parameters(self.parameters(commit));
         if let Some((app, version)) = &commit.transaction {
             builder = builder.with_transaction_id(app.clone(), *version);
@@ -510,11 +545,14 @@ impl TableWriter {
         let context = context.build().map_err(|e| t.delta(e))?;
         let url = url::Url::from_file_path(&file.path)
             .map_err(|()| t.delta(format!("{} cannot be a URL", file.path.display())))?;
+        let stats = file.stats.clone().ok_or_else(|| {
+            t.delta(format!(
+                "{}: a staged file is committed by publishing it",
+                file.path.display()
+            ))
+        })?;
         build_add_file_metadata(
-            DataFileMetadata::new(
-                FileMeta::new(url, file.modified, file.size),
-                file.stats.clone(),
-            ),
+            DataFileMetadata::new(FileMeta::new(url, file.modified, file.size), stats),
             &context,
         )
         .map_err(|e| t.delta(e))
@@ -545,13 +583,18 @@ impl TableWriter {
         quiver_durable::sync_dir(t.dir()).map_err(|e| t.io("syncing the table directory", e))
     }
 
-    /// Removes the files written (nothing refers to them).
+    /// Removes the files written (nothing refers to them), if they are the writer's own.
     fn discard(&mut self) {
+        let own = matches!(self.files, Files::Own);
         for file in std::mem::take(&mut self.open).into_values() {
-            let _ = std::fs::remove_file(&file.path);
+            if own {
+                let _ = std::fs::remove_file(&file.path);
+            }
         }
         for file in self.written.drain(..) {
-            let _ = std::fs::remove_file(&file.path);
+            if own {
+                let _ = std::fs::remove_file(&file.path);
+            }
         }
         self.settled = true;
     }
@@ -666,6 +709,97 @@ impl TableWriter {
     }
 }
 
+/// For files written now and committed later, by [`Table::publish`](super::Table::publish)
+/// (see the `publish` module).
+impl TableWriter {
+    /// Whether the table holds this writer's columns already: it exists, and a merge adds
+    /// none.
+    pub(super) fn fits_table(&self) -> bool {
+        self.base.is_some() && self.added.is_empty()
+    }
+
+    /// Commits the table's creation, or the columns a merge adds, with no files; `None` when
+    /// another writer committed first.
+    pub(super) fn commit_schema(&self) -> Result<Option<u64>, LakeError> {
+        let version = match self.base {
+            Some(_) => self.try_update(&Commit::default())?,
+            None => self.try_create(&Commit::default())?,
+        };
+        if let Some(version) = version {
+            self.sync_log(version)?;
+        }
+        Ok(version)
+    }
+
+    /// Names the files opened from now on `<stem>-<n>.parquet` (n from 0) and leaves them to
+    /// the caller whatever happens.
+    pub(super) fn stage_as(&mut self, stem: &str) {
+        self.files = Files::Staged {
+            stem: stem.to_string(),
+            next: 0,
+        };
+    }
+
+    /// Closes (and syncs) every file and hands them over: their paths relative to the table.
+    pub(super) fn take_staged(&mut self) -> Result<Vec<String>, LakeError> {
+        self.close_all()?;
+        let t = &self.table;
+        self.written
+            .drain(..)
+            .map(|f| {
+                let relative = f
+                    .path
+                    .strip_prefix(t.dir())
+                    .map_err(|_| t.delta(format!("{} is outside the table", f.path.display())))?;
+                Ok(relative.to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+
+    /// A writer whose commit adds `written`, files written before and read back, to the table
+    /// whose latest version is `state`.
+    pub(super) fn published(
+        table: Table,
+        state: TableState,
+        written: Vec<WrittenFile>,
+    ) -> Result<Self, LakeError> {
+        let schema = state.schema.clone();
+        let mut writer = TableWriter::on(table, Some(state), &schema, WriteOptions::default())?;
+        writer.files = Files::Published;
+        writer.written = written;
+        Ok(writer)
+    }
+}
+
+/// The summary of a commit whose transaction id the table already holds (nothing to commit),
+/// or `None`.
+pub(super) fn already_committed(
+    table: &Table,
+    commit: &Commit,
+) -> Result<Option<CommitSummary>, LakeError> {
+    let Some((app, version)) = &commit.transaction else {
+        return Ok(None);
+    };
+    if table.app_version(app)?.is_none_or(|done| done < *version) {
+        return Ok(None);
+    }
+    Ok(Some(CommitSummary {
+        version: table.version()?,
+        files: 0,
+        rows: 0,
+        bytes: 0,
+        already_committed: true,
+    }))
+}
+
+/// A file's modification time in milliseconds since the epoch, as an add action records it.
+pub(super) fn modified_millis(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl Drop for TableWriter {
     fn drop(&mut self) {
         if !self.settled {
@@ -705,6 +839,23 @@ fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The text [`escape`] encoded; `None` if it is not such an encoding.
+pub(super) fn unescape(s: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 fn check_partition_type(table: &Table, column: &str, t: &ArrowType) -> Result<(), LakeError> {
