@@ -166,7 +166,7 @@ fn bench_incremental(host: &Host, root: &Path) -> Result<()> {
         println!(
             "  {what}: {secs:.3} s, {} rows, {} input files read, {} skipped",
             report.rows_out,
-            report.inputs.read,
+            report.inputs.read(),
             report.inputs.done.len()
         );
         Ok((secs, report.rows_out))

@@ -216,14 +216,7 @@ fn open_all(pipeline: &Pipeline) -> Result<io::Source, RunError> {
         Some(dir) => {
             let table = quiver_lake::Table::open(&pipeline.resolve(dir))?;
             let (state, files) = table.files(pipeline.source.version)?;
-            let files = files
-                .into_iter()
-                .map(|f| io::TableFile {
-                    path: f.path,
-                    partition_values: f.partition_values,
-                })
-                .collect();
-            io::open_table(files, state.schema, &options)?
+            io::open_table(inputs::table_files(files), state.schema, &options)?
         }
         None => io::open(&pipeline.source_paths(), &options)?,
     })

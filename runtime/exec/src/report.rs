@@ -121,8 +121,6 @@ pub struct InputsReport {
     /// The run read only what earlier runs had not.
     pub incremental: bool,
     /// Input files (or table data files) read.
-    pub read: usize,
-    /// Their paths.
     pub read_paths: Vec<std::path::PathBuf>,
     /// Input files left out as already processed by a committed run.
     pub done: Vec<std::path::PathBuf>,
@@ -134,9 +132,14 @@ pub struct InputsReport {
 }
 
 impl InputsReport {
+    /// How many input files (or table data files) were read.
+    pub fn read(&self) -> usize {
+        self.read_paths.len()
+    }
+
     /// Whether an incremental run found nothing to read.
     pub fn nothing_new(&self) -> bool {
-        self.incremental && self.read == 0
+        self.incremental && self.read_paths.is_empty()
     }
 }
 
@@ -152,9 +155,9 @@ impl fmt::Display for InputsReport {
                     f,
                     "table source: versions {}..={to} ({} data files) added since the last run",
                     from + 1,
-                    self.read
+                    self.read()
                 )?,
-                None => writeln!(f, "table source: version {to} ({} data files)", self.read)?,
+                None => writeln!(f, "table source: version {to} ({} data files)", self.read())?,
             }
         }
         if !self.incremental || self.table_versions.is_some() {
@@ -163,7 +166,7 @@ impl fmt::Display for InputsReport {
         writeln!(
             f,
             "incremental: {} new input file(s) read, {} skipped as already done{}",
-            self.read,
+            self.read(),
             self.done.len(),
             match self.changed.len() {
                 0 => String::new(),
@@ -494,7 +497,7 @@ impl RunReport {
             host_peak_rss_bytes: self.host_peak_rss,
             table_version: self.table_commit.as_ref().map(|c| c.version),
             table_run: self.table_commit.as_ref().map(|c| c.run),
-            inputs_read: self.inputs.read,
+            inputs_read: self.inputs.read(),
             inputs_skipped: paths(&self.inputs.done),
             inputs_changed: paths(&self.inputs.changed),
         }

@@ -103,12 +103,10 @@ pub(super) fn plan(pipeline: &Pipeline, full_refresh: bool) -> Result<Planned, R
                 Some(v) if v >= latest => None,
                 Some(v) => {
                     let (state, files) = table.added_since(v, Some(latest))?;
-                    report.read = files.len();
                     Some(io::open_table(table_files(files), state.schema, &options)?)
                 }
                 None => {
                     let (state, files) = table.files(Some(latest))?;
-                    report.read = files.len();
                     Some(io::open_table(table_files(files), state.schema, &options)?)
                 }
             }
@@ -128,7 +126,6 @@ pub(super) fn plan(pipeline: &Pipeline, full_refresh: bool) -> Result<Planned, R
                 pipeline.source.on_change,
                 &mut incremental::sha256_file,
             )?;
-            report.read = plan.read.len();
             report.done = plan.done;
             report.changed = plan.changed;
             let read: Vec<String> = plan
@@ -143,7 +140,6 @@ pub(super) fn plan(pipeline: &Pipeline, full_refresh: bool) -> Result<Planned, R
         }
         None => {
             let source = io::open(&pipeline.source_paths(), &options)?;
-            report.read = source.files().len();
             Some(source)
         }
     };
@@ -169,7 +165,7 @@ pub(super) fn plan(pipeline: &Pipeline, full_refresh: bool) -> Result<Planned, R
     })
 }
 
-fn table_files(files: Vec<DataFile>) -> Vec<TableFile> {
+pub(super) fn table_files(files: Vec<DataFile>) -> Vec<TableFile> {
     files
         .into_iter()
         .map(|f| TableFile {
