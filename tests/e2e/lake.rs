@@ -2,7 +2,7 @@
 //! implementation of Delta Lake (the `deltalake` package from PyPI) as the reader and writer on
 //! the other side; incremental runs, full refreshes, stages, and runs killed at random moments.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,60 +37,24 @@ struct Read {
     rows: Vec<(i64, String, f64)>,
 }
 
-const READ_TABLE: &str = r#"
-import json, os, sys
-from deltalake import DeltaTable
-try:
-    dt = DeltaTable(sys.argv[1])
-except Exception as e:
-    if "no log files" in str(e).lower() or "not a delta table" in str(e).lower() or "tablenotfound" in type(e).__name__.lower():
-        print(json.dumps({"version": None}), flush=True)
-        os._exit(0)
-    raise
-t = dt.to_pyarrow_table()
-print(json.dumps({
-    "version": dt.version(),
-    "partition_columns": dt.metadata().partition_columns,
-    "schema": [[f.name, str(f.type)] for f in t.schema],
-    "rows": t.to_pylist(),
-}, default=str), flush=True)
-# The answer is out: skip the interpreter's teardown, where Arrow's and deltalake's thread
-# pools can abort the process ("terminate called without an active exception").
-os._exit(0)
-"#;
-
 fn read_table(dir: &Path) -> Read {
-    let out = Command::new(python_with_deltalake())
-        .args(["-c", READ_TABLE])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deltalake could not read {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = read_with_deltalake(dir, &[]);
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
             .unwrap_or_default()
     };
-    let mut rows: Vec<(i64, String, f64)> = v["rows"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|r| {
-                    (
-                        r["id"].as_i64().unwrap(),
-                        r["day"].as_str().unwrap().to_string(),
-                        r["amount"].as_f64().unwrap(),
-                    )
-                })
-                .collect()
+    let column = |name: &str| v["columns"][name].as_array().cloned().unwrap_or_default();
+    let (id, day, amount) = (column("id"), column("day"), column("amount"));
+    let mut rows: Vec<(i64, String, f64)> = (0..id.len())
+        .map(|i| {
+            (
+                id[i].as_i64().unwrap(),
+                day[i].as_str().unwrap().to_string(),
+                amount[i].as_f64().unwrap(),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Read {
         version: v["version"].as_u64(),
@@ -123,10 +87,6 @@ fn rows_of(ids: impl IntoIterator<Item = i64>) -> Vec<(i64, String, f64)> {
         .collect();
     rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
     rows
-}
-
-fn ids(read: &Read) -> Vec<i64> {
-    read.rows.iter().map(|r| r.0).collect()
 }
 
 fn run_pipeline(file: &Path, extra: &[&str]) -> String {
@@ -462,22 +422,87 @@ impl Random {
     }
 }
 
+/// The table's version and its rows' ids, sorted (duplicates kept), as `deltalake` reads them.
+fn table_ids(table: &Path) -> (Option<u64>, Vec<i64>) {
+    let v = read_with_deltalake(table, &["id"]);
+    let mut ids: Vec<i64> = v["columns"]["id"]
+        .as_array()
+        .map(|a| a.iter().map(|id| id.as_i64().unwrap()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    (v["version"].as_u64(), ids)
+}
+
+/// A run of an incremental pipeline killed with SIGKILL `delay` after its start.
+fn run_killed_after(pipeline: &Path, delay: Duration) {
+    let mut c = quiver();
+    c.arg("run")
+        .arg(pipeline)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(delay);
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
 #[test]
 fn runs_killed_at_random_moments_leave_a_committed_version_and_reruns_give_every_row_once() {
+    const FILE_ROWS: i64 = 100_000;
+    const KILLS: usize = 10;
+    // Small batches: a run writes each input file in many pieces, so a run that committed
+    // piecemeal would be caught with part of a file visible.
+    let pipeline = |d: &Path| {
+        let p = d.join("inc.toml");
+        std::fs::write(
+            &p,
+            r#"
+            [source]
+            paths = ["incoming"]
+            incremental = true
+            batch-size = 4096
+            [sink]
+            table = "lake/orders"
+            partition-by = ["day"]
+            "#,
+        )
+        .unwrap();
+        p
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let incoming = d.join("incoming");
     std::fs::create_dir(&incoming).unwrap();
     let table = d.join("lake/orders");
-    let p = incremental_pipeline(d, "refuse");
+    let p = pipeline(d);
+
+    // How long an uninterrupted run of one round's input takes, to aim the kills inside runs:
+    // measured on a copy, and again by every rerun that finishes a killed run's work.
+    let mut run_time = {
+        let scratch = d.join("scratch");
+        std::fs::create_dir_all(scratch.join("incoming")).unwrap();
+        write_orders(&scratch.join("incoming/a.csv"), 0..FILE_ROWS);
+        write_orders(&scratch.join("incoming/b.csv"), FILE_ROWS..2 * FILE_ROWS);
+        let started = Instant::now();
+        run_pipeline(&pipeline(&scratch), &[]);
+        started.elapsed()
+    };
+
     let mut random = Random::new();
-    const FILE_ROWS: i64 = 60_000;
     // The ids of each input file, by file.
     let mut files: Vec<std::ops::Range<i64>> = Vec::new();
-    // How long an uninterrupted run of one round's input takes, to aim the kills.
-    let mut run_time = Duration::from_millis(800);
-    let mut kills_before_commit = 0;
-    for round in 0..10 {
+    // Kills that came after the run's commit test nothing: rounds go on until KILLS kills
+    // landed before it, within a bound.
+    let mut before_commit = 0;
+    let mut rounds = 0;
+    // The version the last read found (none before the first commit).
+    let mut version_before = None;
+    while before_commit < KILLS {
+        assert!(
+            rounds < 3 * KILLS,
+            "only {before_commit} of {rounds} kills landed before the run's commit (runs take {run_time:?})"
+        );
+        rounds += 1;
         let mut new = Vec::new();
         for _ in 0..2 {
             let n = files.len() as i64;
@@ -487,31 +512,23 @@ fn runs_killed_at_random_moments_leave_a_committed_version_and_reruns_give_every
             new.push(files.len() - 1);
         }
         let delay = Duration::from_millis(random.below(run_time.as_millis() as u64 + 1));
-        let mut c = quiver();
-        c.arg("run")
-            .arg(&p)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        run_killed_after(&p, delay);
 
         // The table is at a committed version: each file's rows all there or none, none
         // twice, and the killed run's files all or none.
-        let read = read_table(&table);
-        let present: BTreeSet<i64> = ids(&read).into_iter().collect();
+        let (version, read) = table_ids(&table);
+        let present: BTreeSet<i64> = read.iter().copied().collect();
         assert_eq!(
             present.len(),
-            read.rows.len(),
-            "round {round}: a row appears twice"
+            read.len(),
+            "round {rounds}: a row appears twice after a kill {delay:?} into the run"
         );
         let mut visible_files = BTreeSet::new();
         for (i, range) in files.iter().enumerate() {
             let seen = range.clone().filter(|id| present.contains(id)).count() as i64;
             assert!(
                 seen == 0 || seen == FILE_ROWS,
-                "round {round}: file {i} is partly visible ({seen} of {FILE_ROWS} rows) after a kill {delay:?} into the run"
+                "round {rounds}: file {i} is partly visible ({seen} of {FILE_ROWS} rows) after a kill {delay:?} into the run"
             );
             if seen > 0 {
                 visible_files.insert(i);
@@ -520,22 +537,36 @@ fn runs_killed_at_random_moments_leave_a_committed_version_and_reruns_give_every
         let visible_new = new.iter().filter(|i| visible_files.contains(i)).count();
         assert!(
             visible_new == 0 || visible_new == new.len(),
-            "round {round}: the killed run's files are partly committed"
+            "round {rounds}: the killed run's files are partly committed after a kill {delay:?} into the run"
         );
-        kills_before_commit += usize::from(visible_new == 0);
-        let all: BTreeMap<i64, ()> = present.iter().map(|&i| (i, ())).collect();
-        assert_eq!(all.len(), present.len());
+        if visible_new == 0 {
+            // Killed before its commit: nothing of the run is visible, the version is the same.
+            assert_eq!(
+                version, version_before,
+                "round {rounds}: the table moved to a new version without the run's rows"
+            );
+            before_commit += 1;
+        }
 
         // A rerun completes the job: every input row exactly once.
         let started = Instant::now();
         run_pipeline(&p, &[]);
-        run_time = run_time.max(started.elapsed());
-        let read = read_table(&table);
-        assert_eq!(
-            ids(&read),
-            (0..files.len() as i64 * FILE_ROWS).collect::<Vec<_>>(),
-            "round {round}: after the rerun"
-        );
+        if visible_new == 0 {
+            run_time = started.elapsed();
+        }
+        let (version, read) = table_ids(&table);
+        version_before = version;
+        let expected = 0..files.len() as i64 * FILE_ROWS;
+        if read != expected.clone().collect::<Vec<_>>() {
+            let present: BTreeSet<i64> = read.iter().copied().collect();
+            let missing = expected.filter(|id| !present.contains(id)).count();
+            panic!(
+                "round {rounds}: after the rerun the table has {} rows for {} inputs ({missing} missing, {} repeated)",
+                read.len(),
+                files.len() as i64 * FILE_ROWS,
+                read.len() - present.len()
+            );
+        }
     }
-    eprintln!("{kills_before_commit} of 10 kills came before the run's commit");
+    eprintln!("{before_commit} of {rounds} kills came before the run's commit");
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -47,30 +46,10 @@ poll-ms = 5
     std::fs::write(dir.join("p.toml"), text).unwrap();
 }
 
-const READ_ROWS: &str = r#"
-import json, os, sys
-from deltalake import DeltaTable
-t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=["seq", "x", "n"])
-print(json.dumps({c: t.column(c).to_pylist() for c in ["seq", "x", "n"]}), flush=True)
-# The answer is out: skip the interpreter's teardown, where Arrow's thread pools can abort.
-os._exit(0)
-"#;
-
 /// Every row of the table as `deltalake` reads it: (seq, x, n).
 fn table_rows(table: &Path) -> Vec<(u64, f64, i64)> {
-    let out = Command::new(python_with_deltalake())
-        .args(["-c", READ_ROWS])
-        .arg(table)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deltalake could not read {}: {}",
-        table.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let column = |c: &str| v[c].as_array().unwrap().clone();
+    let v = read_with_deltalake(table, &["seq", "x", "n"]);
+    let column = |c: &str| v["columns"][c].as_array().unwrap().clone();
     let (seq, x, n) = (column("seq"), column("x"), column("n"));
     (0..seq.len())
         .map(|i| {

@@ -486,6 +486,47 @@ pub fn python_with_deltalake() -> PathBuf {
     python_with(&[("pyarrow", "pyarrow"), ("deltalake", "deltalake")])
 }
 
+/// A Delta table as the `deltalake` package reads it: `{"version": null}` when there is no
+/// table yet, else its `version`, `partition_columns`, `schema` (`[name, type]` pairs) and
+/// `columns` (the values of each of `columns`, or of every column when it is empty, by name,
+/// in the table's row order).
+pub fn read_with_deltalake(table: &Path, columns: &[&str]) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, os, sys
+from deltalake import DeltaTable
+try:
+    dt = DeltaTable(sys.argv[1])
+except Exception as e:
+    if "no log files" in str(e).lower() or "not a delta table" in str(e).lower() or "tablenotfound" in type(e).__name__.lower():
+        print(json.dumps({"version": None}), flush=True)
+        os._exit(0)
+    raise
+t = dt.to_pyarrow_table(columns=sys.argv[2].split(",") if sys.argv[2] else None)
+print(json.dumps({
+    "version": dt.version(),
+    "partition_columns": dt.metadata().partition_columns,
+    "schema": [[f.name, str(f.type)] for f in t.schema],
+    "columns": {f.name: t.column(f.name).to_pylist() for f in t.schema},
+}, default=str), flush=True)
+# The answer is out: skip the interpreter's teardown, where Arrow's and deltalake's thread
+# pools can abort the process ("terminate called without an active exception").
+os._exit(0)
+"#;
+    let out = Command::new(python_with_deltalake())
+        .args(["-c", SCRIPT])
+        .arg(table)
+        .arg(columns.join(","))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deltalake could not read {}: {}",
+        table.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The test virtual environment's interpreter, with each (module, PyPI package) importable:
 /// the environment is made and the missing packages installed by pip the first time, one
 /// install at a time.

@@ -339,10 +339,27 @@ impl Table {
     /// The last version recorded for transaction id `app` (a writer's own numbering, such as
     /// a streaming job's epoch or a pipeline's run), if any.
     pub fn app_version(&self, app: &str) -> Result<Option<i64>, LakeError> {
-        if !self.exists() {
-            return Ok(None);
+        match self.latest()? {
+            Some(snapshot) => self.app_version_in(&snapshot, app),
+            None => Ok(None),
         }
-        self.snapshot(None)?
+    }
+
+    /// The latest snapshot, or `None` when there is no table yet.
+    pub(crate) fn latest(&self) -> Result<Option<Arc<Snapshot>>, LakeError> {
+        match self.exists() {
+            true => self.snapshot(None).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// [`Table::app_version`] as of `snapshot`.
+    pub(crate) fn app_version_in(
+        &self,
+        snapshot: &Snapshot,
+        app: &str,
+    ) -> Result<Option<i64>, LakeError> {
+        snapshot
             .get_app_id_version(app, self.engine.as_ref())
             .map_err(|e| self.delta(e))
     }

@@ -126,10 +126,11 @@ impl Table {
     /// The files are read back for their statistics; every column of a file must be one of
     /// the table's, of the same type.
     pub fn publish(&self, files: &[String], commit: Commit) -> Result<CommitSummary, LakeError> {
-        if let Some(done) = already_committed(self, &commit)? {
+        let snapshot = self.snapshot(None)?;
+        if let Some(done) = already_committed(self, &snapshot, &commit)? {
             return Ok(done);
         }
-        let state = self.state(None)?;
+        let state = self.state_of(&snapshot)?;
         let kernel =
             StructType::try_from_arrow(state.schema.as_ref()).map_err(|e| self.delta(e))?;
         let written = files

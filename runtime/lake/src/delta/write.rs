@@ -18,7 +18,7 @@ use delta_kernel::schema::{StructField, StructType};
 use delta_kernel::transaction::create_table::create_table;
 use delta_kernel::transaction::data_layout::DataLayout;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
-use delta_kernel::FileMeta;
+use delta_kernel::{FileMeta, Snapshot};
 use delta_kernel_default_engine::build_add_file_metadata;
 use delta_kernel_default_engine::parquet::DataFileMetadata;
 use quiver_data::io::FileWriter;
@@ -399,14 +399,17 @@ impl TableWriter {
         let bytes = self.written.iter().map(|f| f.size).sum();
         let files = self.written.len();
         for _ in 0..MAX_ATTEMPTS {
-            if let Some(done) = already_committed(&self.table, &commit)? {
-                self.discard();
-                return Ok(done);
-            }
-            let result = if self.table.exists() {
-                self.try_update(&commit)?
-            } else {
-                self.try_create(&commit)?
+            // One read of the log per try: it answers both whether the commit already
+            // happened and what to commit on.
+            let result = match self.table.latest()? {
+                Some(snapshot) => {
+                    if let Some(done) = already_committed(&self.table, &snapshot, &commit)? {
+                        self.discard();
+                        return Ok(done);
+                    }
+                    self.try_update(snapshot, &commit)?
+                }
+                None => self.try_create(&commit)?,
             };
             if let Some(version) = result {
                 // The commit names the files now: whatever happens next, they stay.
@@ -476,10 +479,13 @@ impl TableWriter {
 
     /// One try at committing on the table's latest version: `None` when another writer
     /// committed that version first.
-    fn try_update(&self, commit: &Commit) -> Result<Option<u64>, LakeError> {
+    fn try_update(
+        &self,
+        snapshot: Arc<Snapshot>,
+        commit: &Commit,
+    ) -> Result<Option<u64>, LakeError> {
         let t = &self.table;
         let engine = t.engine.as_ref();
-        let snapshot = t.snapshot(None)?;
         let state = t.state_of(&snapshot)?;
         // The files were written for the schema seen at the start (or for a table this writer
         // meant to create): a table that changed meanwhile gets them only if it still fits.
@@ -722,7 +728,7 @@ impl TableWriter {
     /// another writer committed first.
     pub(super) fn commit_schema(&self) -> Result<Option<u64>, LakeError> {
         let version = match self.base {
-            Some(_) => self.try_update(&Commit::default())?,
+            Some(_) => self.try_update(self.table.snapshot(None)?, &Commit::default())?,
             None => self.try_create(&Commit::default())?,
         };
         if let Some(version) = version {
@@ -771,20 +777,24 @@ impl TableWriter {
     }
 }
 
-/// The summary of a commit whose transaction id the table already holds (nothing to commit),
-/// or `None`.
+/// The summary of a commit whose transaction id the table already holds at `snapshot`
+/// (nothing to commit), or `None`.
 pub(super) fn already_committed(
     table: &Table,
+    snapshot: &Snapshot,
     commit: &Commit,
 ) -> Result<Option<CommitSummary>, LakeError> {
     let Some((app, version)) = &commit.transaction else {
         return Ok(None);
     };
-    if table.app_version(app)?.is_none_or(|done| done < *version) {
+    if table
+        .app_version_in(snapshot, app)?
+        .is_none_or(|done| done < *version)
+    {
         return Ok(None);
     }
     Ok(Some(CommitSummary {
-        version: table.version()?,
+        version: snapshot.version(),
         files: 0,
         rows: 0,
         bytes: 0,
