@@ -290,3 +290,66 @@ fn a_stream_refuses_to_overwrite_a_table() {
     );
     assert!(!dir.path().join("lake/t/_delta_log").exists());
 }
+
+#[test]
+fn a_stream_into_a_table_sends_a_malformed_record_to_dead_letters_beside_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[source]
+paths = ["in.csv"]
+[[plugin]]
+name = "scale"
+params = { columns = ["x"], a = 1.0, b = 4.0 }
+[[plugin]]
+name = "running-count"
+params = { key = "key", output = "n" }
+[sink]
+table = "lake/orders"
+[stream]
+job = "orders"
+on-malformed = "dead-letter"
+"#;
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    // Past the first 1000 lines, from which the schema is inferred.
+    let mut csv = String::from("seq,key,x\n");
+    let mut good = Vec::new();
+    for seq in 0..1500u64 {
+        if seq == 1100 {
+            csv.push_str("1100,k3,not-a-number\n");
+            continue;
+        }
+        csv.push_str(&format!("{seq},k{},{}.5\n", seq % 7, seq * 3));
+        good.push(seq);
+    }
+    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    let out = finish(start(dir.path(), &["--stop-at-end"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("1 dead letters"), "{err}");
+
+    // The table holds every good row once, as another implementation reads it.
+    let table = dir.path().join("lake/orders");
+    let mut seqs: Vec<u64> = table_rows(&table).iter().map(|r| r.0).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, good);
+    // The bad line is a dead letter in the table's directory, outside the table's data,
+    // naming the file and line (the header is line 1, row 1100 is line 1102).
+    let dead = files_below(&table.join("_dead-letter"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter: Value =
+        serde_json::from_str(std::fs::read_to_string(&dead[0]).unwrap().trim()).unwrap();
+    assert!(
+        letter["_source"].as_str().unwrap().ends_with("in.csv:1102"),
+        "{letter}"
+    );
+    assert_eq!(letter["_line"], "1100,k3,not-a-number");
+    // The log names no dead-letter file.
+    for commit in read_log(&table) {
+        assert!(
+            commit.adds.iter().all(|a| a.ends_with(".parquet")),
+            "version {} adds {:?}",
+            commit.version,
+            commit.adds
+        );
+    }
+}
