@@ -13,7 +13,7 @@ use quiver::batch::{self, RunOptions};
 use quiver::pipeline::Pipeline;
 use quiver::plugin::Host;
 
-use crate::{median_secs, Args};
+use crate::{median, Args};
 
 /// Rows of the write figure.
 const WRITE_ROWS: usize = 10_000_000;
@@ -51,6 +51,14 @@ fn pipeline(text: &str, dir: &Path) -> Result<Pipeline> {
     p.base_dir = dir.to_path_buf();
     p.name = Some("bench".into());
     Ok(p)
+}
+
+/// Writes back every file's dirty pages (`sync`), so a timed run does not pay for an earlier
+/// one's.
+fn flush_disk() -> Result<()> {
+    let status = std::process::Command::new("sync").status()?;
+    ensure!(status.success(), "sync failed: {status}");
+    Ok(())
 }
 
 fn fresh(dir: &Path) -> Result<()> {
@@ -116,18 +124,32 @@ fn bench_write(args: &Args, host: &Host, root: &Path) -> Result<()> {
             root,
         )?;
         let table_dir = table.sink_location();
+        // The two alternate, each going first in every other pair, so that a machine slowing
+        // down part-way, or one run's writes still going to disk, weigh on both alike; the
+        // first pair warms up. Not timed: removing the last run's table (the Parquet run
+        // replaces its file itself) and flushing what earlier runs left to write back.
         let mut rows = (0, 0);
-        let parquet = median_secs(runs, || {
-            rows.0 = batch::run(&files, host, &RunOptions::default())
-                .expect("the Parquet run")
-                .rows_out;
-        });
-        let delta = median_secs(runs, || {
-            fresh(&table_dir).expect("removing the last table");
-            rows.1 = batch::run(&table, host, &RunOptions::default())
-                .expect("the Delta run")
-                .rows_out;
-        });
+        let (mut parquet, mut delta) = (Vec::new(), Vec::new());
+        for pair in 0..=runs {
+            for delta_first in [pair % 2 == 1, pair % 2 == 0] {
+                fresh(&table_dir)?;
+                flush_disk()?;
+                let t = Instant::now();
+                if delta_first {
+                    rows.1 = batch::run(&table, host, &RunOptions::default())?.rows_out;
+                } else {
+                    rows.0 = batch::run(&files, host, &RunOptions::default())?.rows_out;
+                }
+                let secs = t.elapsed().as_secs_f64();
+                if pair > 0 {
+                    match delta_first {
+                        true => delta.push(secs),
+                        false => parquet.push(secs),
+                    }
+                }
+            }
+        }
+        let (parquet, delta) = (median(parquet), median(delta));
         ensure!(
             rows.0 == WRITE_ROWS as u64 && rows.1 == WRITE_ROWS as u64,
             "rows written: Parquet {}, Delta {}",
