@@ -287,6 +287,15 @@ fn incremental_runs_read_each_new_file_once_and_handle_changed_files_by_the_sett
         second.contains("1 new input file(s) read, 2 skipped as already done"),
         "{second}"
     );
+    // The report names the inputs it skipped.
+    let skipped: Vec<&str> = second
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("skipped: "))
+        .collect();
+    assert!(
+        skipped.len() == 2 && skipped[0].ends_with("a.csv") && skipped[1].ends_with("b.csv"),
+        "{second}"
+    );
     assert_eq!(read_table(&table).rows, rows_of(0..250));
 
     // Nothing new: no commit.

@@ -176,9 +176,22 @@ impl fmt::Display for InputsReport {
         for path in &self.changed {
             writeln!(f, "  changed: {}", path.display())?;
         }
+        for path in self.done.iter().take(SKIPPED_LISTED) {
+            writeln!(f, "  skipped: {}", path.display())?;
+        }
+        if self.done.len() > SKIPPED_LISTED {
+            writeln!(
+                f,
+                "  … and {} more skipped (the JSON report lists them all)",
+                self.done.len() - SKIPPED_LISTED
+            )?;
+        }
         Ok(())
     }
 }
+
+/// How many inputs skipped as already done the text report names (the JSON report names all).
+const SKIPPED_LISTED: usize = 10;
 
 /// Peak resident memory of this process so far (`VmHWM` on Linux), in bytes.
 pub fn host_peak_rss() -> Option<u64> {
