@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::stream::{assert_exactly_once, line, pause, start};
+use crate::stream_sources::write_csv_with_a_malformed_row;
 use crate::support::*;
 
 /// The job's transaction id in the table.
@@ -297,12 +298,6 @@ fn a_stream_into_a_table_sends_a_malformed_record_to_dead_letters_beside_the_log
     let text = r#"
 [source]
 paths = ["in.csv"]
-[[plugin]]
-name = "scale"
-params = { columns = ["x"], a = 1.0, b = 4.0 }
-[[plugin]]
-name = "running-count"
-params = { key = "key", output = "n" }
 [sink]
 table = "lake/orders"
 [stream]
@@ -310,18 +305,7 @@ job = "orders"
 on-malformed = "dead-letter"
 "#;
     std::fs::write(dir.path().join("p.toml"), text).unwrap();
-    // Past the first 1000 lines, from which the schema is inferred.
-    let mut csv = String::from("seq,key,x\n");
-    let mut good = Vec::new();
-    for seq in 0..1500u64 {
-        if seq == 1100 {
-            csv.push_str("1100,k3,not-a-number\n");
-            continue;
-        }
-        csv.push_str(&format!("{seq},k{},{}.5\n", seq % 7, seq * 3));
-        good.push(seq);
-    }
-    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    let good = write_csv_with_a_malformed_row(&dir.path().join("in.csv"), 1100);
     let out = finish(start(dir.path(), &["--stop-at-end"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -329,7 +313,12 @@ on-malformed = "dead-letter"
 
     // The table holds every good row once, as another implementation reads it.
     let table = dir.path().join("lake/orders");
-    let mut seqs: Vec<u64> = table_rows(&table).iter().map(|r| r.0).collect();
+    let mut seqs: Vec<u64> = read_with_deltalake(&table, &["seq"])["columns"]["seq"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, good);
     // The bad line is a dead letter in the table's directory, outside the table's data,

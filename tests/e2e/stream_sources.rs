@@ -476,6 +476,24 @@ fn stdin_streams_to_stdout_until_it_closes() {
     assert!(err.contains("3000 rows in, 3000 rows out"), "{err}");
 }
 
+/// Writes 1500 rows `seq,key,x` to `path`, row `bad` (past the first 1000 lines, from which
+/// the schema is inferred) with `not-a-number` for `x`; returns the other rows' `seq`s.
+pub(crate) fn write_csv_with_a_malformed_row(path: &Path, bad: u64) -> Vec<u64> {
+    assert!(bad >= 1000, "the first 1000 lines set the schema");
+    let mut text = String::from("seq,key,x\n");
+    let mut good = Vec::new();
+    for seq in 0..1500u64 {
+        if seq == bad {
+            text.push_str(&format!("{seq},k3,not-a-number\n"));
+            continue;
+        }
+        text.push_str(&format!("{seq},k{},{}.5\n", seq % 7, seq * 3));
+        good.push(seq);
+    }
+    std::fs::write(path, text).unwrap();
+    good
+}
+
 #[test]
 fn a_csv_tail_sends_a_malformed_record_to_the_dead_letters_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -485,18 +503,7 @@ fn a_csv_tail_sends_a_malformed_record_to_the_dead_letters_with_its_line() {
         r#"path = "out""#,
         r#"on-malformed = "dead-letter""#,
     );
-    // Past the first 1000 lines, from which the schema is inferred.
-    let mut text = String::from("seq,key,x\n");
-    let mut good = Vec::new();
-    for seq in 0..1500u64 {
-        if seq == 1200 {
-            text.push_str("1200,k3,not-a-number\n");
-            continue;
-        }
-        text.push_str(&format!("{seq},k{},{}.5\n", seq % 7, seq * 3));
-        good.push(seq);
-    }
-    std::fs::write(dir.path().join("in.csv"), text).unwrap();
+    let good = write_csv_with_a_malformed_row(&dir.path().join("in.csv"), 1200);
     let out = finish(start(dir.path(), &["--stop-at-end"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
