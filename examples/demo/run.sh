@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the plugins and the quiver binary, then runs the demo pipeline on the bundled orders.
+# Builds the plugins and the quiver binary, then runs the demo pipelines on the bundled orders:
+# a partitioned chain into Parquet files, and an ELT job into Delta tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,5 +23,20 @@ target/release/quiver run -i examples/demo/orders.csv \
   -o target/demo/big-german-orders.csv --overwrite
 head -n 6 target/demo/big-german-orders.csv
 echo
+echo "== quiver run examples/demo/elt.toml: land, then curate, into Delta tables"
+rm -rf target/demo/lake examples/demo/.quiver
+target/release/quiver run examples/demo/elt.toml
+echo
+echo "== the same job again: nothing new, so no commit"
+target/release/quiver run examples/demo/elt.toml
+echo
+echo "== quiver table history target/demo/lake/orders"
+target/release/quiver table history target/demo/lake/orders
+echo
+echo "== quiver runs examples/demo/elt.toml"
+target/release/quiver runs examples/demo/elt.toml
+echo
 echo "output files:"
-find target/demo -type f | sort
+find target/demo -type f -not -path 'target/demo/lake/*' | sort
+echo "Delta tables (readable by Spark, Python's deltalake, Polars, DuckDB):"
+find target/demo/lake -maxdepth 1 -mindepth 1 -type d | sort

@@ -579,3 +579,57 @@ fn runs_killed_at_random_moments_leave_a_committed_version_and_reruns_give_every
     }
     eprintln!("{before_commit} of {rounds} kills came before the run's commit");
 }
+
+#[test]
+fn the_demo_elt_job_lands_and_curates_the_bundled_orders_once() {
+    // The demo's files, laid out as in the repository (its tables go to ../../target/demo).
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("examples/demo");
+    std::fs::create_dir_all(&demo).unwrap();
+    for file in ["elt.toml", "orders.csv"] {
+        std::fs::copy(
+            repo_root().join("examples/demo").join(file),
+            demo.join(file),
+        )
+        .unwrap();
+    }
+    let p = demo.join("elt.toml");
+    run_pipeline(&p, &[]);
+    let again = run_pipeline(&p, &[]);
+    assert_eq!(again.matches("no commit made").count(), 2, "{again}");
+
+    // The reference: the curate stage's filter applied to the CSV here.
+    let csv = std::fs::read_to_string(demo.join("orders.csv")).unwrap();
+    let mut kept: Vec<(i64, String)> = Vec::new();
+    for line in csv.lines().skip(1) {
+        // order_id,customer,email,country,amount,quantity,internal_note
+        let f: Vec<&str> = line.split(',').collect();
+        let (amount, quantity): (f64, i64) = (f[4].parse().unwrap(), f[5].parse().unwrap());
+        if amount >= 5.0 && quantity > 0 && !f[2].is_empty() {
+            kept.push((f[0].parse().unwrap(), f[3].to_string()));
+        }
+    }
+    kept.sort();
+    let lake = dir.path().join("target/demo/lake");
+    let raw = read_with_deltalake(&lake.join("raw"), &["order_id"]);
+    assert_eq!(
+        raw["columns"]["order_id"].as_array().unwrap().len(),
+        csv.lines().count() - 1
+    );
+    let curated = read_with_deltalake(&lake.join("orders"), &["order_id", "country", "email"]);
+    assert_eq!(curated["version"], 0, "one commit, not two");
+    assert_eq!(curated["partition_columns"], serde_json::json!(["country"]));
+    let column = |c: &str| curated["columns"][c].as_array().unwrap().clone();
+    let (ids, countries, emails) = (column("order_id"), column("country"), column("email"));
+    let mut got: Vec<(i64, String)> = ids
+        .iter()
+        .zip(&countries)
+        .map(|(id, c)| (id.as_i64().unwrap(), c.as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    assert_eq!(got, kept);
+    // E-mails are pseudonymised: none of the CSV's is left.
+    assert!(emails
+        .iter()
+        .all(|e| !csv.contains(&format!(",{},", e.as_str().unwrap()))));
+}
