@@ -227,6 +227,23 @@ fn wait_for_output(dir: &Path, expected: usize) -> Vec<(u64, String, i64)> {
     }
 }
 
+/// For a failure's diagnosis: each node's view of the cluster (the job's assignment and
+/// committed checkpoints) and the end of its log, on stderr.
+fn print_cluster_state(nodes: &[NodeProc]) {
+    for n in nodes {
+        let state = status(&n.addr).map_or("(no answer)".to_string(), |s| {
+            serde_json::to_string_pretty(&s).unwrap()
+        });
+        eprintln!("--- node {} status: {state}", n.id);
+        let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("--- node {} log, last 40 lines:", n.id);
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// The oracle: every acknowledged row exactly once, nothing else, and every running count
 /// equal to the reference (the row's position among its key's rows in its client's order).
 fn check_exactly_once(rows: &[(u64, String, i64)], acknowledged: &BTreeMap<u64, u64>) {
@@ -281,11 +298,16 @@ struct Dice(u64);
 
 impl Dice {
     fn new() -> Dice {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        eprintln!("fault timing seed: {seed}");
+        let seed = std::env::var("QUIVER_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("fault timing seed: {seed} (QUIVER_TEST_SEED={seed} repeats the faults' timing)");
         Dice(seed | 1)
     }
 
@@ -368,6 +390,9 @@ fn survive_kills(victim: Victim, rounds: usize) {
     let total: u64 = acknowledged.values().sum::<u64>() * ROWS;
     assert!(total > 0, "the clients got acknowledgements");
     let rows = wait_for_output(dir.path(), total as usize);
+    if rows.len() != total as usize {
+        print_cluster_state(&nodes);
+    }
     check_exactly_once(&rows, &acknowledged);
     identical_replicas(&addr_refs);
     let s = status(&nodes[leading(&nodes)].addr).unwrap();
