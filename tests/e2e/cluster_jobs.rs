@@ -25,7 +25,7 @@ use crate::cluster::{
     identical_replicas, leader, leading, status, three_nodes, wait_for, NodeProc,
 };
 use crate::fault_proxy::{FaultProxy, Link};
-use crate::support::{quiver, run};
+use crate::support::{quiver, run, Dice};
 
 const JOB: &str = "clicks";
 const PARTITIONS: u32 = 4;
@@ -290,34 +290,6 @@ fn check_exactly_once(rows: &[(u64, String, i64)], acknowledged: &BTreeMap<u64, 
         missing.len(),
         &wrong[..wrong.len().min(10)]
     );
-}
-
-/// A small deterministic generator for the moments of the faults; the seed is printed so a
-/// failing run can be replayed.
-struct Dice(u64);
-
-impl Dice {
-    fn new() -> Dice {
-        let seed = std::env::var("QUIVER_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("fault timing seed: {seed} (QUIVER_TEST_SEED={seed} repeats the faults' timing)");
-        Dice(seed | 1)
-    }
-
-    /// A number in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        lo + self.0 % (hi - lo)
-    }
 }
 
 /// The highest generation any partition of the job is owned under, as `s` shows it.

@@ -403,34 +403,6 @@ fn elt_lands_then_curates_and_a_failed_stage_resumes_with_from_stage() {
     assert_eq!(read_table(&d.join("lake/curated")).rows, curated(0..400));
 }
 
-/// A small random generator (xorshift), seeded from the clock and printed, so that a failing
-/// run can be repeated.
-struct Random(u64);
-
-impl Random {
-    fn new() -> Random {
-        let seed = std::env::var("QUIVER_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("random seed {seed} (QUIVER_TEST_SEED={seed} repeats it)");
-        Random(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// The table's version and its rows' ids, sorted (duplicates kept), as `deltalake` reads them.
 fn table_ids(table: &Path) -> (Option<u64>, Vec<i64>) {
     let v = read_with_deltalake(table, &["id"]);
@@ -497,7 +469,7 @@ fn runs_killed_at_random_moments_leave_a_committed_version_and_reruns_give_every
         started.elapsed()
     };
 
-    let mut random = Random::new();
+    let mut dice = Dice::new();
     // The ids of each input file, by file.
     let mut files: Vec<std::ops::Range<i64>> = Vec::new();
     // Kills that came after the run's commit test nothing: rounds go on until KILLS kills
@@ -520,7 +492,7 @@ fn runs_killed_at_random_moments_leave_a_committed_version_and_reruns_give_every
             files.push(ids);
             new.push(files.len() - 1);
         }
-        let delay = Duration::from_millis(random.below(run_time.as_millis() as u64 + 1));
+        let delay = Duration::from_millis(dice.range(0, run_time.as_millis() as u64 + 1));
         run_killed_after(&p, delay);
 
         // The table is at a committed version: each file's rows all there or none, none

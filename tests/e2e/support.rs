@@ -603,3 +603,31 @@ pub fn take_recordings(dir: &Path) -> usize {
     }
     count
 }
+
+/// A small random generator (xorshift) for the moments of faults, seeded from the clock or
+/// from `QUIVER_TEST_SEED`; the seed is printed, so that a failing run can be repeated.
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new() -> Dice {
+        let seed = std::env::var("QUIVER_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("fault timing seed: {seed} (QUIVER_TEST_SEED={seed} repeats it)");
+        Dice(seed | 1)
+    }
+
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        lo + self.0 % (hi - lo)
+    }
+}
